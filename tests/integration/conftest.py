@@ -1,0 +1,5 @@
+"""Integration fixtures live in one plugin module per real service."""
+
+pytest_plugins = [
+    "tests.integration.fixtures_postgres",
+]

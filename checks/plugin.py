@@ -1,0 +1,357 @@
+"""The plugin contract every executable shares (DESIGN.md §2).
+
+- exit 0/1/2/3, and 3 only for usage and internal errors: click never picks the code;
+- CRITICAL > WARNING > UNKNOWN > OK when results disagree (nagiosplugin ranks UNKNOWN
+  highest, which would hide a real CRITICAL behind a missing privilege);
+- one first line ``NAME STATUS - summary | perfdata``, long output after it, the whole
+  under Consul's 4096-byte window (it keeps the tail, so the head must fit);
+- ``--timeout`` bounds the whole run: a watchdog thread prints and exits even when the
+  main thread is stuck in a network call;
+- nothing on stderr, no traceback unless ``-vvv``.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import NoReturn
+
+import click
+import nagiosplugin
+
+from checks import __version__
+from checks.thresholds import Limits
+from checks.units import Unit, format_value
+
+# Consul keeps the last 4096 bytes of a check's output; stay clear of that.
+OUTPUT_LIMIT = 4000
+SUMMARY_LIMIT = 200
+
+TIMEOUT_HELP = "Seconds the whole run may take; past it the check says CRITICAL and exits."
+
+
+class Status(enum.IntEnum):
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
+
+    @classmethod
+    def of(cls, state: nagiosplugin.state.ServiceState) -> Status:
+        return cls(int(state))
+
+
+_RANK = {Status.OK: 0, Status.UNKNOWN: 1, Status.WARNING: 2, Status.CRITICAL: 3}
+
+
+def worst(statuses: Iterable[Status]) -> Status:
+    """The status that wins: CRITICAL > WARNING > UNKNOWN > OK."""
+    return max(statuses, key=_RANK.__getitem__, default=Status.OK)
+
+
+class CheckFailed(Exception):
+    """Raised by a probe when the question cannot be answered; ends the check with this."""
+
+    def __init__(self, status: Status, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def critical(message: str) -> CheckFailed:
+    return CheckFailed(Status.CRITICAL, message)
+
+
+def unknown(message: str) -> CheckFailed:
+    return CheckFailed(Status.UNKNOWN, message)
+
+
+class Probe(nagiosplugin.Resource):
+    """A resource that can also add long-output lines (facts that are not metrics)."""
+
+    def __init__(self) -> None:
+        self.details: list[str] = []
+
+
+class MetricContext(nagiosplugin.ScalarContext):
+    """A thresholded metric whose text shows its unit the way people read it."""
+
+    def __init__(self, name: str, limits: Limits | None = None, *, label: str, unit: Unit) -> None:
+        limits = limits or Limits()
+        super().__init__(name, limits.warning, limits.critical)
+        self.label = label
+        self.unit = unit
+
+    def describe(self, metric: nagiosplugin.Metric) -> str:
+        return f"{self.label} {format_value(metric.value, self.unit)}"
+
+    def evaluate(self, metric: nagiosplugin.Metric, resource: object) -> nagiosplugin.Result:
+        result = super().evaluate(metric, resource)
+        if result.state == nagiosplugin.Ok:
+            return result
+        limit = self.critical if result.state == nagiosplugin.Critical else self.warning
+        return nagiosplugin.Result(
+            result.state, f"{self.describe(metric)} ({_range_text(limit, self.unit)})", metric
+        )
+
+
+def _range_text(limit: nagiosplugin.Range, unit: Unit) -> str:
+    """The violated range in the user's units: 'above 16.0 MiB', 'outside 1 to 3'."""
+    start, end = limit.start, limit.end
+    if limit.invert:
+        return f"inside {format_value(start, unit)} to {format_value(end, unit)}"
+    if start in (0, float("-inf")):
+        return f"above {format_value(end, unit)}"
+    if end == float("inf"):
+        return f"below {format_value(start, unit)}"
+    return f"outside {format_value(start, unit)} to {format_value(end, unit)}"
+
+
+class FlagContext(nagiosplugin.Context):
+    """A yes/no fact that is bad when it has ``bad_value``: 0/1 perfdata, fixed state."""
+
+    def __init__(self, name: str, *, bad_value: bool, state: Status, hint: str) -> None:
+        super().__init__(name)
+        self.bad_value = bad_value
+        self.state = state
+        self.hint = hint
+
+    def evaluate(self, metric: nagiosplugin.Metric, resource: object) -> nagiosplugin.Result:
+        if bool(metric.value) == self.bad_value:
+            return nagiosplugin.Result(_STATES[self.state], self.hint, metric)
+        return nagiosplugin.Result(nagiosplugin.Ok, None, metric)
+
+    def performance(self, metric: nagiosplugin.Metric, resource: object):
+        return nagiosplugin.Performance(metric.name, int(bool(metric.value)), min=0, max=1)
+
+
+class FactContext(nagiosplugin.Context):
+    """A metric that is only reported (perfdata), never judged."""
+
+    def performance(self, metric: nagiosplugin.Metric, resource: object):
+        return nagiosplugin.Performance(
+            metric.name, metric.value, metric.uom, min=metric.min, max=metric.max
+        )
+
+
+_STATES = {
+    Status.OK: nagiosplugin.Ok,
+    Status.WARNING: nagiosplugin.Warn,
+    Status.CRITICAL: nagiosplugin.Critical,
+    Status.UNKNOWN: nagiosplugin.Unknown,
+}
+
+
+class Summary(nagiosplugin.Summary):
+    """First-line wording. Subclasses override :meth:`ok`; problems list the worst results."""
+
+    def ok(self, results: nagiosplugin.Results) -> str:
+        return "; ".join(str(r) for r in results if r.hint) or str(results[0])
+
+    def problem(self, results: nagiosplugin.Results) -> str:
+        status = worst(Status.of(r.state) for r in results)
+        return "; ".join(str(r) for r in results if Status.of(r.state) is status)
+
+
+@dataclass
+class Report:
+    """What a check run ends with; rendered once, at the very end."""
+
+    name: str
+    status: Status
+    summary: str
+    perfdata: list[str] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)
+
+    def render(self) -> str:
+        summary = " ".join(self.summary.split())
+        if len(summary) > SUMMARY_LIMIT:
+            summary = summary[: SUMMARY_LIMIT - 1] + "…"
+        first = f"{self.name} {self.status.name} - {summary}"
+        perfdata = list(self.perfdata)
+        # Perfdata stays on the first line (Icinga mislabels it elsewhere); when it would
+        # crowd out the rest, the tail of it goes and a detail line says so.
+        details = list(self.details)
+        while perfdata and len(first) + len(" | " + " ".join(perfdata)) > OUTPUT_LIMIT // 2:
+            perfdata.pop()
+            if not details or not details[-1].startswith("(perfdata truncated"):
+                details.append("(perfdata truncated to fit the 4 KB output limit)")
+        if perfdata:
+            first += " | " + " ".join(perfdata)
+        lines = [first]
+        used = len(first.encode()) + 1
+        for index, line in enumerate(details):
+            size = len(line.encode()) + 1
+            more = len(details) - index
+            if used + size > OUTPUT_LIMIT - 20 and more > 0:
+                lines.append(f"… {more} more")
+                break
+            lines.append(line)
+            used += size
+        return "\n".join(lines) + "\n"
+
+
+def evaluate(name: str, check: nagiosplugin.Check, *, verbose: int = 0) -> Report:
+    """Run a nagiosplugin check and turn its results into our report."""
+    try:
+        check()
+    except CheckFailed as failure:
+        return Report(name, failure.status, failure.message, details=_details(check))
+    except Exception as exc:  # an internal error must still end as a plugin answer
+        return internal_error(name, exc, verbose=verbose)
+    results = check.results
+    if not len(results):
+        return Report(name, Status.UNKNOWN, "no result (internal error)")
+    status = worst(Status.of(r.state) for r in results)
+    summary_obj = check.summary
+    text = summary_obj.ok(results) if status is Status.OK else summary_obj.problem(results)
+    details = _details(check)
+    if verbose:
+        details += [f"{Status.of(r.state).name.lower()}: {r}" for r in results]
+    return Report(name, status, text, perfdata=list(check.perfdata), details=details)
+
+
+def _details(check: nagiosplugin.Check) -> list[str]:
+    lines: list[str] = []
+    for resource in check.resources:
+        lines.extend(getattr(resource, "details", []))
+    return lines
+
+
+def internal_error(name: str, exc: BaseException, *, verbose: int = 0) -> Report:
+    details = traceback.format_exception(exc) if verbose >= 3 else []
+    lines = [line for chunk in details for line in chunk.rstrip("\n").split("\n")]
+    message = f"internal error: {type(exc).__name__}: {exc}".rstrip(": ")
+    return Report(name, Status.UNKNOWN, message, details=lines)
+
+
+class Watchdog:
+    """Ends the process at the deadline, whatever the main thread is blocked in.
+
+    A signal handler would only run once the main thread returns to the interpreter,
+    which a connect to a frozen server or a DNS lookup may not do in time; a thread
+    that writes the answer and calls ``os._exit`` always does.
+    """
+
+    def __init__(self, name: str, timeout: float, target: str) -> None:
+        self.name = name
+        self.timeout = timeout
+        self.target = target
+        self._lock = threading.Lock()
+        self._done = False
+        self._timer = threading.Timer(timeout, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> Watchdog:
+        if self.timeout > 0:
+            self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._timer.cancel()
+
+    def finish(self) -> bool:
+        """Claim the right to print the answer; False once the watchdog has printed."""
+        with self._lock:
+            if self._done:
+                return False
+            self._done = True
+            return True
+
+    def _expire(self) -> None:
+        if not self.finish():
+            return
+        report = Report(
+            self.name,
+            Status.CRITICAL,
+            f"timeout: no answer from {self.target} within {self.timeout:g}s",
+        )
+        os.write(1, report.render().encode())
+        os._exit(int(Status.CRITICAL))
+
+
+def common_options(command: Callable) -> Callable:
+    """``-t/--timeout`` and ``-v/--verbose``, on every check."""
+    command = click.option(
+        "-v", "--verbose", count=True, help="More output: -v every metric, -vvv tracebacks."
+    )(command)
+    return click.option(
+        "-t",
+        "--timeout",
+        type=click.FloatRange(min=0.1),
+        default=10.0,
+        show_default=True,
+        help=TIMEOUT_HELP,
+    )(command)
+
+
+def version_option(command: Callable) -> Callable:
+    return click.version_option(
+        __version__,
+        "-V",
+        "--version",
+        package_name="pg-ha-checks",
+        message="%(prog)s (pg-ha-checks) %(version)s",
+    )(command)
+
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def run_cli(command: click.Command, name: str, argv: Sequence[str] | None = None) -> NoReturn:
+    """Run a click command under the contract: its exit code and output are ours, not click's.
+
+    The command returns a :class:`Report`; usage errors become ``NAME UNKNOWN`` on stdout
+    with exit 3 (click itself would exit 2, which Consul and Nagios read as CRITICAL).
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    prog = os.path.basename(sys.argv[0]) if argv is None else command.name
+    try:
+        result = command.main(args=args, prog_name=prog, standalone_mode=False)
+    except click.ClickException as exc:
+        report = Report(name, Status.UNKNOWN, f"{exc.format_message()} (see --help)")
+    except click.Abort:
+        report = Report(name, Status.UNKNOWN, "aborted")
+    except Exception as exc:
+        report = internal_error(name, exc)
+    else:
+        if isinstance(result, Report):
+            report = result
+        else:
+            # --help and --version: click printed them and handed back an exit code
+            sys.stdout.flush()
+            sys.exit(int(result or 0))
+    emit(report)
+
+
+def run_check(
+    name: str,
+    build: Callable[[], nagiosplugin.Check],
+    *,
+    timeout: float,
+    target: str,
+    verbose: int = 0,
+) -> Report:
+    """Build and evaluate a check under the ``--timeout`` watchdog."""
+    with Watchdog(name, timeout, target) as watchdog:
+        try:
+            check = build()
+        except CheckFailed as failure:
+            report = Report(name, failure.status, failure.message)
+        else:
+            report = evaluate(name, check, verbose=verbose)
+        if not watchdog.finish():
+            # the watchdog has printed its answer and is exiting the process
+            threading.Event().wait()
+    return report
+
+
+def emit(report: Report) -> NoReturn:
+    sys.stdout.write(report.render())
+    sys.stdout.flush()
+    sys.exit(int(report.status))

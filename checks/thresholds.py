@@ -1,0 +1,160 @@
+"""Nagios threshold ranges with units, turned into nagiosplugin ranges in base units.
+
+A range is the standard ``[@][start:][end]`` (``10``, ``10:``, ``~:10``, ``10:20``,
+``@10:20``); each number may carry a unit (``16MB``, ``30s``, ``90%``). nagiosplugin's
+``Range`` knows no units, so the numbers are converted to base units (bytes, seconds)
+and the range is rebuilt in plain numbers; the perfdata then shows base-unit ranges.
+
+On a check with several metrics, a threshold's unit says which metric it is for
+(``-w 16MB -w 30s`` on ``lag``): see :func:`assign`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import click
+import nagiosplugin
+
+from checks.units import Quantity, Unit, UnitError, parse_quantity, plain_number
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """One ``-w``/``-c`` value: a range in base units, and the unit it was given in."""
+
+    text: str
+    unit: Unit
+    range: nagiosplugin.Range
+
+
+def parse_threshold(text: str) -> Threshold:
+    spec = text.strip()
+    invert = spec.startswith("@")
+    body = spec[1:] if invert else spec
+    start_text, end_text = body.split(":", 1) if ":" in body else ("", body)
+    if ":" in end_text:
+        raise UnitError(f"{text!r}: a range has at most one ':'")
+    bounds: list[Quantity | None] = [
+        None if atom in ("", "~") else parse_quantity(atom) for atom in (start_text, end_text)
+    ]
+    units = {q.unit for q in bounds if q is not None}
+    if not units:
+        raise UnitError(f"{text!r} is not a range: give at least one number")
+    if len(units) > 1:
+        raise UnitError(f"{text!r}: both ends of a range need the same unit")
+    unit = units.pop()
+    start, end = bounds
+    start_spec = "~" if start_text == "~" else ("" if start is None else plain_number(start.value))
+    end_spec = "" if end is None else plain_number(end.value)
+    rebuilt = ("@" if invert else "") + (f"{start_spec}:" if ":" in body else "") + end_spec
+    try:
+        return Threshold(text=text, unit=unit, range=nagiosplugin.Range(rebuilt))
+    except ValueError as exc:
+        raise UnitError(f"{text!r}: {exc}") from None
+
+
+class ThresholdType(click.ParamType):
+    """Click parameter type for ranges; ``plain_unit`` is what a unit-less number means."""
+
+    name = "RANGE"
+
+    def __init__(self, *, unit: Unit | None = None, plain_unit: Unit | None = None) -> None:
+        self.unit = unit
+        self.plain_unit = plain_unit
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None):
+        if isinstance(value, Threshold):
+            return value
+        try:
+            threshold = parse_threshold(str(value))
+        except UnitError as exc:
+            self.fail(str(exc), param, ctx)
+        if threshold.unit is Unit.NUMBER and self.plain_unit is not None:
+            threshold = Threshold(threshold.text, self.plain_unit, threshold.range)
+        if self.unit is not None and threshold.unit is not self.unit:
+            self.fail(
+                f"{value!r} must be in {self.unit.name.lower()} (e.g. {self.unit.example})",
+                param,
+                ctx,
+            )
+        return threshold
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The warning and critical range for one metric (None: no threshold)."""
+
+    warning: nagiosplugin.Range | None = None
+    critical: nagiosplugin.Range | None = None
+
+
+def assign(
+    warnings: Iterable[Threshold],
+    criticals: Iterable[Threshold],
+    targets: Mapping[Unit, str],
+    *,
+    defaults: Mapping[str, Limits] | None = None,
+    plain_unit: Unit | None = None,
+) -> dict[str, Limits]:
+    """Give each metric named in ``targets`` its limits, picked by the thresholds' units.
+
+    ``targets`` maps a unit to the metric that thresholds in that unit apply to;
+    ``plain_unit`` says which unit a number without one stands for (None: refuse it).
+    A metric keeps its ``defaults`` entry for a level the user did not set.
+    """
+    limits = {metric: (defaults or {}).get(metric, Limits()) for metric in targets.values()}
+    accepted = " or ".join(f"{u.name.lower()} ({u.example})" for u in targets)
+    for level, given in (("warning", warnings), ("critical", criticals)):
+        seen: set[Unit] = set()
+        for threshold in given:
+            unit = threshold.unit
+            if unit is Unit.NUMBER and plain_unit is not None:
+                unit = plain_unit
+            if unit not in targets:
+                raise click.BadParameter(
+                    f"{threshold.text!r}: this check takes thresholds in {accepted}",
+                    param_hint=f"--{level}",
+                )
+            if unit in seen:
+                raise click.BadParameter(
+                    f"{threshold.text!r}: a second {unit.name.lower()} threshold",
+                    param_hint=f"--{level}",
+                )
+            seen.add(unit)
+            metric = targets[unit]
+            current = limits[metric]
+            limits[metric] = (
+                Limits(threshold.range, current.critical)
+                if level == "warning"
+                else Limits(current.warning, threshold.range)
+            )
+    return limits
+
+
+def threshold_options(*, plain_unit: Unit | None, help_suffix: str = ""):
+    """The repeatable ``-w/--warning`` and ``-c/--critical`` options every check shares."""
+    kind = ThresholdType(plain_unit=plain_unit)
+
+    def decorate(command):
+        command = click.option(
+            "-c",
+            "--critical",
+            "critical",
+            type=kind,
+            multiple=True,
+            metavar="RANGE",
+            help=f"Critical range; repeatable, one per unit. {help_suffix}".strip(),
+        )(command)
+        return click.option(
+            "-w",
+            "--warning",
+            "warning",
+            type=kind,
+            multiple=True,
+            metavar="RANGE",
+            help=f"Warning range; repeatable, one per unit. {help_suffix}".strip(),
+        )(command)
+
+    return decorate

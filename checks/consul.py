@@ -134,9 +134,7 @@ class ConsulAddress:
             )
         host = rest.rstrip("/")
         if not host or "/" in host or "?" in host:
-            raise ConsulConfigError(
-                f"{source}={value!r} must be host:port without a path"
-            )
+            raise ConsulConfigError(f"{source}={value!r} must be host:port without a path")
         return cls(scheme=scheme, host=host)
 
     @property
@@ -190,11 +188,7 @@ class ConsulSettings:
         else:
             parsed = ConsulAddress()
         ssl_flag = env.get("CONSUL_HTTP_SSL", "")
-        if (
-            ssl_flag
-            and _parse_bool("CONSUL_HTTP_SSL", ssl_flag)
-            and parsed.unix_socket is None
-        ):
+        if ssl_flag and _parse_bool("CONSUL_HTTP_SSL", ssl_flag) and parsed.unix_socket is None:
             parsed = ConsulAddress(scheme="https", host=parsed.host)
 
         verify_flag = env.get("CONSUL_HTTP_SSL_VERIFY", "")
@@ -419,9 +413,7 @@ class ConsulClient:
 
         settings = self.settings
         try:
-            context = ssl.create_default_context(
-                cafile=settings.ca_file, capath=settings.ca_path
-            )
+            context = ssl.create_default_context(cafile=settings.ca_file, capath=settings.ca_path)
             if not settings.verify:
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
@@ -457,8 +449,12 @@ class ConsulClient:
         where = f"the Consul agent at {self.settings.address}"
         try:
             response = client.request(
-                method, path, params=params, json=json_body,
-                headers=self._headers(), timeout=timeout,
+                method,
+                path,
+                params=params,
+                json=json_body,
+                headers=self._headers(),
+                timeout=timeout,
             )
         except httpx.TimeoutException as exc:
             phase = "accept a connection" if isinstance(exc, httpx.ConnectTimeout) else "answer"
@@ -474,8 +470,7 @@ class ConsulClient:
                     "CONSUL_CLIENT_CERT/KEY or CONSUL_HTTP_SSL_VERIFY"
                 ) from None
             raise ConsulUnreachable(
-                f"cannot reach {where}: {reason}; is it running and is CONSUL_HTTP_ADDR "
-                "right?"
+                f"cannot reach {where}: {reason}; is it running and is CONSUL_HTTP_ADDR right?"
             ) from None
         if response.is_success:
             return response
@@ -495,8 +490,7 @@ class ConsulClient:
                     status=status,
                 )
             raise ConsulPermissionDenied(
-                f"Consul refused {method} {path} with {who}: {body}; the token needs "
-                f"{needs}",
+                f"Consul refused {method} {path} with {who}: {body}; the token needs {needs}",
                 status=status,
             )
         if status == 404:

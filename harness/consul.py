@@ -89,7 +89,10 @@ def consul_version(binary: Path | None = None) -> tuple[int, int, int]:
     """(major, minor, patch) of `consul version`."""
     out = subprocess.run(
         [str(binary or consul_binary()), "version"],
-        capture_output=True, text=True, check=True, timeout=30,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
     ).stdout
     # First line: "Consul v1.8.7" (possibly with a "-dev" or "+ent" suffix)
     word = out.split()[1].lstrip("v")
@@ -326,7 +329,9 @@ class ConsulAgent:
     def command(self) -> list[str]:
         mode = [] if self.persistent else ["-dev"]
         return [
-            str(self.binary), "agent", *mode,
+            str(self.binary),
+            "agent",
+            *mode,
             f"-config-file={self.agent_config_file}",
             f"-config-dir={self.config_dir}",
         ]
@@ -414,7 +419,11 @@ class ConsulAgent:
         env.pop("CONSUL_HTTP_TOKEN_FILE", None)
         result = subprocess.run(
             [str(self.binary), *args],
-            env=env, capture_output=True, text=True, timeout=timeout, check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
         if result.returncode != 0:
             raise ConsulHarnessError(
@@ -429,7 +438,8 @@ class ConsulAgent:
         for agent, dc in ((self, other.datacenter), (other, self.datacenter)):
             wait_until(
                 lambda a=agent, d=dc: d in a.api("GET", "/v1/catalog/datacenters"),
-                timeout=30, what=f"{agent.node_name} to see datacenter {dc}",
+                timeout=30,
+                what=f"{agent.node_name} to see datacenter {dc}",
             )
 
     # -- HTTP ------------------------------------------------------------------------
@@ -454,8 +464,12 @@ class ConsulAgent:
         if chosen:
             headers["X-Consul-Token"] = chosen
         response = httpx.request(
-            method, self.http_url + path,
-            json=json_body, params=params, headers=headers, timeout=timeout,
+            method,
+            self.http_url + path,
+            json=json_body,
+            params=params,
+            headers=headers,
+            timeout=timeout,
         )
         response.raise_for_status()
         if not response.content:
@@ -470,11 +484,13 @@ class ConsulAgent:
         if not self.acl:
             raise ConsulHarnessError("create_token() needs an agent started with acl=True")
         policy = self.api(
-            "PUT", "/v1/acl/policy",
+            "PUT",
+            "/v1/acl/policy",
             json_body={"Name": f"test-{uuid.uuid4().hex[:12]}", "Rules": rules},
         )
         token = self.api(
-            "PUT", "/v1/acl/token",
+            "PUT",
+            "/v1/acl/token",
             json_body={"Description": description, "Policies": [{"ID": policy["ID"]}]},
         )
         return str(token["SecretID"])
@@ -499,13 +515,15 @@ class ConsulAgent:
         """Wait until raft has a leader and the agent has synced its own node."""
         leader = wait_until(
             lambda: self.api("GET", "/v1/status/leader", timeout=1.0),
-            timeout=timeout, what="a raft leader",
+            timeout=timeout,
+            what="a raft leader",
         )
         # The node reaches the catalog a moment after the election; DNS and health
         # queries return nothing for it before that.
         wait_until(
             lambda: self.api("GET", f"/v1/catalog/node/{self.node_name}", timeout=1.0),
-            timeout=timeout, what=f"node {self.node_name} in the catalog",
+            timeout=timeout,
+            what=f"node {self.node_name} in the catalog",
         )
         return str(leader)
 

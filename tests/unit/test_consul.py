@@ -188,8 +188,14 @@ def test_token_with_control_characters_is_refused_without_echo(tmp_path: Path) -
 def test_token_never_in_repr_or_str() -> None:
     settings = ConsulSettings.from_env({"CONSUL_HTTP_TOKEN": SECRET})
     client = ConsulClient(settings)
-    for text in (repr(settings), str(settings), repr(settings.token), str(settings.token),
-                 repr(client), str(client)):
+    for text in (
+        repr(settings),
+        str(settings),
+        repr(settings.token),
+        str(settings.token),
+        repr(client),
+        str(client),
+    ):
         assert SECRET not in text
     assert "CONSUL_HTTP_TOKEN" in repr(settings)
 
@@ -232,8 +238,9 @@ def test_silent_listener_times_out_quickly() -> None:
         settings = ConsulSettings(
             address=ConsulAddress.parse(f"127.0.0.1:{port}"), read_timeout=0.3
         )
-        with ConsulClient(settings) as client, pytest.raises(
-            ConsulUnreachable, match="did not answer"
+        with (
+            ConsulClient(settings) as client,
+            pytest.raises(ConsulUnreachable, match="did not answer"),
         ):
             client.self()
 
@@ -256,8 +263,16 @@ def test_registration_from_agent_service_round_trip_shape() -> None:
     assert registration["Name"] == "pg-db"
     for dropped in ("Service", "ContentHash", "Datacenter", "Checks"):
         assert dropped not in registration
-    for kept in ("ID", "Tags", "Meta", "Port", "Address", "Weights", "EnableTagOverride",
-                 "Connect"):
+    for kept in (
+        "ID",
+        "Tags",
+        "Meta",
+        "Port",
+        "Address",
+        "Weights",
+        "EnableTagOverride",
+        "Connect",
+    ):
         assert registration[kept] == answer[kept]
     assert answer["Service"] == "pg-db", "the input must not be modified"
 

@@ -95,9 +95,8 @@ class MetricContext(nagiosplugin.ScalarContext):
         if result.state == nagiosplugin.Ok:
             return result
         limit = self.critical if result.state == nagiosplugin.Critical else self.warning
-        return nagiosplugin.Result(
-            result.state, f"{self.describe(metric)} ({_range_text(limit, self.unit)})", metric
-        )
+        # str(Result) is "description (hint)": "replay lag 20.0 MiB (above 16.0 MiB)"
+        return nagiosplugin.Result(result.state, _range_text(limit, self.unit), metric)
 
 
 def _range_text(limit: nagiosplugin.Range, unit: Unit) -> str:
@@ -177,10 +176,10 @@ class Report:
         # Perfdata stays on the first line (Icinga mislabels it elsewhere); when it would
         # crowd out the rest, the tail of it goes and a detail line says so.
         details = list(self.details)
-        while perfdata and len(first) + len(" | " + " ".join(perfdata)) > OUTPUT_LIMIT // 2:
-            perfdata.pop()
-            if not details or not details[-1].startswith("(perfdata truncated"):
-                details.append("(perfdata truncated to fit the 4 KB output limit)")
+        if len(first) + len(" | " + " ".join(perfdata)) > OUTPUT_LIMIT // 2:
+            while perfdata and len(first) + len(" | " + " ".join(perfdata)) > OUTPUT_LIMIT // 2:
+                perfdata.pop()
+            details.insert(0, "(perfdata truncated to fit the 4 KB output limit)")
         if perfdata:
             first += " | " + " ".join(perfdata)
         lines = [first]

@@ -1,0 +1,104 @@
+"""``alive``: can a client connect and run a query, and how fast."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import click
+import nagiosplugin
+
+from checks import plugin
+from checks.postgres.connection import ConnectionSettings, connect
+from checks.postgres.options import connection_options
+from checks.postgres.probes.alive import read_liveness
+from checks.thresholds import Limits, ThresholdType, assign, threshold_options
+from checks.units import Unit, format_duration
+
+NAME = "PG_ALIVE"
+DEFAULT_CONNECT = Limits(nagiosplugin.Range("1"), nagiosplugin.Range("5"))
+
+
+class Alive(plugin.Probe):
+    def __init__(self, settings: ConnectionSettings) -> None:
+        super().__init__()
+        self.settings = settings
+        self.role = ""
+        self.version = 0
+
+    def probe(self) -> Iterator[nagiosplugin.Metric]:
+        started = time.monotonic()
+        with connect(self.settings) as conn:
+            connect_seconds = time.monotonic() - started
+            facts = read_liveness(conn)
+        self.role = "replica" if facts.in_recovery else "primary"
+        self.version = facts.server_version
+        yield nagiosplugin.Metric("connect_time", round(connect_seconds, 6), "s", min=0)
+        yield nagiosplugin.Metric("query_time", round(facts.query_seconds, 6), "s", min=0)
+
+
+class AliveSummary(plugin.Summary):
+    def __init__(self, probe: Alive) -> None:
+        self.probe = probe
+
+    def ok(self, results: nagiosplugin.Results) -> str:
+        version = f"{self.probe.version // 10000}.{self.probe.version % 10000}"
+        return (
+            f"{self.probe.settings.target()} answered: connect "
+            f"{format_duration(results['connect_time'].metric.value)}, query "
+            f"{format_duration(results['query_time'].metric.value)} "
+            f"(PostgreSQL {version}, {self.probe.role})"
+        )
+
+
+@click.command("alive", context_settings=plugin.CONTEXT_SETTINGS)
+@connection_options
+@threshold_options(plain_unit=Unit.SECONDS, help_suffix="Connect time, e.g. 500ms or 2s.")
+@click.option(
+    "--query-warning",
+    type=ThresholdType(unit=Unit.SECONDS, plain_unit=Unit.SECONDS),
+    metavar="RANGE",
+    help="Warning range for the query time.",
+)
+@click.option(
+    "--query-critical",
+    type=ThresholdType(unit=Unit.SECONDS, plain_unit=Unit.SECONDS),
+    metavar="RANGE",
+    help="Critical range for the query time.",
+)
+def command(
+    settings: ConnectionSettings, verbose: int, warning, critical, query_warning, query_critical
+) -> plugin.Report:
+    """Connect and run a query; CRITICAL when the server refuses, fails or is too slow.
+
+    -w/-c apply to the connect time (default: warning above 1s, critical above 5s);
+    --query-warning/--query-critical to the query time.
+    """
+    limits = assign(
+        warning,
+        criticals=critical,
+        targets={Unit.SECONDS: "connect_time"},
+        defaults={"connect_time": DEFAULT_CONNECT},
+    )
+
+    def build() -> nagiosplugin.Check:
+        probe = Alive(settings)
+        return nagiosplugin.Check(
+            probe,
+            plugin.MetricContext(
+                "connect_time", limits["connect_time"], label="connect time", unit=Unit.SECONDS
+            ),
+            plugin.MetricContext(
+                "query_time",
+                Limits(
+                    query_warning and query_warning.range, query_critical and query_critical.range
+                ),
+                label="query time",
+                unit=Unit.SECONDS,
+            ),
+            AliveSummary(probe),
+        )
+
+    return plugin.run_check(
+        NAME, build, timeout=settings.timeout, target=settings.target(), verbose=verbose
+    )

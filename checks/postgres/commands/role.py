@@ -1,0 +1,118 @@
+"""``role``: primary or replica, and is it the role this instance is expected to have.
+
+A wrong role is CRITICAL so that Consul drops the instance from DNS: a replica must never
+answer as ``leader``, a primary that should be a replica must not take reads as one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import click
+import nagiosplugin
+
+from checks import plugin
+from checks.postgres.connection import ConnectionSettings, connect
+from checks.postgres.options import connection_options
+from checks.postgres.probes.role import RoleFacts, read_role
+
+NAME = "PG_ROLE"
+
+
+class Role(plugin.Probe):
+    def __init__(self, settings: ConnectionSettings) -> None:
+        super().__init__()
+        self.settings = settings
+        self.facts: RoleFacts | None = None
+
+    def probe(self) -> Iterator[nagiosplugin.Metric]:
+        with connect(self.settings) as conn:
+            facts = self.facts = read_role(conn)
+        self.details += [
+            f"role: {facts.role} ({'in recovery' if facts.in_recovery else 'not in recovery'})",
+            f"writable: {'yes' if facts.writable else 'no'}"
+            + (
+                " (default_transaction_read_only is on)"
+                if facts.is_primary and facts.read_only
+                else ""
+            ),
+            f"timeline: {facts.timeline}",
+            f"system identifier: {facts.system_identifier}",
+        ]
+        yield nagiosplugin.Metric("is_primary", int(facts.is_primary), min=0, max=1)
+        yield nagiosplugin.Metric(
+            "is_writable", int(facts.writable), min=0, max=1, context="writable"
+        )
+        yield nagiosplugin.Metric("timeline", facts.timeline, min=1, context="timeline")
+
+
+class RoleSummary(plugin.Summary):
+    def __init__(self, probe: Role) -> None:
+        self.probe = probe
+
+    def ok(self, results: nagiosplugin.Results) -> str:
+        facts = self.probe.facts
+        assert facts is not None
+        writable = "writable" if facts.writable else "read-only"
+        return f"{facts.role}, {writable}, timeline {facts.timeline}"
+
+
+def expectation_contexts(expect: str) -> list[nagiosplugin.Context]:
+    """The role expectation as thresholds on the 0/1 metrics."""
+    if expect == "primary":
+        return [
+            plugin.FlagContext(
+                "is_primary",
+                bad_value=False,
+                state=plugin.Status.CRITICAL,
+                hint="replica (in recovery), expected primary",
+            ),
+            plugin.FlagContext(
+                "writable",
+                bad_value=False,
+                state=plugin.Status.CRITICAL,
+                hint="primary is read-only (default_transaction_read_only)",
+            ),
+        ]
+    if expect == "replica":
+        return [
+            plugin.FlagContext(
+                "is_primary",
+                bad_value=True,
+                state=plugin.Status.CRITICAL,
+                hint="primary (not in recovery), expected replica",
+            ),
+            plugin.FactContext("writable"),
+        ]
+    return [plugin.FactContext("is_primary"), plugin.FactContext("writable")]
+
+
+@click.command("role", context_settings=plugin.CONTEXT_SETTINGS)
+@connection_options
+@click.option(
+    "--expect",
+    type=click.Choice(["primary", "replica", "any"]),
+    default="any",
+    show_default=True,
+    help="The role this instance must have; any other is CRITICAL. "
+    "'primary' also requires it to be writable.",
+)
+def command(settings: ConnectionSettings, verbose: int, expect: str) -> plugin.Report:
+    """Report primary or replica, timeline and system identifier; CRITICAL on the wrong role.
+
+    Perfdata: is_primary and is_writable (0/1), timeline. The timeline of a primary is read
+    from its current WAL file, so it is the new one right after a promotion.
+    """
+
+    def build() -> nagiosplugin.Check:
+        probe = Role(settings)
+        return nagiosplugin.Check(
+            probe,
+            *expectation_contexts(expect),
+            plugin.FactContext("timeline"),
+            RoleSummary(probe),
+        )
+
+    return plugin.run_check(
+        NAME, build, timeout=settings.timeout, target=settings.target(), verbose=verbose
+    )

@@ -1,0 +1,132 @@
+import click
+import nagiosplugin
+import pytest
+
+from checks import plugin
+from checks.plugin import Report, Status, worst
+from checks.thresholds import Limits
+from checks.units import Unit
+
+
+@pytest.mark.parametrize(
+    ("states", "expected"),
+    [
+        ([], Status.OK),
+        ([Status.OK, Status.UNKNOWN], Status.UNKNOWN),
+        ([Status.UNKNOWN, Status.WARNING], Status.WARNING),
+        ([Status.UNKNOWN, Status.CRITICAL, Status.WARNING], Status.CRITICAL),
+    ],
+)
+def test_precedence_puts_critical_above_unknown(states, expected) -> None:
+    assert worst(states) is expected
+
+
+def test_first_line_and_long_output() -> None:
+    text = Report(
+        "PG_LAG", Status.WARNING, "replay lag 20.0 MiB", ["a=1B", "b=2s"], ["line one", "line two"]
+    ).render()
+    assert text == "PG_LAG WARNING - replay lag 20.0 MiB | a=1B b=2s\nline one\nline two\n"
+
+
+def test_output_stays_under_consul_window() -> None:
+    report = Report(
+        "X",
+        Status.OK,
+        "fine",
+        [f"m{i}=1" for i in range(500)],
+        [f"detail {i} " + "x" * 80 for i in range(200)],
+    )
+    text = report.render()
+    assert len(text.encode()) <= plugin.OUTPUT_LIMIT
+    first, *rest = text.splitlines()
+    assert first.startswith("X OK - fine | m0=1")
+    assert rest[-1].startswith("… ") and rest[-1].endswith(" more")
+    assert "(perfdata truncated to fit the 4 KB output limit)" in rest
+
+
+def test_summary_is_one_line_and_bounded() -> None:
+    first = Report("X", Status.OK, "a\nb " + "y" * 500).render().splitlines()[0]
+    assert first.startswith("X OK - a b ")
+    assert len(first) < 220
+
+
+class FakeProbe(plugin.Probe):
+    def __init__(self, values: dict[str, float], error: Exception | None = None) -> None:
+        super().__init__()
+        self.values, self.error = values, error
+
+    def probe(self):
+        if self.error:
+            raise self.error
+        self.details.append("a fact")
+        for name, value in self.values.items():
+            yield nagiosplugin.Metric(name, value, "B")
+
+
+def contexts():
+    return [
+        plugin.MetricContext(
+            "size",
+            Limits(nagiosplugin.Range("10"), nagiosplugin.Range("20")),
+            label="size",
+            unit=Unit.BYTES,
+        ),
+        plugin.FlagContext("broken", bad_value=True, state=Status.UNKNOWN, hint="cannot tell"),
+    ]
+
+
+def test_evaluate_words_the_worst_result_with_its_range() -> None:
+    check = nagiosplugin.Check(FakeProbe({"size": 30, "broken": 1}), *contexts(), plugin.Summary())
+    report = plugin.evaluate("T", check)
+    assert report.status is Status.CRITICAL
+    assert report.summary == "size 30 B (above 20 B)"
+    assert report.perfdata == ["broken=1;;;0;1", "size=30B;10;20"]
+    assert report.details == ["a fact"]
+
+
+def test_probe_failure_ends_the_check_with_its_state() -> None:
+    check = nagiosplugin.Check(FakeProbe({}, plugin.critical("cannot connect")), *contexts())
+    report = plugin.evaluate("T", check)
+    assert (report.status, report.summary) == (Status.CRITICAL, "cannot connect")
+
+
+def test_internal_error_is_unknown_without_traceback() -> None:
+    check = nagiosplugin.Check(FakeProbe({}, ZeroDivisionError("boom")), *contexts())
+    report = plugin.evaluate("T", check)
+    assert report.status is Status.UNKNOWN
+    assert report.summary == "internal error: ZeroDivisionError: boom"
+    assert report.details == []
+    verbose = plugin.evaluate(
+        "T", nagiosplugin.Check(FakeProbe({}, ZeroDivisionError("boom")), *contexts()), verbose=3
+    )
+    assert any("Traceback" in line for line in verbose.details)
+
+
+@click.command()
+@click.option("--n", type=int, required=True)
+def tiny(n: int) -> Report:
+    return Report("TINY", Status(n), f"n is {n}")
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "first"),
+    [
+        (["--n", "1"], 1, "TINY WARNING - n is 1"),
+        (["--n", "x"], 3, "TINY UNKNOWN - Invalid value for '--n'"),
+        (["--bogus"], 3, "TINY UNKNOWN - No such option"),
+        ([], 3, "TINY UNKNOWN - Missing option '--n'"),
+    ],
+)
+def test_run_cli_owns_exit_code_and_output(capsys, argv, code, first) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        plugin.run_cli(tiny, "TINY", argv)
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == code
+    assert out.startswith(first)
+    assert err == ""
+
+
+def test_watchdog_claim_is_exclusive() -> None:
+    dog = plugin.Watchdog("T", 60, "somewhere")
+    assert dog.finish() is True
+    assert dog.finish() is False

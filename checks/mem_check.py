@@ -1,0 +1,303 @@
+"""mem_check: is this host (or its container) short of memory?
+
+The resource is :class:`checks.memory.probe.MemoryProbe`; this module holds the CLI, the
+contexts that put thresholds on its metrics, and the summary that words the first line.
+DESIGN.md §4 says why each number is the one it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NoReturn
+
+import click
+import nagiosplugin
+
+from checks.memory.probe import METRIC_ORDER, MemoryProbe
+from checks.memory.snapshot import SCOPES, take_snapshot
+from checks.plugin import (
+    CONTEXT_SETTINGS,
+    FactContext,
+    MetricContext,
+    Report,
+    Summary,
+    common_options,
+    run_check,
+    run_cli,
+    version_option,
+)
+from checks.thresholds import Limits, Threshold, ThresholdType, assign, threshold_options
+from checks.units import Unit, plain_number
+
+NAME = "MEM"
+
+DEFAULTS = {
+    "used_percent": Limits(nagiosplugin.Range("90"), nagiosplugin.Range("95")),
+}
+# Only applied under vm.overcommit_memory=2, where reaching CommitLimit fails allocations.
+COMMIT_DEFAULTS = {
+    "commit_percent": Limits(nagiosplugin.Range("90"), nagiosplugin.Range("95")),
+}
+FACTS = (
+    "total_bytes",
+    "hugetlb_bytes",
+    "swap_total_bytes",
+    "swap_in_bytes",
+    "swap_out_bytes",
+    "pressure_some_avg10",
+    "commit_limit_bytes",
+)
+
+
+class MaybeMetricContext(MetricContext):
+    """A thresholded metric the kernel may not provide: asked for but missing is UNKNOWN."""
+
+    def evaluate(self, metric: nagiosplugin.Metric, resource: object) -> nagiosplugin.Result:
+        if metric.value is None:
+            return nagiosplugin.Result(
+                nagiosplugin.Unknown, f"{self.label} not available on this kernel", None
+            )
+        return super().evaluate(metric, resource)
+
+    def performance(self, metric: nagiosplugin.Metric, resource: object):
+        return None if metric.value is None else super().performance(metric, resource)
+
+
+class MemSummary(Summary):
+    def __init__(self, probe: MemoryProbe) -> None:
+        self.probe = probe
+
+    def ok(self, results: nagiosplugin.Results) -> str:
+        return self.probe.headline
+
+    def problem(self, results: nagiosplugin.Results) -> str:
+        return f"{super().problem(results)}; {self.probe.headline}"
+
+
+def _floor(threshold: Threshold | None) -> Threshold | None:
+    """``--available-warning 2GiB`` means "at least 2 GiB": a bare number is a floor."""
+    if threshold is None:
+        return None
+    text = threshold.text.strip()
+    if ":" in text or text.startswith("@"):
+        return threshold
+    return Threshold(
+        text, threshold.unit, nagiosplugin.Range(f"{plain_number(threshold.range.end)}:")
+    )
+
+
+def _pair(
+    option: str,
+    warning: Threshold | None,
+    critical: Threshold | None,
+    targets: dict[Unit, str],
+    defaults: dict[str, Limits] | None = None,
+) -> dict[str, Limits]:
+    """:func:`assign` for a single ``--X-warning/--X-critical`` pair, naming that option."""
+    try:
+        return assign(
+            [warning] if warning else [],
+            [critical] if critical else [],
+            targets,
+            defaults=defaults,
+            plain_unit=Unit.PERCENT if Unit.PERCENT in targets else Unit.NUMBER,
+        )
+    except click.BadParameter as exc:
+        exc.param_hint = str(exc.param_hint).replace("--", f"--{option}-")
+        raise
+
+
+def _option_pair(name: str, kind: ThresholdType, what: str):
+    def decorate(command):
+        for level in ("critical", "warning"):
+            command = click.option(
+                f"--{name}-{level}",
+                type=kind,
+                metavar="RANGE",
+                help=f"{level.capitalize()} range for {what}.",
+            )(command)
+        return command
+
+    return decorate
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@threshold_options(
+    plain_unit=Unit.PERCENT,
+    help_suffix="Percent of the total used (90%, default warning 90, critical 95) or bytes "
+    "used (20GiB).",
+)
+@click.option(
+    "--available-warning",
+    type=ThresholdType(unit=Unit.BYTES),
+    metavar="RANGE",
+    help="Warn when available memory is below this (2GiB); a full range (@0:2GiB) also works.",
+)
+@click.option(
+    "--available-critical",
+    type=ThresholdType(unit=Unit.BYTES),
+    metavar="RANGE",
+    help="Critical when available memory is below this (1GiB).",
+)
+@click.option(
+    "--scope",
+    type=click.Choice(SCOPES),
+    default="auto",
+    show_default=True,
+    help="What to measure: the host, a cgroup, or auto (the container's limit if one "
+    "applies, else the host).",
+)
+@click.option(
+    "--cgroup",
+    "cgroup_path",
+    metavar="PATH",
+    help="The cgroup to measure (/system.slice/postgresql.service); default: the root of "
+    "the cgroup file system, which is the container's own inside a container.",
+)
+@_option_pair("swap", ThresholdType(plain_unit=Unit.PERCENT), "swap used (% or bytes)")
+@_option_pair("pressure", ThresholdType(unit=Unit.PERCENT), "PSI memory 'some avg60' (%)")
+@_option_pair(
+    "commit",
+    ThresholdType(plain_unit=Unit.PERCENT),
+    "commit charge vs CommitLimit (% or bytes; only under vm.overcommit_memory=2, "
+    "default 90%/95% there)",
+)
+@_option_pair("oom", ThresholdType(plain_unit=Unit.NUMBER), "OOM kills counted so far (a count)")
+@click.option(
+    "--top",
+    type=click.IntRange(min=0, max=50),
+    default=0,
+    metavar="N",
+    help="List the N largest processes (by PSS where readable, else RSS) in the long output.",
+)
+@click.option(
+    "--root", default="/", hidden=True, metavar="DIR", help="Read /proc and /sys under DIR (tests)."
+)
+@common_options
+@version_option
+def command(
+    warning: tuple[Threshold, ...],
+    critical: tuple[Threshold, ...],
+    available_warning: Threshold | None,
+    available_critical: Threshold | None,
+    scope: str,
+    cgroup_path: str | None,
+    swap_warning: Threshold | None,
+    swap_critical: Threshold | None,
+    pressure_warning: Threshold | None,
+    pressure_critical: Threshold | None,
+    commit_warning: Threshold | None,
+    commit_critical: Threshold | None,
+    oom_warning: Threshold | None,
+    oom_critical: Threshold | None,
+    top: int,
+    root: str,
+    timeout: float,
+    verbose: int,
+) -> Report:
+    """Check memory use on a PostgreSQL host: (total - MemAvailable) / total, with the
+    HugeTLB pool left out of the total, or a cgroup's working set against its tightest
+    limit. Swap, memory pressure (PSI), commit charge and OOM kills are always in the
+    perfdata and can be given their own thresholds.
+    """
+    if cgroup_path is not None and scope == "host":
+        raise click.UsageError("--cgroup measures a cgroup; it makes no sense with --scope host")
+    used = assign(
+        warning,
+        critical,
+        {Unit.PERCENT: "used_percent", Unit.BYTES: "used_bytes"},
+        defaults=DEFAULTS,
+        plain_unit=Unit.PERCENT,
+    )
+    available = Limits(
+        getattr(_floor(available_warning), "range", None),
+        getattr(_floor(available_critical), "range", None),
+    )
+    swap = _pair(
+        "swap",
+        swap_warning,
+        swap_critical,
+        {Unit.PERCENT: "swap_used_percent", Unit.BYTES: "swap_used_bytes"},
+    )
+    pressure = _pair(
+        "pressure", pressure_warning, pressure_critical, {Unit.PERCENT: "pressure_some_avg60"}
+    )
+    commit = _pair(
+        "commit",
+        commit_warning,
+        commit_critical,
+        {Unit.PERCENT: "commit_percent", Unit.BYTES: "committed_bytes"},
+        defaults=COMMIT_DEFAULTS,
+    )
+    oom = _pair("oom", oom_warning, oom_critical, {Unit.NUMBER: "oom_kills"})
+    required = {
+        name
+        for name, limits in {**pressure, **oom}.items()
+        if limits.warning is not None or limits.critical is not None
+    }
+
+    def build() -> nagiosplugin.Check:
+        snapshot = take_snapshot(root, scope, cgroup_path)
+        processes = []
+        if top:
+            from checks.memory.processes import top_processes
+
+            processes = top_processes(top, procfs=f"{root.rstrip('/')}/proc")
+        probe = MemoryProbe(snapshot, top=processes, required=required)
+        # CommitLimit only binds under mode 2; elsewhere it is a number, not a limit
+        commit_limits = commit if snapshot.overcommit.enforced else {}
+        return nagiosplugin.Check(
+            probe,
+            MemSummary(probe),
+            MetricContext("used_percent", used["used_percent"], label="used", unit=Unit.PERCENT),
+            MetricContext("used_bytes", used["used_bytes"], label="used", unit=Unit.BYTES),
+            MetricContext("available_bytes", available, label="available", unit=Unit.BYTES),
+            MetricContext(
+                "swap_used_percent",
+                swap["swap_used_percent"],
+                label="swap used",
+                unit=Unit.PERCENT,
+            ),
+            MetricContext(
+                "swap_used_bytes", swap["swap_used_bytes"], label="swap used", unit=Unit.BYTES
+            ),
+            MaybeMetricContext(
+                "pressure_some_avg60",
+                pressure["pressure_some_avg60"],
+                label="memory pressure (some avg60)",
+                unit=Unit.PERCENT,
+            ),
+            MetricContext(
+                "commit_percent",
+                commit_limits.get("commit_percent"),
+                label="commit charge",
+                unit=Unit.PERCENT,
+            ),
+            MetricContext(
+                "committed_bytes",
+                commit_limits.get("committed_bytes"),
+                label="commit charge",
+                unit=Unit.BYTES,
+            ),
+            MaybeMetricContext("oom_kills", oom["oom_kills"], label="OOM kills", unit=Unit.NUMBER),
+            *(FactContext(name, fmt_metric="{name} {valueunit}") for name in FACTS),
+        )
+
+    report = run_check(NAME, build, timeout=timeout, target="/proc", verbose=verbose)
+    # nagiosplugin sorts perfdata by label; the headline metric goes first for people
+    # reading the raw line, and so the least useful ones go first if the 4 KB cap bites
+    report.perfdata.sort(key=_perfdata_rank)
+    return report
+
+
+def _perfdata_rank(item: str) -> int:
+    label = item.split("=", 1)[0]
+    return METRIC_ORDER.index(label) if label in METRIC_ORDER else len(METRIC_ORDER)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    run_cli(command, NAME, argv)
+
+
+if __name__ == "__main__":
+    main()

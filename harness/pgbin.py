@@ -190,8 +190,17 @@ def discover_installations(env: Mapping[str, str] | None = None) -> list[PgInsta
 def _create_system_user(name: str) -> None:
     # --user-group so the server's files get a group of their own, not root's.
     subprocess.run(
-        ["useradd", "--system", "--user-group", "--no-create-home",
-         "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name],
+        [
+            "useradd",
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            "/usr/sbin/nologin",
+            name,
+        ],
         check=True,
         capture_output=True,
         text=True,
@@ -275,8 +284,12 @@ def _copy_tree(inst: PgInstallation, cache_dir: Path) -> PgInstallation:
     assert inst.tree_root is not None
     target = cache_dir / _copy_key(inst)
     relative_bindir = inst.bindir.relative_to(inst.tree_root)
-    copied = replace(inst, bindir=target / relative_bindir, tree_root=target,
-                     source=f"{inst.source} (copied to {target})")
+    copied = replace(
+        inst,
+        bindir=target / relative_bindir,
+        tree_root=target,
+        source=f"{inst.source} (copied to {target})",
+    )
     if _has_programs(copied.bindir):
         return copied
     cache_dir.mkdir(parents=True, exist_ok=True)

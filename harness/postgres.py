@@ -252,8 +252,10 @@ class PgServer:
     def initdb(self, settings: Mapping[str, SettingValue]) -> None:
         self._run(
             "initdb",
-            "-D", str(self.datadir),
-            "-U", SUPERUSER,
+            "-D",
+            str(self.datadir),
+            "-U",
+            SUPERUSER,
             "--auth=trust",
             "--encoding=UTF8",
             "--locale=C",
@@ -278,11 +280,16 @@ class PgServer:
         slot = slot or self.name
         self._run(
             "pg_basebackup",
-            "-d", primary.replication_conninfo(application_name=self.name),
-            "-D", str(self.datadir),
+            "-d",
+            primary.replication_conninfo(application_name=self.name),
+            "-D",
+            str(self.datadir),
             "-R",
-            "-C", "-S", slot,
-            "-X", "stream",
+            "-C",
+            "-S",
+            slot,
+            "-X",
+            "stream",
             "--checkpoint=fast",
             "--no-sync",
         )
@@ -393,8 +400,11 @@ class PgServer:
             self._popen.send_signal(signum)
         try:
             self.wait_until(
-                lambda: self._popen is not None and self._popen.poll() is not None
-                and not any(_alive(c) for c in children),
+                lambda: (
+                    self._popen is not None
+                    and self._popen.poll() is not None
+                    and not any(_alive(c) for c in children)
+                ),
                 "every server process to exit",
                 timeout,
             )
@@ -619,8 +629,10 @@ class PgCluster:
         # stays 0600 to the test process, as libpq requires.
         self.workdir.chmod(0o755)
         self.passfile = self.workdir / "pgpass"
-        self._passwords = {MONITOR_USER: secrets.token_urlsafe(18),
-                           NOPRIV_USER: secrets.token_urlsafe(18)}
+        self._passwords = {
+            MONITOR_USER: secrets.token_urlsafe(18),
+            NOPRIV_USER: secrets.token_urlsafe(18),
+        }
         fd = os.open(self.passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.writelines(f"{HOST}:*:*:{user}:{pw}\n" for user, pw in self._passwords.items())
@@ -692,11 +704,14 @@ class PgCluster:
             )
         names = [r.name for r in self.replicas]
         self.primary.wait_until(
-            lambda: self.primary.scalar(
-                "SELECT count(DISTINCT application_name) FROM pg_stat_replication "
-                "WHERE state = 'streaming' AND application_name = ANY(%s)",
-                [names],
-            ) == len(names),
+            lambda: (
+                self.primary.scalar(
+                    "SELECT count(DISTINCT application_name) FROM pg_stat_replication "
+                    "WHERE state = 'streaming' AND application_name = ANY(%s)",
+                    [names],
+                )
+                == len(names)
+            ),
             f"pg_stat_replication to show {', '.join(names)} streaming",
             timeout,
         )

@@ -59,8 +59,12 @@ def test_wrong_password_is_rejected(pg_primary: PgServer) -> None:
     env = pg_primary.env("monitor")
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(
-            host=env["PGHOST"], port=env["PGPORT"], user="monitor", password="wrong",
-            dbname="postgres", connect_timeout=5,
+            host=env["PGHOST"],
+            port=env["PGPORT"],
+            user="monitor",
+            password="wrong",
+            dbname="postgres",
+            connect_timeout=5,
         )
 
 

@@ -155,7 +155,11 @@ def _option_pair(name: str, kind: ThresholdType, what: str):
     "the cgroup file system, which is the container's own inside a container.",
 )
 @_option_pair("swap", ThresholdType(plain_unit=Unit.PERCENT), "swap used (% or bytes)")
-@_option_pair("pressure", ThresholdType(unit=Unit.PERCENT), "PSI memory 'some avg60' (%)")
+@_option_pair(
+    "pressure",
+    ThresholdType(unit=Unit.PERCENT, plain_unit=Unit.PERCENT),
+    "PSI memory 'some avg60' (%)",
+)
 @_option_pair(
     "commit",
     ThresholdType(plain_unit=Unit.PERCENT),

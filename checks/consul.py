@@ -18,6 +18,11 @@ Facts about Consul 1.8.7 this client relies on (observed, see harness/consul.py)
   `lan_ipv4`/`wan_ipv4`, `Proxy`, `Connect`, `Kind`, `Meta`, `EnableTagOverride`) PUTs
   back unchanged. `registration_from_agent_service()` does that conversion.
 - Re-registering a conf.d service without `Checks` keeps its conf.d checks attached.
+  `/v1/agent/checks` keeps showing the old `ServiceTags` on those checks (the file's,
+  still after 10 s), and the checks' `ServiceTags` in `/v1/health/service` catch up
+  only sometimes, while the service's `Tags` there (and `?tag=` filtering, hence DNS)
+  change at once: read tags from the service, never from a check.
+- An identical re-registration keeps the `ContentHash`, so it does not wake watchers.
 - 403 bodies: "Permission denied" (reads), "Permission denied: Missing service:write on
   pg-db" (register), "ACL not found" (the token does not exist).
 - List endpoints filter by ACL instead of answering 403: a token without `service:read`
@@ -465,10 +470,18 @@ class ConsulClient:
         except httpx.TransportError as exc:
             reason = self._redact(str(exc) or type(exc).__name__)
             if _is_tls_failure(exc):
-                raise ConsulError(
-                    f"TLS with {where} failed: {reason}; check CONSUL_CACERT/CONSUL_CAPATH, "
-                    "CONSUL_CLIENT_CERT/KEY or CONSUL_HTTP_SSL_VERIFY"
-                ) from None
+                if "WRONG_VERSION_NUMBER" in reason:
+                    # What an https client reads when the port speaks plain HTTP.
+                    hint = (
+                        "the agent seems to speak plain HTTP there; use http:// or unset "
+                        "CONSUL_HTTP_SSL"
+                    )
+                else:
+                    hint = (
+                        "check CONSUL_CACERT/CONSUL_CAPATH, CONSUL_CLIENT_CERT/KEY or "
+                        "CONSUL_HTTP_SSL_VERIFY"
+                    )
+                raise ConsulError(f"TLS with {where} failed: {reason}; {hint}") from None
             raise ConsulUnreachable(
                 f"cannot reach {where}: {reason}; is it running and is CONSUL_HTTP_ADDR right?"
             ) from None

@@ -211,7 +211,10 @@ def evaluate(name: str, check: nagiosplugin.Check, *, verbose: int = 0) -> Repor
     text = summary_obj.ok(results) if status is Status.OK else summary_obj.problem(results)
     details = _details(check)
     if verbose:
-        details += [f"{Status.of(r.state).name.lower()}: {r}" for r in results]
+        details += [
+            f"{Status.of(r.state).name.lower()}: {r or f'{r.metric.name} = {r.metric.valueunit}'}"
+            for r in results
+        ]
     return Report(name, status, text, perfdata=list(check.perfdata), details=details)
 
 

@@ -42,15 +42,15 @@ class Lag(plugin.Probe):
     def probe(self) -> Iterator[nagiosplugin.Metric]:
         with connect(self.settings) as conn:
             facts = self.facts = read_lag(conn)
+            login = conn.info.user
         if not facts.in_recovery:
             raise plugin.CheckFailed(
                 self.on_primary, "primary (not in recovery): no replay lag to measure"
             )
         if facts.receiver_hidden:
             raise plugin.unknown(
-                f"cannot see pg_stat_wal_receiver details as role "
-                f"{self.settings.user or 'of this login'}: grant it pg_monitor "
-                "(or pg_read_all_stats)"
+                f"cannot see pg_stat_wal_receiver details as role {login}: "
+                f"GRANT pg_monitor TO {login} (or pg_read_all_stats)"
             )
         self.details.append(
             f"WAL receiver: {facts.receiver_status or 'none'}"

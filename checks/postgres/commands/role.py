@@ -57,6 +57,21 @@ class RoleSummary(plugin.Summary):
         return f"{facts.role}, {writable}, timeline {facts.timeline}"
 
 
+class WritableContext(nagiosplugin.Context):
+    """A primary expected to take writes must; a replica is read-only by nature."""
+
+    def evaluate(self, metric: nagiosplugin.Metric, resource: Role) -> nagiosplugin.Result:
+        facts = resource.facts
+        if metric.value or facts is None or not facts.is_primary:
+            return nagiosplugin.Result(nagiosplugin.Ok, None, metric)
+        return nagiosplugin.Result(
+            nagiosplugin.Critical, "primary is read-only (default_transaction_read_only)", metric
+        )
+
+    def performance(self, metric: nagiosplugin.Metric, resource: object):
+        return nagiosplugin.Performance(metric.name, metric.value, min=0, max=1)
+
+
 def expectation_contexts(expect: str) -> list[nagiosplugin.Context]:
     """The role expectation as thresholds on the 0/1 metrics."""
     if expect == "primary":
@@ -67,12 +82,7 @@ def expectation_contexts(expect: str) -> list[nagiosplugin.Context]:
                 state=plugin.Status.CRITICAL,
                 hint="replica (in recovery), expected primary",
             ),
-            plugin.FlagContext(
-                "writable",
-                bad_value=False,
-                state=plugin.Status.CRITICAL,
-                hint="primary is read-only (default_transaction_read_only)",
-            ),
+            WritableContext("writable"),
         ]
     if expect == "replica":
         return [

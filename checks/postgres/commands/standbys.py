@@ -46,11 +46,11 @@ class Standbys(plugin.Probe):
     def probe(self) -> Iterator[nagiosplugin.Metric]:
         with connect(self.settings) as conn:
             standbys = self.standbys = read_standbys(conn)
+            login = conn.info.user
         if any(s.hidden for s in standbys):
             raise plugin.unknown(
-                f"cannot see pg_stat_replication details as role "
-                f"{self.settings.user or 'of this login'}: grant it pg_monitor "
-                "(or pg_read_all_stats)"
+                f"cannot see pg_stat_replication details as role {login}: "
+                f"GRANT pg_monitor TO {login} (or pg_read_all_stats)"
             )
         streaming = [s for s in standbys if s.streaming]
         yield nagiosplugin.Metric("standbys", len(streaming), min=0)

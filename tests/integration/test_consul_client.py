@@ -7,11 +7,13 @@ queries waking on change, ACL denials an operator can act on, and every address 
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from checks.consul import (
@@ -23,7 +25,7 @@ from checks.consul import (
     ConsulUnreachable,
     registration_from_agent_service,
 )
-from harness.consul import ConsulAgent, wait_until
+from harness.consul import ConsulAgent, ConsulHarnessError, wait_until
 from tests.integration.fixtures_consul import ConsulAgentFactory
 
 pytestmark = pytest.mark.integration
@@ -316,3 +318,36 @@ def test_second_datacenter_joins_over_wan(consul_agent_factory: ConsulAgentFacto
     with client_for(dc1) as client:
         assert client.self()["Config"]["Datacenter"] == "dc1"
     assert set(dc1.api("GET", "/v1/catalog/datacenters")) == {"dc1", "dc2"}
+
+
+def test_persistent_agent_keeps_raft_state_across_restart(
+    consul_agent_factory: ConsulAgentFactory,
+) -> None:
+    agent = consul_agent_factory(persistent=True)
+    agent.api("PUT", "/v1/kv/pg-ha/probe", json_body="kept")
+    agent.restart(keep_data=True)
+    assert agent.api("GET", "/v1/kv/pg-ha/probe")[0]["Key"] == "pg-ha/probe"
+    agent.restart(keep_data=False)
+    with pytest.raises(httpx.HTTPStatusError):
+        agent.api("GET", "/v1/kv/pg-ha/probe")
+
+
+def test_port_taken_before_the_first_start_gets_new_ports(
+    consul_agent_factory: ConsulAgentFactory,
+) -> None:
+    agent = consul_agent_factory(start=False)
+    taken = agent.ports.http
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen(1)
+        agent.start()
+    assert agent.ports.http != taken
+    assert agent.api("GET", "/v1/agent/self")["Config"]["NodeName"] == agent.node_name
+
+
+def test_agent_that_cannot_start_fails_fast(consul_agent_factory: ConsulAgentFactory) -> None:
+    agent = consul_agent_factory(start=False, config_files={"broken": "{not json"})
+    started = time.monotonic()
+    with pytest.raises(ConsulHarnessError, match="exited"):
+        agent.start(timeout=30)
+    assert time.monotonic() - started < 10

@@ -646,7 +646,9 @@ class PgCluster:
                 self.add_replica(f"replica{number}", timeout=timeout, wait=False)
             self.wait_streaming(timeout)
         except BaseException:
-            self.close()
+            # Report why creation failed, not a follow-on error from the cleanup.
+            with contextlib.suppress(Exception):
+                self.close()
             raise
 
     def __repr__(self) -> str:

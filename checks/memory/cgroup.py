@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from checks.memory.files import read_keyed, read_text, under
 from checks.plugin import unknown
@@ -22,8 +22,7 @@ V1_UNLIMITED = 1 << 62
 _ESCAPE = re.compile(r"\\([0-7]{3})")
 
 
-@dataclass(frozen=True)
-class Hierarchy:
+class Hierarchy(NamedTuple):
     """Where the memory controller is mounted and which cgroup is at the mount point."""
 
     version: int
@@ -31,14 +30,12 @@ class Hierarchy:
     mount_root: str
 
 
-@dataclass(frozen=True)
-class Limit:
+class Limit(NamedTuple):
     bytes: int
     source: str
 
 
-@dataclass(frozen=True)
-class CgroupMemory:
+class CgroupMemory(NamedTuple):
     version: int
     path: str
     usage: int
@@ -55,6 +52,9 @@ class CgroupMemory:
 
 
 def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash in paths as octal escapes."""
+    if "\\" not in field:
+        return field
     return _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from checks.memory.files import read_keyed, read_text, under
 from checks.plugin import unknown
 
 
-@dataclass(frozen=True)
-class HostMemory:
+class HostMemory(NamedTuple):
     """The host's memory in bytes, as the kernel accounts it."""
 
     mem_total: int
@@ -90,8 +89,7 @@ def read_host_memory(root: str) -> HostMemory:
     )
 
 
-@dataclass(frozen=True)
-class Paging:
+class Paging(NamedTuple):
     """Counters since boot from /proc/vmstat (None where the kernel lacks them)."""
 
     swap_in_bytes: int

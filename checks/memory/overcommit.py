@@ -8,15 +8,14 @@ CommitLimit fails: a backend reports "out of memory" long before RAM is full. Un
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from checks.memory.files import read_text, under
 
 MODE_NAMES = {0: "heuristic", 1: "always", 2: "strict"}
 
 
-@dataclass(frozen=True)
-class Overcommit:
+class Overcommit(NamedTuple):
     mode: int | None
     ratio: int | None
     kbytes: int | None

@@ -6,13 +6,12 @@ page cache and stall nothing, or 80% used and thrash. Linux 4.20+, CONFIG_PSI, n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from checks.memory.files import read_text, under
 
 
-@dataclass(frozen=True)
-class Pressure:
+class Pressure(NamedTuple):
     """Percent of wall time, averaged over 10 s and 60 s."""
 
     source: str

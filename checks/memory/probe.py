@@ -9,13 +9,16 @@ and its context says UNKNOWN rather than a silent OK.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator
+from typing import TYPE_CHECKING
 
 import nagiosplugin
 
-from checks.memory.processes import ProcessMemory
-from checks.memory.snapshot import Snapshot
 from checks.plugin import Probe
 from checks.units import format_bytes
+
+if TYPE_CHECKING:  # type-only: processes is imported for --top alone
+    from checks.memory.processes import ProcessMemory
+    from checks.memory.snapshot import Snapshot
 
 # perfdata order: the headline first, so the 4 KB cap would drop the least useful
 METRIC_ORDER = (

@@ -8,8 +8,7 @@ fallback.
 
 from __future__ import annotations
 
-import heapq
-from dataclasses import dataclass
+from typing import NamedTuple
 
 # PostgreSQL rewrites its process title ("postgres: 15/main: checkpointer"); it names the
 # role of the backend and carries no secret, unlike arbitrary command lines, which the
@@ -17,8 +16,7 @@ from dataclasses import dataclass
 _TITLED = ("postgres", "postmaster")
 
 
-@dataclass(frozen=True)
-class ProcessMemory:
+class ProcessMemory(NamedTuple):
     pid: int
     name: str
     bytes: int
@@ -37,6 +35,8 @@ def _describe(proc: object, name: str) -> str:
 
 
 def top_processes(count: int, procfs: str = "/proc") -> list[ProcessMemory]:
+    import heapq
+
     import psutil  # only --top pays for this import (DESIGN.md §4)
 
     psutil.PROCFS_PATH = procfs

@@ -8,7 +8,7 @@ host. The scope is never taken from /proc/self/cgroup (DESIGN.md §4).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from checks.memory.cgroup import CgroupMemory, find_hierarchy, read_cgroup
 from checks.memory.meminfo import HostMemory, Paging, read_host_memory, read_paging
@@ -19,8 +19,7 @@ from checks.plugin import CheckFailed, unknown
 SCOPES = ("auto", "host", "cgroup")
 
 
-@dataclass(frozen=True)
-class Snapshot:
+class Snapshot(NamedTuple):
     scope: str  # "host" or "cgroup", after auto has chosen
     host: HostMemory
     cgroup: CgroupMemory | None

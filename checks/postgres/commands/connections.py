@@ -1,0 +1,124 @@
+"""``connections``: how close are the clients to running out of connection slots."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import click
+import nagiosplugin
+
+from checks import plugin
+from checks.postgres.connection import ConnectionSettings, connect
+from checks.postgres.options import connection_options
+from checks.postgres.probes.connections import Connections, read_connections
+from checks.thresholds import Limits, assign, threshold_options
+from checks.units import Unit
+
+NAME = "PG_CONNECTIONS"
+DEFAULTS = {"connections_pct": Limits(nagiosplugin.Range("80"), nagiosplugin.Range("90"))}
+# the long output lists this many databases, busiest first
+TOP_DATABASES = 5
+
+
+class ConnectionsProbe(plugin.Probe):
+    def __init__(self, settings: ConnectionSettings) -> None:
+        super().__init__()
+        self.settings = settings
+        self.facts: Connections | None = None
+
+    def probe(self) -> Iterator[nagiosplugin.Metric]:
+        with connect(self.settings) as conn:
+            facts = self.facts = read_connections(conn)
+            login = conn.info.user
+        if facts.hidden:
+            raise plugin.unknown(
+                f"cannot see {facts.hidden} other sessions in pg_stat_activity as role "
+                f"{login}: GRANT pg_monitor TO {login} (or pg_read_all_stats)"
+            )
+        reserved = f"{facts.superuser_reserved} for superusers"
+        if facts.reserved:
+            reserved += f", {facts.reserved} for pg_use_reserved_connections"
+        self.details.append(
+            f"max_connections {facts.max_connections}, reserved {reserved}: {facts.usable} usable"
+        )
+        if facts.per_state:
+            states = sorted(facts.per_state.items(), key=lambda item: (-item[1], item[0]))
+            self.details.append("by state: " + ", ".join(f"{s} {n}" for s, n in states))
+        databases = sorted(facts.per_database.items(), key=lambda item: (-item[1], item[0]))
+        for datname, count in databases[:TOP_DATABASES]:
+            self.details.append(f"database {datname or '(none)'}: {count}")
+        if len(databases) > TOP_DATABASES:
+            self.details.append(f"… {len(databases) - TOP_DATABASES} more databases")
+        yield nagiosplugin.Metric("connections", facts.used, min=0, max=facts.usable)
+        yield nagiosplugin.Metric(
+            "connections_pct", round(facts.used_percent, 1), "%", min=0, max=100
+        )
+        yield nagiosplugin.Metric(
+            "max_connections", facts.max_connections, min=0, context="connections_fact"
+        )
+
+
+class ConnectionsSummary(plugin.Summary):
+    def __init__(self, probe: ConnectionsProbe) -> None:
+        self.probe = probe
+
+    def _busiest(self) -> str:
+        facts = self.probe.facts
+        busiest = facts.busiest_database if facts else None
+        return f"most on {busiest[0] or '(none)'} ({busiest[1]})" if busiest else ""
+
+    def ok(self, results: nagiosplugin.Results) -> str:
+        facts = self.probe.facts
+        assert facts is not None
+        text = (
+            f"{facts.used} of {facts.usable} usable connections in use ({facts.used_percent:.1f}%)"
+        )
+        return "; ".join(filter(None, [text, self._busiest()]))
+
+    def problem(self, results: nagiosplugin.Results) -> str:
+        facts = self.probe.facts
+        assert facts is not None
+        text = f"{super().problem(results)}: {facts.used} of {facts.usable} usable"
+        return ", ".join(filter(None, [text, self._busiest()]))
+
+
+@click.command("connections", context_settings=plugin.CONTEXT_SETTINGS)
+@connection_options
+@threshold_options(
+    plain_unit=None,
+    help_suffix="A count of client connections (40) or a percentage of the usable ones (80%).",
+)
+def command(settings: ConnectionSettings, verbose: int, warning, critical) -> plugin.Report:
+    """Client connections against the usable ones: max_connections minus the reserved slots.
+
+    Usable = max_connections - superuser_reserved_connections - reserved_connections (16+),
+    the slots an ordinary role can get. Defaults: warning above 80%, critical above 90%;
+    a count threshold (-w 40) applies as well as the percentage ones.
+    """
+    limits = assign(
+        warning,
+        critical,
+        targets={Unit.PERCENT: "connections_pct", Unit.NUMBER: "connections"},
+        defaults=DEFAULTS,
+    )
+
+    def build() -> nagiosplugin.Check:
+        probe = ConnectionsProbe(settings)
+        return nagiosplugin.Check(
+            probe,
+            plugin.MetricContext(
+                "connections", limits["connections"], label="connections", unit=Unit.NUMBER
+            ),
+            plugin.MetricContext(
+                "connections_pct",
+                limits["connections_pct"],
+                label="connections used",
+                unit=Unit.PERCENT,
+            ),
+            plugin.FactContext("connections_fact"),
+            ConnectionsSummary(probe),
+        )
+
+    return plugin.run_check(
+        NAME, build, timeout=settings.timeout, target=settings.target(), verbose=verbose
+    )

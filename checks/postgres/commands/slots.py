@@ -1,0 +1,258 @@
+"""``slots``: are the replication slots safe, or is one filling the disk with WAL.
+
+An inactive slot keeps every WAL segment from its ``restart_lsn`` on until the primary's
+disk is full; with ``max_slot_wal_keep_size`` (13+) it is instead cut loose ('unreserved',
+then 'lost') and its standby needs a new base backup. Both are worth waking up for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import click
+import nagiosplugin
+
+from checks import plugin
+from checks.postgres.commands.standbys import perfdata_label
+from checks.postgres.connection import ConnectionSettings, connect
+from checks.postgres.options import connection_options
+from checks.postgres.probes.slots import Slot, read_slots
+from checks.thresholds import Limits, ThresholdType, assign, threshold_options
+from checks.units import Unit, format_bytes, format_duration, format_value
+
+NAME = "PG_SLOTS"
+DEFAULTS = {
+    "slot_retained": Limits(nagiosplugin.Range("1073741824"), nagiosplugin.Range("8589934592"))
+}
+WAL_STATUS_HINTS = {
+    "unreserved": (
+        plugin.Status.WARNING,
+        "past max_slot_wal_keep_size, its WAL goes at the next checkpoint",
+    ),
+    "lost": (plugin.Status.CRITICAL, "lost its WAL: its standby needs a new base backup"),
+}
+
+
+class Slots(plugin.Probe):
+    def __init__(self, settings: ConnectionSettings, selected: tuple[str, ...]) -> None:
+        super().__init__()
+        self.settings = settings
+        self.selected = selected
+        self.slots: list[Slot] = []
+        # perfdata label -> slot, for the words in the output
+        self.by_label: dict[str, Slot] = {}
+
+    def probe(self) -> Iterator[nagiosplugin.Metric]:
+        with connect(self.settings) as conn:
+            slots = read_slots(conn)
+        if self.selected:
+            missing = sorted(set(self.selected) - {s.slot_name for s in slots})
+            if missing:
+                raise plugin.critical(f"no replication slot named {', '.join(missing)}")
+            slots = [s for s in slots if s.slot_name in self.selected]
+        self.slots = slots
+        yield nagiosplugin.Metric("slots", len(slots), min=0, context="slot_fact")
+        yield nagiosplugin.Metric(
+            "inactive_slots", sum(not s.active for s in slots), min=0, context="slot_fact"
+        )
+        taken: set[str] = set()
+        for slot in slots:
+            label = perfdata_label(slot.slot_name, taken)
+            self.by_label[label] = slot
+            self.details.append(_describe(slot))
+            yield nagiosplugin.Metric(
+                f"{label}_retained_bytes",
+                slot.retained_bytes or 0,
+                "B",
+                min=0,
+                context="slot_retained",
+            )
+            yield nagiosplugin.Metric(
+                f"{label}_active", int(slot.active), min=0, max=1, context="slot_active"
+            )
+            if slot.wal_status is not None:
+                yield nagiosplugin.Metric(
+                    f"{label}_wal_status", slot.wal_status, context="slot_wal_status"
+                )
+            if slot.safe_wal_size is not None:
+                yield nagiosplugin.Metric(
+                    f"{label}_safe_wal_size",
+                    max(0, slot.safe_wal_size),
+                    "B",
+                    context="slot_safe_wal_size",
+                )
+
+    def slot_of(self, metric: nagiosplugin.Metric) -> Slot:
+        label = next(lb for lb in self.by_label if metric.name.startswith(f"{lb}_"))
+        return self.by_label[label]
+
+
+def _describe(slot: Slot) -> str:
+    kind = f"{'temporary ' if slot.temporary else ''}{slot.slot_type}"
+    state = f"active (pid {slot.active_pid})" if slot.active else "inactive"
+    if not slot.active and slot.inactive_seconds is not None:
+        state += f" for {format_duration(slot.inactive_seconds)}"
+    parts = [f"slot {slot.slot_name} ({kind}): {state}"]
+    if slot.retained_bytes is not None:
+        parts.append(f"retains {format_bytes(slot.retained_bytes)}")
+    if slot.wal_status is not None:
+        parts.append(f"wal_status {slot.wal_status}")
+    if slot.safe_wal_size is not None:
+        parts.append(f"safe_wal_size {format_bytes(slot.safe_wal_size)}")
+    if slot.invalidation_reason:
+        parts.append(f"invalidated: {slot.invalidation_reason}")
+    return ", ".join(parts)
+
+
+class SlotMetricContext(plugin.MetricContext):
+    """One context for every slot's metric of a kind; the text names the slot."""
+
+    def describe(self, metric: nagiosplugin.Metric) -> str:
+        slot = metric.resource.slot_of(metric)
+        return f"slot {slot.slot_name} {self.label} {format_value(metric.value, self.unit)}"
+
+
+class InactiveContext(nagiosplugin.Context):
+    """Inactive is WARNING; CRITICAL past --inactive-critical where 17+ says for how long."""
+
+    def __init__(self, name: str, critical_after: float | None) -> None:
+        super().__init__(name)
+        self.critical_after = critical_after
+
+    def evaluate(self, metric: nagiosplugin.Metric, resource: Slots) -> nagiosplugin.Result:
+        if metric.value:
+            return nagiosplugin.Result(nagiosplugin.Ok, None, metric)
+        slot = resource.slot_of(metric)
+        text = f"slot {slot.slot_name} inactive"
+        if slot.inactive_seconds is not None:
+            text += f" for {format_duration(slot.inactive_seconds)}"
+        if slot.retained_bytes:
+            text += f", retaining {format_bytes(slot.retained_bytes)}"
+        if (
+            self.critical_after is not None
+            and slot.inactive_seconds is not None
+            and slot.inactive_seconds > self.critical_after
+        ):
+            return nagiosplugin.Result(
+                nagiosplugin.Critical,
+                f"{text} (over {format_duration(self.critical_after)})",
+                metric,
+            )
+        return nagiosplugin.Result(nagiosplugin.Warn, text, metric)
+
+    def performance(self, metric: nagiosplugin.Metric, resource: object):
+        return nagiosplugin.Performance(metric.name, metric.value, min=0, max=1)
+
+
+class WalStatusContext(nagiosplugin.Context):
+    """13+: 'unreserved' WARNING, 'lost' CRITICAL; a word, so no perfdata."""
+
+    def evaluate(self, metric: nagiosplugin.Metric, resource: Slots) -> nagiosplugin.Result:
+        if metric.value not in WAL_STATUS_HINTS:
+            return nagiosplugin.Result(nagiosplugin.Ok, None, metric)
+        status, hint = WAL_STATUS_HINTS[metric.value]
+        slot = resource.slot_of(metric)
+        return nagiosplugin.Result(
+            _STATES[status], f"slot {slot.slot_name} {metric.value}: {hint}", metric
+        )
+
+
+_STATES = {plugin.Status.WARNING: nagiosplugin.Warn, plugin.Status.CRITICAL: nagiosplugin.Critical}
+
+
+class SlotsSummary(plugin.Summary):
+    def __init__(self, probe: Slots) -> None:
+        self.probe = probe
+
+    def ok(self, results: nagiosplugin.Results) -> str:
+        slots = self.probe.slots
+        if not slots:
+            return "no replication slots"
+        most = max(slots, key=lambda s: (s.retained_bytes or 0, s.slot_name))
+        count = f"{len(slots)} slot{'s' if len(slots) > 1 else ''}"
+        return (
+            f"{count} active; most WAL retained by {most.slot_name}: "
+            f"{format_bytes(most.retained_bytes or 0)}"
+        )
+
+
+@click.command("slots", context_settings=plugin.CONTEXT_SETTINGS)
+@connection_options
+@threshold_options(
+    plain_unit=Unit.BYTES,
+    help_suffix="On the WAL each slot retains, in bytes (1GB).",
+)
+@click.option(
+    "--slot",
+    "selected",
+    multiple=True,
+    metavar="NAME",
+    help="Check only this slot (repeatable); a missing one is CRITICAL.",
+)
+@click.option(
+    "--inactive-critical",
+    type=ThresholdType(unit=Unit.SECONDS),
+    metavar="DURATION",
+    help="An inactive slot is CRITICAL once inactive this long (PostgreSQL 17+, which "
+    "records inactive_since); before that, and below it, inactive is WARNING.",
+)
+@click.option(
+    "--safe-wal-warning",
+    type=ThresholdType(unit=Unit.BYTES),
+    metavar="RANGE",
+    help="Warning range for a slot's safe_wal_size, the WAL that may still be written "
+    "before it is lost (13+ with max_slot_wal_keep_size), e.g. 1GB: for below 1GB.",
+)
+@click.option(
+    "--safe-wal-critical",
+    type=ThresholdType(unit=Unit.BYTES),
+    metavar="RANGE",
+    help="Critical range for a slot's safe_wal_size, e.g. 256MB: for below 256MB.",
+)
+def command(
+    settings: ConnectionSettings,
+    verbose: int,
+    warning,
+    critical,
+    selected: tuple[str, ...],
+    inactive_critical,
+    safe_wal_warning,
+    safe_wal_critical,
+) -> plugin.Report:
+    """Replication slots: WAL retained by each, inactive slots, wal_status, safe_wal_size.
+
+    Inactive is WARNING (CRITICAL after --inactive-critical on 17+); wal_status
+    'unreserved' is WARNING and 'lost' CRITICAL (13+). Defaults for the WAL a slot
+    retains: warning above 1GB, critical above 8GB. No slot at all is OK.
+    """
+    limits = assign(
+        warning,
+        critical,
+        targets={Unit.BYTES: "slot_retained"},
+        defaults=DEFAULTS,
+        plain_unit=Unit.BYTES,
+    )
+    safe_limits = Limits(
+        safe_wal_warning and safe_wal_warning.range, safe_wal_critical and safe_wal_critical.range
+    )
+    critical_after = inactive_critical.range.end if inactive_critical else None
+
+    def build() -> nagiosplugin.Check:
+        probe = Slots(settings, selected)
+        return nagiosplugin.Check(
+            probe,
+            plugin.FactContext("slot_fact"),
+            SlotMetricContext(
+                "slot_retained", limits["slot_retained"], label="retains", unit=Unit.BYTES
+            ),
+            SlotMetricContext(
+                "slot_safe_wal_size", safe_limits, label="safe_wal_size", unit=Unit.BYTES
+            ),
+            InactiveContext("slot_active", critical_after),
+            WalStatusContext("slot_wal_status"),
+            SlotsSummary(probe),
+        )
+
+    return plugin.run_check(
+        NAME, build, timeout=settings.timeout, target=settings.target(), verbose=verbose
+    )

@@ -1,0 +1,105 @@
+"""``wraparound``: how close is the oldest database to transaction ID wraparound."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import click
+import nagiosplugin
+
+from checks import plugin
+from checks.postgres.connection import ConnectionSettings, connect
+from checks.postgres.options import connection_options
+from checks.postgres.probes.wraparound import WRAPAROUND_LIMIT, DatabaseAge, read_wraparound
+from checks.thresholds import Limits, assign, threshold_options
+from checks.units import Unit
+
+NAME = "PG_WRAPAROUND"
+# Anti-wraparound autovacuum starts at autovacuum_freeze_max_age (200M, 9% of 2^31): an age
+# of half the XID space means it has been failing to keep up for a long time.
+DEFAULTS = {"xid_age_pct": Limits(nagiosplugin.Range("50"), nagiosplugin.Range("75"))}
+TOP_DATABASES = 5
+
+
+class Wraparound(plugin.Probe):
+    def __init__(self, settings: ConnectionSettings) -> None:
+        super().__init__()
+        self.settings = settings
+        self.databases: list[DatabaseAge] = []
+
+    @property
+    def oldest(self) -> DatabaseAge:
+        return self.databases[0]
+
+    def probe(self) -> Iterator[nagiosplugin.Metric]:
+        with connect(self.settings) as conn:
+            databases = self.databases = read_wraparound(conn)
+        if not databases:
+            raise plugin.unknown("internal error: pg_database is empty")
+        oldest = self.oldest
+        oldest_mxid = max(databases, key=lambda d: (d.mxid_age, d.datname))
+        self.details.append(
+            f"autovacuum_freeze_max_age {oldest.freeze_max_age:,}: anti-wraparound vacuum "
+            "starts past it"
+        )
+        for database in databases[:TOP_DATABASES]:
+            self.details.append(
+                f"{database.datname}: XID age {database.xid_age:,} ({database.xid_percent:.1f}%)"
+                f", multixact age {database.mxid_age:,} ({database.mxid_percent:.1f}%)"
+            )
+        if len(databases) > TOP_DATABASES:
+            self.details.append(f"… {len(databases) - TOP_DATABASES} more databases")
+        yield nagiosplugin.Metric("xid_age_pct", round(oldest.xid_percent, 2), "%", min=0, max=100)
+        yield nagiosplugin.Metric(
+            "xid_age", oldest.xid_age, min=0, max=WRAPAROUND_LIMIT, context="xid_age"
+        )
+        yield nagiosplugin.Metric(
+            "mxid_age", oldest_mxid.mxid_age, min=0, max=WRAPAROUND_LIMIT, context="mxid_age"
+        )
+
+
+class AgeContext(plugin.MetricContext):
+    """The text names the database the age belongs to."""
+
+    def describe(self, metric: nagiosplugin.Metric) -> str:
+        oldest = metric.resource.oldest
+        return (
+            f"database {oldest.datname} XID age {oldest.xid_age:,} "
+            f"({oldest.xid_percent:.1f}% of 2^31)"
+        )
+
+
+@click.command("wraparound", context_settings=plugin.CONTEXT_SETTINGS)
+@connection_options
+@threshold_options(
+    plain_unit=None,
+    help_suffix="On the oldest database's XID age: a percentage of 2^31 (50%) or a number "
+    "of transactions (1000000000).",
+)
+def command(settings: ConnectionSettings, verbose: int, warning, critical) -> plugin.Report:
+    """Transaction ID wraparound: the oldest age(datfrozenxid) of all databases, named.
+
+    At 2^31 transactions the server stops accepting writes. Defaults: warning above 50%,
+    critical above 75% of 2^31. The multixact age is reported (perfdata mxid_age), not
+    judged.
+    """
+    limits = assign(
+        warning,
+        critical,
+        targets={Unit.PERCENT: "xid_age_pct", Unit.NUMBER: "xid_age"},
+        defaults=DEFAULTS,
+    )
+
+    def build() -> nagiosplugin.Check:
+        probe = Wraparound(settings)
+        return nagiosplugin.Check(
+            probe,
+            AgeContext("xid_age_pct", limits["xid_age_pct"], label="XID age", unit=Unit.PERCENT),
+            AgeContext("xid_age", limits["xid_age"], label="XID age", unit=Unit.NUMBER),
+            plugin.FactContext("mxid_age"),
+            plugin.Summary(),
+        )
+
+    return plugin.run_check(
+        NAME, build, timeout=settings.timeout, target=settings.target(), verbose=verbose
+    )

@@ -1,0 +1,74 @@
+"""Replication slots: how much WAL each one holds back, and whether it can still be used.
+
+Retained WAL is measured from the slot's ``restart_lsn`` to where this server is (its
+current WAL on a primary, its replayed WAL on a replica), by the server
+(``pg_wal_lsn_diff``). Versions add what they know: 13 ``wal_status`` and
+``safe_wal_size`` (with ``max_slot_wal_keep_size``), 17 ``inactive_since`` and
+``invalidation_reason``. ``pg_replication_slots`` is readable by every role.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from checks.postgres.connection import query
+
+if TYPE_CHECKING:
+    import psycopg
+
+_SLOTS_SQL = """
+WITH here AS (
+    SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+                ELSE pg_current_wal_lsn() END AS lsn
+)
+SELECT slot_name, slot_type, temporary, active, active_pid,
+       greatest(0, pg_wal_lsn_diff(here.lsn, restart_lsn))::bigint AS retained_bytes,
+       {since_13},
+       {since_17}
+FROM pg_replication_slots, here
+ORDER BY slot_name
+"""
+_SINCE_13 = "wal_status, safe_wal_size"
+_BEFORE_13 = "NULL::text AS wal_status, NULL::bigint AS safe_wal_size"
+_SINCE_17 = (
+    "extract(epoch FROM now() - inactive_since)::float8 AS inactive_seconds, invalidation_reason"
+)
+_BEFORE_17 = "NULL::float8 AS inactive_seconds, NULL::text AS invalidation_reason"
+
+
+def slots_sql(server_version: int) -> str:
+    return _SLOTS_SQL.format(
+        since_13=_SINCE_13 if server_version >= 130000 else _BEFORE_13,
+        since_17=_SINCE_17 if server_version >= 170000 else _BEFORE_17,
+    )
+
+
+@dataclass(frozen=True)
+class Slot:
+    slot_name: str
+    slot_type: str
+    temporary: bool
+    active: bool
+    active_pid: int | None
+    # None when the slot reserves no WAL (never used, or lost)
+    retained_bytes: int | None
+    # 13+: reserved, extended, unreserved, lost; None before 13
+    wal_status: str | None
+    # 13+: bytes that can still be written before the slot is lost; None without a limit
+    safe_wal_size: int | None
+    # 17+: seconds since the slot became inactive; None when active or not known
+    inactive_seconds: float | None
+    invalidation_reason: str | None
+
+    @property
+    def lost(self) -> bool:
+        return self.wal_status == "lost"
+
+    @property
+    def unreserved(self) -> bool:
+        return self.wal_status == "unreserved"
+
+
+def read_slots(conn: psycopg.Connection[dict[str, Any]]) -> list[Slot]:
+    return [Slot(**row) for row in query(conn, slots_sql(conn.info.server_version))]

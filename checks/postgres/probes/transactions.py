@@ -1,0 +1,82 @@
+"""Long transactions: the oldest open one, and the oldest session idle inside one.
+
+Both hold back vacuum (and, on a replica with hot_standby_feedback, the primary's);
+an idle-in-transaction session also holds its locks while doing nothing. Only client
+backends count: autovacuum and WAL senders have their own checks. Prepared transactions
+survive restarts and are listed too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from checks.postgres.connection import fetch_row
+from checks.postgres.probes.connections import HIDDEN_SESSIONS_SQL
+
+if TYPE_CHECKING:
+    import psycopg
+
+TRANSACTIONS_SQL = f"""
+WITH open AS (
+    SELECT pid, usename, datname, application_name, state,
+           extract(epoch FROM now() - xact_start)::float8 AS xact_age,
+           CASE WHEN state LIKE 'idle in transaction%'
+                THEN extract(epoch FROM now() - state_change)::float8 END AS idle_age
+    FROM pg_stat_activity
+    WHERE backend_type = 'client backend' AND xact_start IS NOT NULL
+      AND pid <> pg_backend_pid()
+)
+SELECT ({HIDDEN_SESSIONS_SQL})::int AS hidden,
+       (SELECT count(*) FROM open)::int AS open_transactions,
+       (SELECT count(*) FROM open WHERE idle_age IS NOT NULL)::int AS idle_in_transaction,
+       (SELECT row_to_json(o) FROM open AS o ORDER BY xact_age DESC, pid LIMIT 1) AS oldest,
+       (SELECT row_to_json(o) FROM open AS o WHERE idle_age IS NOT NULL
+         ORDER BY idle_age DESC, pid LIMIT 1) AS oldest_idle,
+       (SELECT count(*) FROM pg_prepared_xacts)::int AS prepared,
+       (SELECT extract(epoch FROM now() - min(prepared))::float8 FROM pg_prepared_xacts)
+           AS oldest_prepared_age
+"""
+
+
+@dataclass(frozen=True)
+class Session:
+    pid: int
+    usename: str | None
+    datname: str | None
+    application_name: str | None
+    state: str | None
+    xact_age: float
+    idle_age: float | None
+
+    def describe(self) -> str:
+        """``pid 4242 (psql)``: what a DBA needs to find and end it."""
+        name = self.application_name or "no application_name"
+        return f"pid {self.pid} ({name})"
+
+    def where(self) -> str:
+        return f"{self.usename or '?'}@{self.datname or '?'}"
+
+
+@dataclass(frozen=True)
+class Transactions:
+    hidden: int
+    open_transactions: int
+    idle_in_transaction: int
+    oldest: Session | None
+    oldest_idle: Session | None
+    prepared: int
+    oldest_prepared_age: float | None
+
+
+def read_transactions(conn: psycopg.Connection[dict[str, Any]]) -> Transactions:
+    row = fetch_row(conn, TRANSACTIONS_SQL)
+    return Transactions(
+        hidden=row["hidden"],
+        open_transactions=row["open_transactions"],
+        idle_in_transaction=row["idle_in_transaction"],
+        oldest=Session(**row["oldest"]) if row["oldest"] else None,
+        oldest_idle=Session(**row["oldest_idle"]) if row["oldest_idle"] else None,
+        prepared=row["prepared"],
+        oldest_prepared_age=row["oldest_prepared_age"],
+    )

@@ -244,9 +244,13 @@ def command(
         snapshot = take_snapshot(root, scope, cgroup_path)
         processes = []
         if top:
+            from checks.memory.cgroup import member_pids
             from checks.memory.processes import top_processes
 
-            processes = top_processes(top, procfs=f"{root.rstrip('/')}/proc")
+            # in cgroup scope the largest processes that matter are the cgroup's own
+            cgroup = snapshot.cgroup if snapshot.scope == "cgroup" else None
+            only = member_pids(root, cgroup.directory) if cgroup else None
+            processes = top_processes(top, procfs=f"{root.rstrip('/')}/proc", only=only)
         probe = MemoryProbe(snapshot, top=processes, required=required)
         # CommitLimit only binds under mode 2; elsewhere it is a number, not a limit
         commit_limits = commit if snapshot.overcommit.enforced else {}

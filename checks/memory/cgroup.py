@@ -43,6 +43,7 @@ class CgroupMemory(NamedTuple):
     limit: Limit | None
     oom_kills: int | None
     pressure_path: str | None
+    directory: str
 
     @property
     def working_set(self) -> int:
@@ -173,4 +174,14 @@ def read_cgroup(root: str, hierarchy: Hierarchy, path: str | None) -> CgroupMemo
         limit=tightest_limit(root, hierarchy, directory),
         oom_kills=oom_kills,
         pressure_path=pressure,
+        directory=directory,
     )
+
+
+def member_pids(root: str, directory: str) -> set[int]:
+    """Every process in the cgroup and its descendants (cgroup.procs is per level)."""
+    pids: set[int] = set()
+    for current, _, _ in os.walk(under(root, directory)):
+        text = read_text(os.path.join(current, "cgroup.procs")) or ""
+        pids.update(int(line) for line in text.split() if line.isdigit())
+    return pids

@@ -34,7 +34,10 @@ def _describe(proc: object, name: str) -> str:
     return name
 
 
-def top_processes(count: int, procfs: str = "/proc") -> list[ProcessMemory]:
+def top_processes(
+    count: int, procfs: str = "/proc", only: set[int] | None = None
+) -> list[ProcessMemory]:
+    """The ``count`` largest processes, of those in ``only`` when given (a cgroup's)."""
     import heapq
 
     import psutil  # only --top pays for this import (DESIGN.md §4)
@@ -43,6 +46,8 @@ def top_processes(count: int, procfs: str = "/proc") -> list[ProcessMemory]:
     by_rss: list[tuple[int, psutil.Process]] = []
     for proc in psutil.process_iter(["memory_info"]):
         info = proc.info.get("memory_info")
+        if only is not None and proc.pid not in only:
+            continue
         if info is not None and info.rss > 0:  # kernel threads have no memory of their own
             by_rss.append((info.rss, proc))
     by_rss.sort(key=lambda item: item[0], reverse=True)

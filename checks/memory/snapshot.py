@@ -56,7 +56,12 @@ class Snapshot(NamedTuple):
 
     @property
     def label(self) -> str:
-        return "host" if self.scope == "host" or not self.cgroup else f"cgroup {self.cgroup.path}"
+        if self.scope == "host" or not self.cgroup:
+            return "host"
+        if not _limited(self.cgroup, self.host):
+            # the total is then the host's: say so, or "of 23.5 GiB" reads as a limit
+            return f"cgroup {self.cgroup.path}, no limit"
+        return f"cgroup {self.cgroup.path}"
 
 
 def _limited(cgroup: CgroupMemory, host: HostMemory) -> bool:

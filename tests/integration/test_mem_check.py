@@ -230,6 +230,11 @@ def test_real_cgroup_limit_and_a_process_that_fills_it(limited_cgroup) -> None:
         assert 70 <= data["used_percent"] <= 99, out
         assert code == 1, out
         assert f"limit 128.0 MiB set on {cgroup_path}" in out
+        # --top looks inside the cgroup only: the filler is all there is
+        _, out = mem_check("--cgroup", cgroup_path, "--top", "5")
+        top = [line for line in out.splitlines() if line.startswith("top ")]
+        assert len(top) == 1, out
+        assert f" pid {filler.pid} python" in top[0]
     finally:
         filler.kill()
         filler.wait()

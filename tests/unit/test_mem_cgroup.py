@@ -2,7 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from checks.memory.cgroup import Hierarchy, find_hierarchy, read_cgroup, resolve, tightest_limit
+from checks.memory.cgroup import (
+    Hierarchy,
+    find_hierarchy,
+    member_pids,
+    read_cgroup,
+    resolve,
+    tightest_limit,
+)
 from checks.plugin import CheckFailed
 from tests.unit.mem_helpers import copy_tree, rewrite, tree
 
@@ -107,3 +114,9 @@ def test_unknown_cgroup_is_named() -> None:
     root = tree("v1-host")
     with pytest.raises(CheckFailed, match="cgroup /nope not found"):
         read_cgroup(root, find_hierarchy(root), "/nope")
+
+
+def test_member_pids_include_descendant_cgroups() -> None:
+    root = tree("v2-host")
+    cgroup = read_cgroup(root, find_hierarchy(root), "/system.slice/postgresql.service")
+    assert member_pids(root, cgroup.directory) == {1234, 1240, 1250}

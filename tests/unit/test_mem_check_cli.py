@@ -40,6 +40,13 @@ def test_every_perfdata_item_follows_the_contract(capsys) -> None:
         assert out.splitlines()[0].split(" | ")[1].startswith("used_percent=")
 
 
+def test_forced_cgroup_scope_without_limit_says_so(capsys) -> None:
+    code, out = run(capsys, "--root", tree("v1-host"), "--scope", "cgroup")
+    assert code == 0
+    # working set 7 - 2 GiB of the host's 16 GiB, since nothing limits the root cgroup
+    assert "31.2% used, 11.0 GiB available of 16.0 GiB (cgroup /, no limit)" in out
+
+
 def test_nested_v1_limit_makes_auto_pick_the_cgroup(capsys) -> None:
     code, out = run(capsys, "--root", tree("v1-host"), "--cgroup", "/machine/pg")
     assert code == 0

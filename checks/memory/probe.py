@@ -135,7 +135,8 @@ class MemoryProbe(Probe):
         if s.oom_kills is None:
             lines.append("oom kills: not counted by this kernel (Linux 4.13+)")
         else:
-            where = "in the cgroup" if s.scope == "cgroup" and s.cgroup else "since boot"
+            counted_by_cgroup = s.scope == "cgroup" and s.cgroup and s.cgroup.oom_kills is not None
+            where = "in the cgroup" if counted_by_cgroup else "since boot"
             lines.append(f"oom kills: {s.oom_kills} {where}")
         for rank, proc in enumerate(self.top, 1):
             lines.append(

@@ -45,10 +45,6 @@ class Snapshot(NamedTuple):
         return self.total - self.used
 
     @property
-    def used_percent(self) -> float:
-        return 100.0 * self.used / self.total if self.total else 0.0
-
-    @property
     def oom_kills(self) -> int | None:
         if self.scope == "cgroup" and self.cgroup and self.cgroup.oom_kills is not None:
             return self.cgroup.oom_kills

@@ -47,6 +47,15 @@ def test_forced_cgroup_scope_without_limit_says_so(capsys) -> None:
     assert "31.2% used, 11.0 GiB available of 16.0 GiB (cgroup /, no limit)" in out
 
 
+def test_own_cgroup_never_chooses_the_scope(capsys, tmp_path) -> None:
+    """Under Consul, /proc/self/cgroup is the agent's: a limit there says nothing of the host."""
+    root = copy_tree("v1-host", str(tmp_path))
+    (tmp_path / "v1-host/proc/self/cgroup").write_text("4:memory:/machine/pg\n0::/\n")
+    code, out = run(capsys, "--root", root)
+    assert code == 0
+    assert "(host)" in out.splitlines()[0]
+
+
 def test_nested_v1_limit_makes_auto_pick_the_cgroup(capsys) -> None:
     code, out = run(capsys, "--root", tree("v1-host"), "--cgroup", "/machine/pg")
     assert code == 0

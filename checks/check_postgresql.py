@@ -5,24 +5,47 @@ One click group, one subcommand per question; with no subcommand it runs ``alive
 
 from __future__ import annotations
 
+import importlib
 from typing import NoReturn
 
 import click
 
 from checks import plugin
-from checks.postgres.commands import alive, lag, role, standbys
 
 NAME = "CHECK_POSTGRESQL"
 DEFAULT_COMMAND = "alive"
 
 
-class DefaultCommandGroup(click.Group):
-    """A group that runs ``alive`` when the first argument names no subcommand."""
+# Each subcommand's module is imported only when it runs (or for --help): Consul runs one
+# of them every few seconds and should not pay for the others.
+SUBCOMMANDS = {
+    "alive": "checks.postgres.commands.alive",
+    "role": "checks.postgres.commands.role",
+    "lag": "checks.postgres.commands.lag",
+    "standbys": "checks.postgres.commands.standbys",
+    "slots": "checks.postgres.commands.slots",
+    "connections": "checks.postgres.commands.connections",
+    "archiver": "checks.postgres.commands.archiver",
+    "wraparound": "checks.postgres.commands.wraparound",
+    "transactions": "checks.postgres.commands.transactions",
+}
+
+
+class LazyDefaultGroup(click.Group):
+    """Subcommands loaded on demand; ``alive`` when the first argument names none."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(SUBCOMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in SUBCOMMANDS:
+            return None
+        return importlib.import_module(SUBCOMMANDS[cmd_name]).command
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         first = args[0] if args else None
         if first is None or (
-            first not in self.commands
+            first not in SUBCOMMANDS
             and first not in ctx.help_option_names
             and first not in ("-V", "--version")
         ):
@@ -30,7 +53,7 @@ class DefaultCommandGroup(click.Group):
         return super().parse_args(ctx, args)
 
 
-@click.group(cls=DefaultCommandGroup, context_settings=plugin.CONTEXT_SETTINGS)
+@click.group(cls=LazyDefaultGroup, context_settings=plugin.CONTEXT_SETTINGS)
 @plugin.version_option
 def cli() -> None:
     """Nagios-compatible checks of PostgreSQL for high availability behind Consul.
@@ -40,10 +63,6 @@ def cli() -> None:
     PGSERVICE and the rest are honoured; there is no password option.
     Run 'check_postgresql COMMAND --help' for a command's options.
     """
-
-
-for _module in (alive, role, lag, standbys):
-    cli.add_command(_module.command)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

@@ -7,8 +7,8 @@ DESIGN.md §4 says why each number is the one it is.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Callable, Sequence
+from typing import NoReturn, TypeVar
 
 import click
 import nagiosplugin
@@ -30,6 +30,8 @@ from checks.thresholds import Limits, Threshold, ThresholdType, assign, threshol
 from checks.units import Unit, plain_number
 
 NAME = "MEM"
+
+Command = TypeVar("Command", bound=Callable[..., object])
 
 DEFAULTS = {
     "used_percent": Limits(nagiosplugin.Range("90"), nagiosplugin.Range("95")),
@@ -59,7 +61,9 @@ class MaybeMetricContext(MetricContext):
             )
         return super().evaluate(metric, resource)
 
-    def performance(self, metric: nagiosplugin.Metric, resource: object):
+    def performance(
+        self, metric: nagiosplugin.Metric, resource: object
+    ) -> nagiosplugin.Performance | None:
         return None if metric.value is None else super().performance(metric, resource)
 
 
@@ -74,16 +78,14 @@ class MemSummary(Summary):
         return f"{super().problem(results)}; {self.probe.headline}"
 
 
-def _floor(threshold: Threshold | None) -> Threshold | None:
+def _floor(threshold: Threshold | None) -> nagiosplugin.Range | None:
     """``--available-warning 2GiB`` means "at least 2 GiB": a bare number is a floor."""
     if threshold is None:
         return None
     text = threshold.text.strip()
     if ":" in text or text.startswith("@"):
-        return threshold
-    return Threshold(
-        text, threshold.unit, nagiosplugin.Range(f"{plain_number(threshold.range.end)}:")
-    )
+        return threshold.range
+    return nagiosplugin.Range(f"{plain_number(threshold.range.end)}:")
 
 
 def _pair(
@@ -107,8 +109,10 @@ def _pair(
         raise
 
 
-def _option_pair(name: str, kind: ThresholdType, what: str):
-    def decorate(command):
+def _option_pair(name: str, kind: ThresholdType, what: str) -> Callable[[Command], Command]:
+    """``--NAME-warning`` and ``--NAME-critical`` for one secondary dimension."""
+
+    def decorate(command: Command) -> Command:
         for level in ("critical", "warning"):
             command = click.option(
                 f"--{name}-{level}",
@@ -213,10 +217,7 @@ def command(
         defaults=DEFAULTS,
         plain_unit=Unit.PERCENT,
     )
-    available = Limits(
-        getattr(_floor(available_warning), "range", None),
-        getattr(_floor(available_critical), "range", None),
-    )
+    available = Limits(_floor(available_warning), _floor(available_critical))
     swap = _pair(
         "swap",
         swap_warning,

@@ -27,9 +27,12 @@ DEFAULTS = {
 WAL_STATUS_HINTS = {
     "unreserved": (
         plugin.Status.WARNING,
-        "past max_slot_wal_keep_size, its WAL goes at the next checkpoint",
+        "past max_slot_wal_keep_size (wal_status unreserved): its WAL goes at the next checkpoint",
     ),
-    "lost": (plugin.Status.CRITICAL, "lost its WAL: its standby needs a new base backup"),
+    "lost": (
+        plugin.Status.CRITICAL,
+        "lost its WAL (wal_status lost): its standby needs a new base backup",
+    ),
 }
 
 
@@ -152,9 +155,7 @@ class WalStatusContext(nagiosplugin.Context):
             return nagiosplugin.Result(nagiosplugin.Ok, None, metric)
         status, hint = WAL_STATUS_HINTS[metric.value]
         slot = resource.slot_of(metric)
-        return nagiosplugin.Result(
-            _STATES[status], f"slot {slot.slot_name} {metric.value}: {hint}", metric
-        )
+        return nagiosplugin.Result(_STATES[status], f"slot {slot.slot_name} {hint}", metric)
 
 
 _STATES = {plugin.Status.WARNING: nagiosplugin.Warn, plugin.Status.CRITICAL: nagiosplugin.Critical}

@@ -1,0 +1,54 @@
+"""wraparound: the oldest database by age(datfrozenxid), named, as % of 2^31 or a count."""
+
+from __future__ import annotations
+
+from harness.postgres import PgServer
+from tests.plugin_run import check_postgresql
+
+
+def test_fresh_cluster_is_ok_naming_the_oldest_database(pg_primary: PgServer) -> None:
+    oldest, age = pg_primary.sql(
+        "SELECT datname, age(datfrozenxid) FROM pg_database ORDER BY 2 DESC, 1 LIMIT 1"
+    )[0]
+    run = check_postgresql("wraparound", env=pg_primary.env())
+    assert run.status == "OK", run.stdout
+    assert run.summary.startswith(f"database {oldest} XID age ")
+    assert run.summary.endswith("(0.0% of 2^31)")
+    perf = run.perfdata
+    assert perf["xid_age"].value >= age
+    assert perf["xid_age"].max == str(2**31)
+    assert (perf["xid_age_pct"].uom, perf["xid_age_pct"].warn, perf["xid_age_pct"].crit) == (
+        "%",
+        "50",
+        "75",
+    )
+    assert "mxid_age" in perf
+    assert run.long_output[0].startswith("autovacuum_freeze_max_age 200,000,000")
+
+
+def test_database_left_unfrozen_is_the_one_named(make_pg_cluster) -> None:
+    with make_pg_cluster(replicas=0) as cluster:
+        primary = cluster.primary
+        primary.execute("CREATE DATABASE never_frozen")
+        for _ in range(300):  # burn XIDs: each autocommit txid_current() takes one
+            primary.execute("SELECT txid_current()")
+        primary.execute("ALTER DATABASE template0 ALLOW_CONNECTIONS true")
+        for datname in ("postgres", "template0", "template1"):
+            primary.execute("VACUUM FREEZE", dbname=datname)
+        primary.execute("ALTER DATABASE template0 ALLOW_CONNECTIONS false")
+        run = check_postgresql("wraparound", "-w", "200", "-c", "1000000", env=primary.env())
+        assert run.status == "WARNING", run.stdout
+        assert run.summary.startswith("database never_frozen XID age 3")
+        assert run.summary.endswith("(0.0% of 2^31) (above 200)")
+        assert run.long_output[1].startswith("never_frozen: XID age ")
+        # the same database, judged in percent (rounded to 0.01%, so an inverted range)
+        run = check_postgresql("wraparound", "-c", "@0%:50%", env=primary.env())
+        assert run.status == "CRITICAL"
+        assert run.summary.startswith("database never_frozen XID age ")
+        assert run.summary.endswith("(inside 0.0% to 50.0%)")
+
+
+def test_works_as_nopriv_too(pg_primary: PgServer) -> None:
+    # pg_database is readable by every role: nothing is hidden, so OK is the truth
+    run = check_postgresql("wraparound", env=pg_primary.env("nopriv"))
+    assert run.status == "OK"

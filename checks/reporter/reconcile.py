@@ -1,0 +1,149 @@
+"""What the local service registration should be, given PostgreSQL's role (pure logic).
+
+DESIGN.md §5: conf.d holds the service with role-neutral tags; the reporter adds exactly
+one role tag and its own Meta keys by read-modify-write, keeping every other field, and
+writes only when something differs (an identical PUT would still cost a sync).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from checks.consul import registration_from_agent_service
+
+META_ROLE = "pg_role"
+META_TIMELINE = "pg_timeline"
+META_SYSTEM_IDENTIFIER = "pg_system_identifier"
+META_FENCED_REASON = "pg_fenced_reason"
+OUR_META_KEYS = (META_ROLE, META_TIMELINE, META_SYSTEM_IDENTIFIER, META_FENCED_REASON)
+# Consul refuses Meta values longer than 512 characters.
+META_VALUE_LIMIT = 512
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the reporter knows about its PostgreSQL: facts, or why it has none.
+
+    `role` is "primary", "replica" or "unreachable"; `writable` only means something on a
+    primary (default_transaction_read_only off).
+    """
+
+    role: str
+    writable: bool = False
+    timeline: int | None = None
+    system_identifier: str | None = None
+    error: str | None = None
+
+    @property
+    def reachable(self) -> bool:
+        return self.role != "unreachable"
+
+
+@dataclass(frozen=True)
+class TagNames:
+    leader: str = "leader"
+    follower: str = "follower"
+
+    @property
+    def all(self) -> tuple[str, str]:
+        return (self.leader, self.follower)
+
+
+def desired_role_tag(observed: Observed, names: TagNames, *, fenced: bool) -> str | None:
+    """The one role tag this instance should carry; None fails closed (no DNS answer)."""
+    if observed.role == "primary":
+        return names.leader if observed.writable and not fenced else None
+    if observed.role == "replica":
+        return names.follower
+    return None
+
+
+def desired_meta(observed: Observed, *, fenced_reason: str | None) -> dict[str, str]:
+    meta = {META_ROLE: observed.role}
+    if observed.role == "primary" and not observed.writable:
+        meta[META_ROLE] = "primary-read-only"
+    if observed.timeline is not None:
+        meta[META_TIMELINE] = str(observed.timeline)
+    if observed.system_identifier is not None:
+        meta[META_SYSTEM_IDENTIFIER] = observed.system_identifier
+    if fenced_reason:
+        meta[META_FENCED_REASON] = _fit(fenced_reason)
+    return meta
+
+
+def _fit(text: str) -> str:
+    return text if len(text) <= META_VALUE_LIMIT else text[: META_VALUE_LIMIT - 1] + "…"
+
+
+def role_tags_of(tags: Sequence[str], names: TagNames) -> list[str]:
+    return [tag for tag in tags if tag in names.all]
+
+
+def merged_tags(current: Sequence[str], want: str | None, names: TagNames) -> list[str]:
+    """Every tag that is not ours, in its order, plus `want`; an existing `want` stays put."""
+    tags: list[str] = []
+    for tag in current:
+        if (tag in names.all and tag != want) or tag in tags:
+            continue
+        tags.append(tag)
+    if want is not None and want not in tags:
+        tags.append(want)
+    return tags
+
+
+def merged_meta(current: Mapping[str, str] | None, ours: Mapping[str, str]) -> dict[str, str]:
+    meta = {k: v for k, v in (current or {}).items() if k not in OUR_META_KEYS}
+    meta.update(ours)
+    return meta
+
+
+@dataclass(frozen=True)
+class Change:
+    """A registration to PUT, and the words for the log line."""
+
+    registration: dict[str, Any]
+    old_tags: list[str]
+    new_tags: list[str]
+    old_meta: dict[str, str]
+    new_meta: dict[str, str]
+
+    def describe(self, names: TagNames) -> str:
+        old = ",".join(role_tags_of(self.old_tags, names)) or "none"
+        new = ",".join(role_tags_of(self.new_tags, names)) or "none"
+        service_id = self.registration.get("ID") or self.registration.get("Name")
+        parts = [f"role tag {old} -> {new}" if old != new else f"role tag {new} (unchanged)"]
+        changed = sorted(
+            key
+            for key in set(self.old_meta) | set(self.new_meta)
+            if self.old_meta.get(key) != self.new_meta.get(key)
+        )
+        if changed:
+            parts.append(
+                "meta "
+                + ", ".join(f"{key}={self.new_meta.get(key, '(removed)')}" for key in changed)
+            )
+        return f"service {service_id}: " + "; ".join(parts)
+
+
+def plan(
+    service: Mapping[str, Any],
+    observed: Observed,
+    names: TagNames,
+    *,
+    fenced_reason: str | None = None,
+) -> Change | None:
+    """The registration to PUT so `service` (a GET /v1/agent/service answer) matches
+    `observed`, or None when it already does."""
+    current_tags = list(service.get("Tags") or [])
+    current_meta = dict(service.get("Meta") or {})
+    want = desired_role_tag(observed, names, fenced=fenced_reason is not None)
+    new_tags = merged_tags(current_tags, want, names)
+    new_meta = merged_meta(current_meta, desired_meta(observed, fenced_reason=fenced_reason))
+    if new_tags == current_tags and new_meta == current_meta:
+        return None
+    registration = registration_from_agent_service(service)
+    registration["Tags"] = new_tags
+    registration["Meta"] = new_meta
+    return Change(registration, current_tags, new_tags, current_meta, new_meta)

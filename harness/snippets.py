@@ -1,0 +1,166 @@
+"""The shipped Consul conf.d snippets, rewritten for one PostgreSQL instance of a test or demo.
+
+The files in contrib/consul-conf.d/ are written for production: one PostgreSQL per host,
+executables under /usr/local/bin, `-H/-p/-U/-d` pinned to the local server, service id
+`pg-db`. Here several instances share one Consul agent on 127.0.0.1, so each copy gets:
+
+- the executables of this venv (same basename, `sys.executable`'s directory);
+- the instance's `-H/-p/-U/-d` in place of the file's (the option *values* change, never
+  the options, so what runs is what ships);
+- a service id and check ids of its own (`pg-db` -> `pg-db-2`, `pg-db-alive` ->
+  `pg-db-2-alive`) and the instance's port;
+- optionally shorter intervals, so a test sees a state change in a second, not in ten.
+
+Why args and not the agent's environment for connection settings: Consul 1.8.7 script
+checks inherit the agent's environment, and one environment cannot name three servers.
+The password is the only secret and stays out of argv: it comes from the passfile that
+`PGPASSFILE` in the agent's environment names (production: the consul user's ~/.pgpass).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SNIPPETS_DIR = REPO_ROOT / "contrib" / "consul-conf.d"
+VENV_BIN = Path(sys.executable).parent
+CONNECTION_OPTIONS = ("-H", "-p", "-U", "-d")
+
+
+@dataclass(frozen=True)
+class Instance:
+    """Where one PostgreSQL instance listens, and the role the checks log in as."""
+
+    host: str
+    port: int
+    user: str
+    dbname: str = "postgres"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Instance:
+        """From a libpq environment such as `harness.postgres.PgServer.env()`."""
+        return cls(
+            host=env["PGHOST"],
+            port=int(env["PGPORT"]),
+            user=env["PGUSER"],
+            dbname=env.get("PGDATABASE", "postgres"),
+        )
+
+
+def load(name: str) -> dict[str, Any]:
+    """A shipped snippet as JSON (`name` relative to contrib/consul-conf.d)."""
+    return json.loads((SNIPPETS_DIR / name).read_text())
+
+
+@functools.cache
+def subcommand_help(executable: str, subcommand: str) -> str | None:
+    """`--help` of a check_postgresql subcommand, or None when it does not exist (yet).
+
+    An unknown word after check_postgresql is not an error for `--help`: the bare command
+    runs `alive` and shows alive's help, so the usage line must name the subcommand.
+    """
+    done = subprocess.run(
+        [executable, subcommand, "--help"], capture_output=True, text=True, timeout=30
+    )
+    named = done.stdout.startswith(f"Usage: {Path(executable).name} {subcommand} ")
+    return done.stdout if done.returncode == 0 and named else None
+
+
+def _rewrite_args(args: list[str], instance: Instance) -> list[str]:
+    executable = str(VENV_BIN / Path(args[0]).name)
+    values = {
+        "-H": instance.host,
+        "-p": str(instance.port),
+        "-U": instance.user,
+        "-d": instance.dbname,
+    }
+    rewritten = [executable]
+    rest = iter(args[1:])
+    for arg in rest:
+        rewritten.append(arg)
+        if arg in values:
+            next(rest)
+            rewritten.append(values[arg])
+    return rewritten
+
+
+def _renamed(identifier: str, old_prefix: str, new_prefix: str) -> str:
+    if identifier == old_prefix or identifier.startswith(old_prefix + "-"):
+        return new_prefix + identifier[len(old_prefix) :]
+    return f"{new_prefix}-{identifier}"
+
+
+def _services_of(snippet: Mapping[str, Any]) -> list[dict[str, Any]]:
+    if "service" in snippet:
+        return [snippet["service"]]
+    return list(snippet.get("services", []))
+
+
+def for_instance(
+    snippet: Mapping[str, Any],
+    instance: Instance,
+    *,
+    suffix: str,
+    interval: str | None = None,
+    skipped: list[str] | None = None,
+) -> dict[str, Any]:
+    """A copy of `snippet` (one `service` or several `services`) for `instance`.
+
+    Every service id `X` becomes `X-<suffix>`, its check ids likewise, its port the
+    instance's. A check whose check_postgresql subcommand this venv lacks is left out and
+    its id appended to `skipped` (the stale-tag guard `consul-role` lands separately; a
+    missing subcommand exits 3, which Consul reads as critical for every instance).
+    """
+    services = copy.deepcopy(_services_of(snippet))
+    for service in services:
+        old_id = service.get("id", service["name"])
+        new_id = f"{old_id}-{suffix}"
+        service["id"] = new_id
+        service["port"] = instance.port
+        kept = []
+        for check in service.get("checks", []):
+            check["id"] = _renamed(check["id"], old_id, new_id)
+            args = _rewrite_args(check["args"], instance)
+            if Path(args[0]).name == "check_postgresql":
+                help_text = subcommand_help(args[0], args[1])
+                if help_text is None:
+                    if skipped is not None:
+                        skipped.append(check["id"])
+                    continue
+                # Several instances share one agent: tell the guard which service is its.
+                if args[1] == "consul-role" and "--service-id" in help_text:
+                    args[2:2] = ["--service-id", new_id]
+            check["args"] = args
+            if interval:
+                check["interval"] = interval
+            kept.append(check)
+        service["checks"] = kept
+    return {"services": services}
+
+
+def host_snippet(name: str = "mem-check.json", *, interval: str | None = None) -> dict[str, Any]:
+    """A host-level snippet (mem-check.json) with this venv's executables."""
+    snippet = load(name)
+    for service in _services_of(snippet):
+        for check in service.get("checks", []):
+            check["args"] = [str(VENV_BIN / Path(check["args"][0]).name), *check["args"][1:]]
+            if interval:
+                check["interval"] = interval
+    return snippet
+
+
+def check_ids(snippets: Iterable[Mapping[str, Any]]) -> list[str]:
+    return [
+        check["id"]
+        for snippet in snippets
+        for service in _services_of(snippet)
+        for check in service.get("checks", [])
+    ]

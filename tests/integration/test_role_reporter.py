@@ -1,0 +1,320 @@
+"""pg-role-reporter against a real Consul agent and real PostgreSQL (primary + 2 replicas).
+
+Every scenario asserts what a client sees: Consul's HTTP API
+(`/v1/health/service/pg-db?tag=leader&passing`) and its DNS (SRV answers carry each
+instance's port). Deployment shape: see tests/integration/reporter_deployment.py (one agent,
+services pg-db-1..3 named pg-db, one reporter process per instance). One PostgreSQL major
+only: these scenarios are about Consul and the loop, and the role SQL is tested per major
+in test_role.py.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from harness import pgbin
+from harness.consul import ConsulAgent, wait_until
+from harness.postgres import PgCluster, PgServer
+from tests.integration.fixtures_consul import ConsulAgentFactory
+from tests.integration.reporter_deployment import (
+    FOLLOWER,
+    LEADER,
+    ReporterProcess,
+    agent_service,
+    leaders_http,
+    never_during,
+    service_definition,
+    srv_ports,
+    wait_for_dns,
+)
+from tests.plugin_run import check_postgresql
+
+pytestmark = pytest.mark.integration
+
+# DESIGN.md §5 / issue 4: the tag is back within 2 s of a reload or an agent restart.
+RETAG_DEADLINE_SECONDS = 2.0
+
+
+@pytest.fixture(scope="module")
+def pg_install_one() -> pgbin.PgInstallation:
+    found = pgbin.discover_installations()
+    if not found:
+        pytest.fail("no PostgreSQL installation found; run ./scripts/bootstrap --test")
+    return pgbin.usable_installation(found[0])
+
+
+def new_cluster(install: pgbin.PgInstallation) -> PgCluster:
+    return PgCluster(install, replicas=2)
+
+
+@pytest.fixture(scope="module")
+def shared_cluster(pg_install_one: pgbin.PgInstallation) -> Iterator[PgCluster]:
+    """For scenarios that leave PostgreSQL as they found it."""
+    with new_cluster(pg_install_one) as cluster:
+        yield cluster
+
+
+@dataclass
+class Deployment:
+    agent: ConsulAgent
+    cluster: PgCluster
+    log_dir: Path
+    servers: dict[str, PgServer] = field(default_factory=dict)
+    reporters: dict[str, ReporterProcess] = field(default_factory=dict)
+
+    def port(self, service_id: str) -> int:
+        return self.servers[service_id].port
+
+    def ports(self, *service_ids: str) -> set[int]:
+        return {self.port(s) for s in service_ids}
+
+    def start_reporter(
+        self, service_id: str, *, token: str | None = None, extra_args: tuple[str, ...] = ()
+    ) -> ReporterProcess:
+        env = self.agent.env(token=token if token is not None else None)
+        if token == "":
+            env.pop("CONSUL_HTTP_TOKEN", None)
+        reporter = ReporterProcess(
+            service_id,
+            self.servers[service_id],
+            self.log_dir / f"{service_id}-{len(self.reporters)}.log",
+            consul_env=env,
+            extra_args=extra_args,
+        )
+        self.reporters[service_id] = reporter
+        return reporter
+
+    def stop(self) -> None:
+        for reporter in self.reporters.values():
+            reporter.stop()
+
+
+def deploy(
+    factory: ConsulAgentFactory,
+    cluster: PgCluster,
+    tmp_path: Path,
+    *,
+    guard_check: bool = False,
+    start_reporters: bool = True,
+    **agent_options: object,
+) -> Deployment:
+    servers = {f"pg-db-{n}": s for n, s in enumerate([cluster.primary, *cluster.replicas], 1)}
+    agent = factory(start=False, **agent_options)
+    for service_id, server in servers.items():
+        agent.write_config(
+            service_id,
+            service_definition(service_id, server, guard_check=guard_check, agent=agent),
+        )
+    agent.start()
+    deployment = Deployment(agent, cluster, tmp_path, servers)
+    if start_reporters:
+        for service_id in servers:
+            deployment.start_reporter(service_id)
+    return deployment
+
+
+@pytest.fixture
+def deployments() -> Iterator[list[Deployment]]:
+    made: list[Deployment] = []
+    yield made
+    for deployment in made:
+        deployment.stop()
+
+
+def assert_roles(d: Deployment, leader: str, followers: set[str], *, timeout: float = 15) -> None:
+    wait_until(
+        lambda: (
+            leaders_http(d.agent) == {leader} and leaders_http(d.agent, tag="follower") == followers
+        ),
+        timeout=timeout,
+        what=f"HTTP: leader {leader}, followers {sorted(followers)}",
+    )
+    wait_for_dns(d.agent, LEADER, d.ports(leader), timeout=timeout)
+    wait_for_dns(d.agent, FOLLOWER, d.ports(*followers), timeout=timeout)
+
+
+def tags_right(d: Deployment, leader: str, followers: set[str]) -> bool:
+    for service_id in [leader, *followers]:
+        want = "leader" if service_id == leader else "follower"
+        service = agent_service(d.agent, service_id)
+        if want not in service.get("Tags", []) or "postgresql" not in service.get("Tags", []):
+            return False
+    return True
+
+
+# -- scenarios --------------------------------------------------------------------------
+
+
+def test_start_failover_and_the_old_primary_coming_back(
+    consul_agent_factory: ConsulAgentFactory,
+    pg_install_one: pgbin.PgInstallation,
+    deployments: list[Deployment],
+    tmp_path: Path,
+) -> None:
+    with new_cluster(pg_install_one) as cluster:
+        d = deploy(consul_agent_factory, cluster, tmp_path, guard_check=True)
+        deployments.append(d)
+
+        # start: leader = the primary, follower = both replicas, Meta published
+        assert_roles(d, "pg-db-1", {"pg-db-2", "pg-db-3"})
+        meta = agent_service(d.agent, "pg-db-1")["Meta"]
+        assert meta["pg_role"] == "primary"
+        assert meta["pg_timeline"] == "1"
+        assert meta["site"] == "test", "the read-modify-write must keep other Meta"
+        assert (
+            meta["pg_system_identifier"]
+            == agent_service(d.agent, "pg-db-2")["Meta"]["pg_system_identifier"]
+        )
+
+        # failover: primary stopped, replica 2 promoted, replica 3 repointed
+        old_primary = cluster.primary
+        old_primary.stop()
+        wait_for_dns(d.agent, LEADER, set())
+        cluster.promote(d.servers["pg-db-2"])
+        assert_roles(d, "pg-db-2", {"pg-db-3"})
+        assert d.port("pg-db-1") not in srv_ports(d.agent, LEADER) | srv_ports(d.agent, FOLLOWER)
+        assert agent_service(d.agent, "pg-db-2")["Meta"]["pg_timeline"] == "2"
+
+        # the old primary comes back as a primary on its old timeline
+        old_reporter = d.reporters["pg-db-1"]
+        old_primary.start()
+        assert not old_primary.is_in_recovery()
+
+        def old_in_leader() -> bool:
+            return d.port("pg-db-1") in srv_ports(d.agent, LEADER) or "pg-db-1" in leaders_http(
+                d.agent
+            )
+
+        never_during(
+            old_in_leader,
+            lambda: (
+                "fenced" in old_reporter.log()
+                and "pg_fenced_reason" in agent_service(d.agent, "pg-db-1").get("Meta", {})
+            ),
+            timeout=20,
+            what="the resurrected old primary must never be leader",
+        )
+        log = old_reporter.log()
+        assert "ERROR NOT tagging leader: fenced: service pg-db-2" in log
+        assert "newer timeline 2" in log
+        service = agent_service(d.agent, "pg-db-1")
+        assert "leader" not in service["Tags"]
+        assert "newer timeline 2" in service["Meta"]["pg_fenced_reason"]
+        assert srv_ports(d.agent, LEADER) == d.ports("pg-db-2")
+
+        # and the stale-tag guard says why, as the check Consul runs
+        run = check_postgresql(
+            "consul-role",
+            "--service-id",
+            "pg-db-1",
+            "--consul-addr",
+            d.agent.http_addr,
+            env=old_primary.env(),
+        )
+        assert run.status == "CRITICAL", run.stdout
+        assert "fenced" in run.summary
+        assert "newer timeline 2 on node" in run.summary
+        assert run.perfdata["is_primary"].value == 1
+        assert run.perfdata["timeline"].value == 1
+        d.agent.wait_for_check("pg-db-1-consul-role", "critical", timeout=15)
+        assert all(r.alive() for r in d.reporters.values())
+        d.stop()
+
+
+def test_reload_and_agent_restart_retag_within_two_seconds(
+    consul_agent_factory: ConsulAgentFactory,
+    shared_cluster: PgCluster,
+    deployments: list[Deployment],
+    tmp_path: Path,
+) -> None:
+    d = deploy(consul_agent_factory, shared_cluster, tmp_path)
+    deployments.append(d)
+    everyone = ("pg-db-1", {"pg-db-2", "pg-db-3"})
+    assert_roles(d, *everyone)
+
+    started = time.monotonic()
+    d.agent.reload()
+    wait_until(lambda: tags_right(d, *everyone), timeout=RETAG_DEADLINE_SECONDS, what="retag")
+    after_reload = time.monotonic() - started
+    wait_for_dns(d.agent, LEADER, d.ports("pg-db-1"), timeout=RETAG_DEADLINE_SECONDS)
+
+    d.agent.restart(keep_data=True)
+    started = time.monotonic()
+    wait_until(lambda: tags_right(d, *everyone), timeout=RETAG_DEADLINE_SECONDS, what="retag")
+    after_restart = time.monotonic() - started
+    wait_for_dns(d.agent, LEADER, d.ports("pg-db-1"), timeout=RETAG_DEADLINE_SECONDS)
+    assert_roles(d, *everyone)
+    print(f"retagged {after_reload:.2f}s after reload, {after_restart:.2f}s after restart")
+    assert all(r.alive() for r in d.reporters.values())
+
+
+def test_consul_stopped_then_started_reporters_recover(
+    consul_agent_factory: ConsulAgentFactory,
+    shared_cluster: PgCluster,
+    deployments: list[Deployment],
+    tmp_path: Path,
+) -> None:
+    d = deploy(consul_agent_factory, shared_cluster, tmp_path)
+    deployments.append(d)
+    assert_roles(d, "pg-db-1", {"pg-db-2", "pg-db-3"})
+    d.agent.stop()
+    for reporter in d.reporters.values():
+        reporter.wait_for_log("WARNING Consul: cannot reach the Consul agent")
+    d.agent.start()
+    assert_roles(d, "pg-db-1", {"pg-db-2", "pg-db-3"})
+    for reporter in d.reporters.values():
+        reporter.wait_for_log("Consul agent answering again")
+        assert reporter.alive()
+        assert reporter.log().count("cannot reach the Consul agent") <= 2, reporter.log()
+
+
+def test_acl_default_deny(
+    consul_agent_factory: ConsulAgentFactory,
+    shared_cluster: PgCluster,
+    deployments: list[Deployment],
+    tmp_path: Path,
+) -> None:
+    d = deploy(consul_agent_factory, shared_cluster, tmp_path, acl=True, start_reporters=False)
+    deployments.append(d)
+    token = d.agent.create_token('service "pg-db" { policy = "write" }')
+
+    anonymous = d.start_reporter("pg-db-2", token="")
+    log = anonymous.wait_for_log("ERROR Consul: Consul refused")
+    assert "no token (anonymous)" in log
+    assert 'needs service:read on "pg-db-2"' in log or "service:write" in log
+    assert "Traceback" not in log
+
+    writer = d.start_reporter("pg-db-1", token=token)
+    wait_until(
+        lambda: "leader" in agent_service(d.agent, "pg-db-1").get("Tags", []),
+        timeout=15,
+        what="leader tag written with a service:write token",
+    )
+    assert leaders_http(d.agent) == {"pg-db-1"}
+    assert srv_ports(d.agent, LEADER) == set(), "anonymous DNS sees nothing under default deny"
+    assert token not in writer.log()
+    assert anonymous.alive() and writer.alive()
+    # the anonymous reporter could neither read nor write: its service keeps conf.d's tags
+    assert agent_service(d.agent, "pg-db-2")["Tags"] == ["postgresql"]
+
+
+def test_http_over_a_unix_socket(
+    consul_agent_factory: ConsulAgentFactory,
+    shared_cluster: PgCluster,
+    deployments: list[Deployment],
+    tmp_path: Path,
+) -> None:
+    d = deploy(
+        consul_agent_factory, shared_cluster, tmp_path, unix_socket=True, start_reporters=False
+    )
+    deployments.append(d)
+    socket = f"unix://{d.agent.unix_socket_path}"
+    d.start_reporter("pg-db-1", extra_args=("--consul-addr", socket))
+    wait_until(lambda: leaders_http(d.agent) == {"pg-db-1"}, timeout=15, what="leader over unix")
+    wait_for_dns(d.agent, LEADER, d.ports("pg-db-1"))
+    assert f"Consul agent at {socket}" in d.reporters["pg-db-1"].log()

@@ -1,0 +1,71 @@
+"""pg-role-reporter's CLI: clean one-line errors and exit codes, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+REPORTER = [sys.executable, "-m", "checks.role_reporter"]
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "CONSUL_"))}
+    return subprocess.run(
+        [*REPORTER, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**base, **(env or {})},
+        check=False,
+    )
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_help_lists_the_options_and_exits_0() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    for option in ("--service-id", "--once", "--dry-run", "--interval", "--token-file"):
+        assert option in result.stdout
+
+
+def test_usage_error_is_one_line_exit_2() -> None:
+    result = run("--interval", "nope")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("pg-role-reporter: ")
+
+
+def test_unreadable_token_file_is_a_setup_error() -> None:
+    result = run("--once", "--token-file", "/nonexistent/token")
+    assert result.returncode == 2
+    assert "cannot read the Consul token file /nonexistent/token" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_once_against_an_absent_agent_fails_cleanly_and_never_logs_the_token() -> None:
+    secret = "0badc0de-1111-2222-3333-444455556666"
+    result = run(
+        "--once",
+        "--consul-addr",
+        f"127.0.0.1:{closed_port()}",
+        "-H",
+        "127.0.0.1",
+        "-p",
+        str(closed_port()),
+        "-t",
+        "2",
+        env={"CONSUL_HTTP_TOKEN": secret},
+    )
+    assert result.returncode == 1, result.stderr
+    assert "PostgreSQL unreachable" in result.stderr
+    assert "Consul: cannot reach the Consul agent" in result.stderr
+    assert "(token from CONSUL_HTTP_TOKEN)" in result.stderr
+    assert secret not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr

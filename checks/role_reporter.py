@@ -440,6 +440,17 @@ def cli(
         reporter.close()
 
 
+# connection_options words -t and -v for checks; a daemon's differ.
+_DAEMON_HELP = {
+    "timeout": "Seconds a PostgreSQL connect or role query may take before PostgreSQL "
+    "counts as unreachable.",
+    "verbose": "Also log debug lines.",
+}
+for _param in cli.params:
+    if _param.name in _DAEMON_HELP:
+        _param.help = _DAEMON_HELP[_param.name]  # type: ignore[attr-defined]
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = list(sys.argv[1:] if argv is None else argv)
     try:

@@ -318,3 +318,54 @@ def test_http_over_a_unix_socket(
     wait_until(lambda: leaders_http(d.agent) == {"pg-db-1"}, timeout=15, what="leader over unix")
     wait_for_dns(d.agent, LEADER, d.ports("pg-db-1"))
     assert f"Consul agent at {socket}" in d.reporters["pg-db-1"].log()
+
+
+def test_consul_role_check_catches_stale_tags_without_a_reporter(
+    consul_agent_factory: ConsulAgentFactory,
+    shared_cluster: PgCluster,
+    deployments: list[Deployment],
+    tmp_path: Path,
+) -> None:
+    d = deploy(consul_agent_factory, shared_cluster, tmp_path, start_reporters=False)
+    deployments.append(d)
+    replica = d.servers["pg-db-2"]
+
+    def check(service_id: str, server: PgServer):
+        return check_postgresql(
+            "consul-role",
+            "--service-id",
+            service_id,
+            "--consul-addr",
+            d.agent.http_addr,
+            env=server.env(),
+        )
+
+    untagged = check("pg-db-2", replica)
+    assert untagged.status == "OK"
+    assert untagged.summary.startswith("no role tag")
+    assert untagged.perfdata["is_primary"].value == 0
+
+    # a stale leader tag on a replica (what a dead reporter could leave behind)
+    service = agent_service(d.agent, "pg-db-2")
+    d.agent.api(
+        "PUT",
+        "/v1/agent/service/register",
+        json_body={
+            "ID": "pg-db-2",
+            "Name": "pg-db",
+            "Port": service["Port"],
+            "Tags": ["postgresql", "leader"],
+        },
+    )
+    stale = check("pg-db-2", replica)
+    assert stale.status == "CRITICAL"
+    assert stale.summary == "tagged leader but this is a replica"
+
+    primary = check("pg-db-1", d.servers["pg-db-1"])
+    assert primary.status == "OK", primary.stdout
+    assert primary.perfdata["is_primary"].value == 1
+
+    d.agent.stop()
+    unreachable = check("pg-db-2", replica)
+    assert unreachable.status == "UNKNOWN"
+    assert "cannot reach the Consul agent" in unreachable.summary

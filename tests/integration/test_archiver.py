@@ -71,7 +71,7 @@ def test_archiving_works_then_fails_then_recovers(make_pg_cluster, archive_dir: 
         run = check_postgresql("archiver", env=primary.env())
         assert run.status == "OK", run.stdout
         assert re.fullmatch(
-            rf"last archived {segment} \d+ms ago; 0 WAL files waiting", run.summary
+            rf"last archived {segment} \d+ms ago, 0 WAL files waiting", run.summary
         ), run.summary
         perf = run.perfdata
         assert perf["archive_failing"].value == 0
@@ -95,7 +95,7 @@ def test_archiving_works_then_fails_then_recovers(make_pg_cluster, archive_dir: 
         run = check_postgresql("archiver", env=primary.env())
         assert run.status == "CRITICAL", run.stdout
         assert re.fullmatch(
-            rf"archiving {failing} failed \S+ ago; last success \S+( \S+)? ago", run.summary
+            rf"archiving {failing} failed \S+ ago, last success \S+( \S+)? ago", run.summary
         ), run.summary
         assert run.perfdata["archive_failing"].value == 1
         assert run.perfdata["failed_count"].value >= 1

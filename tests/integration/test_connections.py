@@ -16,7 +16,7 @@ def test_idle_server_is_ok(pg_primary: PgServer) -> None:
     assert run.status == "OK", run.stdout
     # the check's own session is the one in use
     assert re.fullmatch(
-        r"\d+ of 47 usable connections in use \(\d+\.\d%\); most on postgres \(\d+\)", run.summary
+        r"\d+ of 47 usable connections in use \(\d+\.\d%\), most on postgres \(\d+\)", run.summary
     ), run.summary
     perf = run.perfdata
     assert perf["connections"].max == "47"

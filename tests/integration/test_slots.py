@@ -27,7 +27,7 @@ def test_replica_slot_alone_is_ok(pg_cluster: PgCluster) -> None:
     pg_cluster.wait_streaming()
     run = check_postgresql("slots", "--slot", "replica1", env=pg_cluster.primary.env())
     assert run.status == "OK", run.stdout
-    assert run.summary.startswith("1 slot active; most WAL retained by replica1: ")
+    assert run.summary.startswith("1 slot active, most WAL retained by replica1: ")
     perf = run.perfdata
     assert set(perf) == {
         "slots",

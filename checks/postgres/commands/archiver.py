@@ -51,7 +51,7 @@ class ArchiverProbe(plugin.Probe):
                 f"GRANT pg_monitor TO {login} (or EXECUTE on pg_ls_archive_statusdir())"
             )
         self.details.append(
-            f"archive_mode {facts.archive_mode}; archived {facts.archived_count}, "
+            f"archive_mode {facts.archive_mode}, archived {facts.archived_count}, "
             f"failed {facts.failed_count} since the statistics were reset"
         )
         if facts.last_archived_wal:
@@ -99,7 +99,7 @@ class FailingContext(nagiosplugin.Context):
         return nagiosplugin.Result(
             nagiosplugin.Critical,
             f"archiving {facts.last_failed_wal} failed "
-            f"{format_duration(facts.last_failed_age or 0)} ago; {since}",
+            f"{format_duration(facts.last_failed_age or 0)} ago, {since}",
             metric,
         )
 
@@ -121,7 +121,7 @@ class ArchiverSummary(plugin.Summary):
                 f"last archived {facts.last_archived_wal} "
                 f"{format_duration(facts.last_archived_age or 0)} ago"
             )
-        return f"{text}; {facts.ready_wal_files} WAL files waiting"
+        return f"{text}, {facts.ready_wal_files} WAL files waiting"
 
 
 @click.command("archiver", context_settings=plugin.CONTEXT_SETTINGS)

@@ -73,7 +73,7 @@ class ConnectionsSummary(plugin.Summary):
         text = (
             f"{facts.used} of {facts.usable} usable connections in use ({facts.used_percent:.1f}%)"
         )
-        return "; ".join(filter(None, [text, self._busiest()]))
+        return ", ".join(filter(None, [text, self._busiest()]))
 
     def problem(self, results: nagiosplugin.Results) -> str:
         facts = self.probe.facts

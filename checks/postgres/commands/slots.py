@@ -172,7 +172,7 @@ class SlotsSummary(plugin.Summary):
         most = max(slots, key=lambda s: (s.retained_bytes or 0, s.slot_name))
         count = f"{len(slots)} slot{'s' if len(slots) > 1 else ''}"
         return (
-            f"{count} active; most WAL retained by {most.slot_name}: "
+            f"{count} active, most WAL retained by {most.slot_name}: "
             f"{format_bytes(most.retained_bytes or 0)}"
         )
 

@@ -94,9 +94,9 @@ class TransactionsSummary(plugin.Summary):
         assert facts is not None
         if facts.oldest is None:
             return "no open transaction"
-        text = f"{facts.open_transactions} open; oldest: {results['oldest_xact_age']}"
+        text = f"{facts.open_transactions} open, oldest: {results['oldest_xact_age']}"
         if facts.oldest_idle is not None:
-            text += f"; {facts.idle_in_transaction} idle in transaction"
+            text += f", {facts.idle_in_transaction} idle in transaction"
         return text
 
 

@@ -98,7 +98,7 @@ def _renamed(identifier: str, old_prefix: str, new_prefix: str) -> str:
     return f"{new_prefix}-{identifier}"
 
 
-def _services_of(snippet: Mapping[str, Any]) -> list[dict[str, Any]]:
+def services_of(snippet: Mapping[str, Any]) -> list[dict[str, Any]]:
     if "service" in snippet:
         return [snippet["service"]]
     return list(snippet.get("services", []))
@@ -115,11 +115,11 @@ def for_instance(
     """A copy of `snippet` (one `service` or several `services`) for `instance`.
 
     Every service id `X` becomes `X-<suffix>`, its check ids likewise, its port the
-    instance's. A check whose check_postgresql subcommand this venv lacks is left out and
-    its id appended to `skipped` (the stale-tag guard `consul-role` lands separately; a
-    missing subcommand exits 3, which Consul reads as critical for every instance).
+    instance's. A check whose check_postgresql subcommand this venv lacks (an install
+    older than the snippets) is left out and its id appended to `skipped`: a missing
+    subcommand exits 3, which Consul reads as critical, evicting every instance.
     """
-    services = copy.deepcopy(_services_of(snippet))
+    services = copy.deepcopy(services_of(snippet))
     for service in services:
         old_id = service.get("id", service["name"])
         new_id = f"{old_id}-{suffix}"
@@ -149,7 +149,7 @@ def for_instance(
 def host_snippet(name: str = "mem-check.json", *, interval: str | None = None) -> dict[str, Any]:
     """A host-level snippet (mem-check.json) with this venv's executables."""
     snippet = load(name)
-    for service in _services_of(snippet):
+    for service in services_of(snippet):
         for check in service.get("checks", []):
             check["args"] = [str(VENV_BIN / Path(check["args"][0]).name), *check["args"][1:]]
             if interval:
@@ -161,6 +161,6 @@ def check_ids(snippets: Iterable[Mapping[str, Any]]) -> list[str]:
     return [
         check["id"]
         for snippet in snippets
-        for service in _services_of(snippet)
+        for service in services_of(snippet)
         for check in service.get("checks", [])
     ]

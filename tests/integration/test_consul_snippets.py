@@ -136,7 +136,7 @@ def test_shipped_snippets_pass_consul_validate(
 
 def test_shipped_checks_use_args_ids_and_timeouts_above_the_plugin() -> None:
     for name in ("pg-db.json", "zero-write/pg-db-roles.json", "mem-check.json"):
-        for service in snippets._services_of(snippets.load(name)):
+        for service in snippets.services_of(snippets.load(name)):
             for check in service["checks"]:
                 assert "script" not in check and check["args"], check
                 assert check["id"] and check["notes"], check

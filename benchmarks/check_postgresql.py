@@ -13,6 +13,7 @@ check-postgres, check-pgactivity).
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import shutil
 import statistics
@@ -62,6 +63,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     args = parser.parse_args()
     bindir = Path(sys.executable).parent
+    # A real install compiles the package to bytecode once; an editable checkout under
+    # PYTHONDONTWRITEBYTECODE would recompile it on every run and measure that instead.
+    compileall.compile_dir(ROOT / "checks", quiet=1)
     install = discover_installations()[0]
     with PgCluster(install, replicas=1) as cluster:
         cluster.wait_streaming()

@@ -147,14 +147,17 @@ _STATES = {
 
 
 class Summary(nagiosplugin.Summary):
-    """First-line wording. Subclasses override :meth:`ok`; problems list the worst results."""
+    """First-line wording. Subclasses override :meth:`ok`; problems list the worst results.
+
+    Joined with commas: Nagios rewrites ';' in plugin output (it separates fields there).
+    """
 
     def ok(self, results: nagiosplugin.Results) -> str:
-        return "; ".join(str(r) for r in results if r.hint) or str(results[0])
+        return ", ".join(str(r) for r in results if r.hint) or str(results[0])
 
     def problem(self, results: nagiosplugin.Results) -> str:
         status = worst(Status.of(r.state) for r in results)
-        return "; ".join(str(r) for r in results if Status.of(r.state) is status)
+        return ", ".join(str(r) for r in results if Status.of(r.state) is status)
 
 
 @dataclass

@@ -92,6 +92,10 @@ def main() -> None:
                 [str(bindir / "check_postgresql"), "standbys"],
                 on_primary,
             ),
+            *(
+                (f"check_postgresql {name}", [str(bindir / "check_postgresql"), name], on_primary)
+                for name in ("slots", "connections", "archiver", "wraparound", "transactions")
+            ),
         ]
         others = [
             (

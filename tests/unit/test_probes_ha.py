@@ -66,8 +66,8 @@ def test_busiest_database_is_stable_on_ties() -> None:
 
 
 def test_sql_follows_the_server_version() -> None:
-    assert "reserved_connections" in connections_sql(160000)
-    assert "reserved_connections" not in connections_sql(150000)
+    assert "'reserved_connections'" in connections_sql(160000)
+    assert "'reserved_connections'" not in connections_sql(150000)
     assert "NULL::text AS wal_status" in slots_sql(120000)
     assert "wal_status, safe_wal_size" in slots_sql(130000)
     assert "inactive_since" not in slots_sql(160000)

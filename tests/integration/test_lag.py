@@ -38,9 +38,11 @@ def test_paused_replay_with_writes_passes_byte_and_second_thresholds(
     pg_cluster: PgCluster,
 ) -> None:
     primary, replica = pg_cluster.primary, pg_cluster.replicas[0]
+    # a replayed commit gives the replica a replay timestamp for the seconds to age from
+    primary.execute("CREATE TABLE IF NOT EXISTS lag_probe (x int, pad text)")
+    pg_cluster.wait_caught_up()
     replica.pause_replay()
     try:
-        primary.execute("CREATE TABLE IF NOT EXISTS lag_probe (x int, pad text)")
         primary.execute(
             "INSERT INTO lag_probe SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g"
         )

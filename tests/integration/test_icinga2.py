@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
 from harness.postgres import PgCluster, wait_for
@@ -160,12 +161,17 @@ def icinga_results(
         )
         yield results, captures, ports
     finally:
+        # the umbrella process forwards SIGTERM to its workers; stop any it leaves behind
+        children = psutil.Process(daemon.pid).children(recursive=True)
         daemon.terminate()
         try:
             daemon.wait(30)
         except subprocess.TimeoutExpired:
             daemon.kill()
             daemon.wait(10)
+        _, alive = psutil.wait_procs(children, timeout=30)
+        for child in alive:
+            child.kill()
 
 
 @pytest.mark.parametrize(("name", "host", "command", "variables"), SERVICES)

@@ -184,8 +184,13 @@ def test_pg_db_checks_report_passing_warning_and_critical(
 
         replica.pause_replay()
         wait_states(agent, {"pg-db-replica-lag": "warning"})
-        # Warning stays in DNS: a paused replica is still served.
-        assert replica.port in srv_ports(agent, "pg-db.service.consul")
+        # Warning stays in DNS: a paused replica is still served. Waited for, not sampled:
+        # on a loaded machine a 1 s check may be mid-flight when DNS is asked.
+        wait_until(
+            lambda: replica.port in srv_ports(agent, "pg-db.service.consul"),
+            timeout=15,
+            what="the paused (warning) replica to be served by pg-db.service.consul",
+        )
         replica.resume_replay()
         wait_states(agent, {"pg-db-replica-lag": "passing"})
 

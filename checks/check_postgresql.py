@@ -44,9 +44,11 @@ class LazyDefaultGroup(click.Group):
         return importlib.import_module(SUBCOMMANDS[cmd_name]).command
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # Only options may follow the program name directly (check_postgresql -H db1):
+        # a first word that is not a subcommand is a typo for one, and click says so.
         first = args[0] if args else None
         if first is None or (
-            first not in SUBCOMMANDS
+            first.startswith("-")
             and first not in ctx.help_option_names
             and first not in ("-V", "--version")
         ):

@@ -280,18 +280,21 @@ class Watchdog:
         os._exit(int(Status.CRITICAL))
 
 
-def common_options(command: Callable) -> Callable:
-    """``-t/--timeout`` and ``-v/--verbose``, on every check."""
-    command = click.option(
-        "-v", "--verbose", count=True, help="More output: -v every metric, -vvv tracebacks."
-    )(command)
+VERBOSE_HELP = "More output: -v every metric, -vvv tracebacks."
+
+
+def common_options(
+    command: Callable, *, timeout_help: str = TIMEOUT_HELP, verbose_help: str = VERBOSE_HELP
+) -> Callable:
+    """``-t/--timeout`` and ``-v/--verbose``, on every check (the reporter words them its way)."""
+    command = click.option("-v", "--verbose", count=True, help=verbose_help)(command)
     return click.option(
         "-t",
         "--timeout",
         type=click.FloatRange(min=0.1),
         default=10.0,
         show_default=True,
-        help=TIMEOUT_HELP,
+        help=timeout_help,
     )(command)
 
 

@@ -20,6 +20,7 @@ status 0 on a clean stop, 1 when --once could not finish, 2 on a usage or setup 
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import sys
@@ -347,7 +348,13 @@ def _configure_logging(verbose: int) -> None:
 
 @click.command("pg-role-reporter", context_settings=plugin.CONTEXT_SETTINGS)
 @plugin.version_option
-@connection_options
+@functools.partial(
+    connection_options,
+    # connection_options words -t and -v for checks; a daemon's differ
+    timeout_help="Seconds a PostgreSQL connect or role query may take before PostgreSQL "
+    "counts as unreachable.",
+    verbose_help="Also log debug lines.",
+)
 @click.option(
     "--service-id",
     default="pg-db",
@@ -438,17 +445,6 @@ def cli(
         return reporter.run_forever(watch, stop)
     finally:
         reporter.close()
-
-
-# connection_options words -t and -v for checks; a daemon's differ.
-_DAEMON_HELP = {
-    "timeout": "Seconds a PostgreSQL connect or role query may take before PostgreSQL "
-    "counts as unreachable.",
-    "verbose": "Also log debug lines.",
-}
-for _param in cli.params:
-    if _param.name in _DAEMON_HELP:
-        _param.help = _DAEMON_HELP[_param.name]  # type: ignore[attr-defined]
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

@@ -16,8 +16,11 @@ from checks.plugin import common_options
 from checks.postgres.connection import ConnectionSettings
 
 
-def connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Adds -H/-p/-U/-d and -t/-v; the command receives ``settings`` and ``verbose``."""
+def connection_options(command: Callable[..., Any], **help_texts: str) -> Callable[..., Any]:
+    """Adds -H/-p/-U/-d and -t/-v; the command receives ``settings`` and ``verbose``.
+
+    ``help_texts`` (``timeout_help``, ``verbose_help``) reword -t/-v for a non-check.
+    """
 
     @functools.wraps(command)
     def wrapper(
@@ -62,4 +65,4 @@ def connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
         ]
     ):
         wrapper = option(wrapper)
-    return common_options(wrapper)
+    return common_options(wrapper, **help_texts)

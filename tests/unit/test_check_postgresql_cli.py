@@ -14,6 +14,8 @@ from tests.plugin_run import check_postgresql
     ("args", "message"),
     [
         (["--bogus"], "No such option"),
+        (["slotz"], "No such command 'slotz'"),
+        (["slotz", "--help"], "No such command 'slotz'"),
         (["lag", "--bogus"], "No such option"),
         (["lag", "-w", "10"], "this check takes thresholds in bytes (16MB) or seconds (30s)"),
         (["lag", "-w", "16 parsecs"], "unknown unit"),

@@ -26,7 +26,14 @@ from checks.plugin import (
     run_cli,
     version_option,
 )
-from checks.thresholds import Limits, Threshold, ThresholdType, assign, threshold_options
+from checks.thresholds import (
+    Limits,
+    Threshold,
+    ThresholdType,
+    assign,
+    range_options,
+    threshold_options,
+)
 from checks.units import Unit, plain_number
 
 NAME = "MEM"
@@ -109,22 +116,6 @@ def _pair(
         raise
 
 
-def _option_pair(name: str, kind: ThresholdType, what: str) -> Callable[[Command], Command]:
-    """``--NAME-warning`` and ``--NAME-critical`` for one secondary dimension."""
-
-    def decorate(command: Command) -> Command:
-        for level in ("critical", "warning"):
-            command = click.option(
-                f"--{name}-{level}",
-                type=kind,
-                metavar="RANGE",
-                help=f"{level.capitalize()} range for {what}.",
-            )(command)
-        return command
-
-    return decorate
-
-
 @click.command(context_settings=CONTEXT_SETTINGS)
 @threshold_options(
     plain_unit=Unit.PERCENT,
@@ -158,19 +149,19 @@ def _option_pair(name: str, kind: ThresholdType, what: str) -> Callable[[Command
     help="The cgroup to measure (/system.slice/postgresql.service); default: the root of "
     "the cgroup file system, which is the container's own inside a container.",
 )
-@_option_pair("swap", ThresholdType(plain_unit=Unit.PERCENT), "swap used (% or bytes)")
-@_option_pair(
+@range_options("swap", ThresholdType(plain_unit=Unit.PERCENT), "swap used (% or bytes)")
+@range_options(
     "pressure",
     ThresholdType(unit=Unit.PERCENT, plain_unit=Unit.PERCENT),
     "PSI memory 'some avg60' (%)",
 )
-@_option_pair(
+@range_options(
     "commit",
     ThresholdType(plain_unit=Unit.PERCENT),
     "commit charge vs CommitLimit (% or bytes; only under vm.overcommit_memory=2, "
     "default 90%/95% there)",
 )
-@_option_pair("oom", ThresholdType(plain_unit=Unit.NUMBER), "OOM kills counted so far (a count)")
+@range_options("oom", ThresholdType(plain_unit=Unit.NUMBER), "OOM kills counted so far (a count)")
 @click.option(
     "--top",
     type=click.IntRange(min=0, max=50),

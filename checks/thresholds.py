@@ -89,6 +89,17 @@ class Limits:
     warning: nagiosplugin.Range | None = None
     critical: nagiosplugin.Range | None = None
 
+    @classmethod
+    def given(
+        cls, warning: Threshold | None, critical: Threshold | None, default: Limits | None = None
+    ) -> Limits:
+        """The user's ranges from a ``--X-warning/--X-critical`` pair, else ``default``'s."""
+        default = default or cls()
+        return cls(
+            warning.range if warning else default.warning,
+            critical.range if critical else default.critical,
+        )
+
 
 def assign(
     warnings: Iterable[Threshold],
@@ -156,5 +167,30 @@ def threshold_options(*, plain_unit: Unit | None, help_suffix: str = ""):
             metavar="RANGE",
             help=f"Warning range; repeatable, one per unit. {help_suffix}".strip(),
         )(command)
+
+    return decorate
+
+
+def range_options(
+    name: str,
+    kind: ThresholdType,
+    what: str,
+    *,
+    default_warning: str = "",
+    default_critical: str = "",
+):
+    """``--NAME-warning`` and ``--NAME-critical``: the ranges of a metric that shares its
+    unit with the headline one, so ``-w/-c`` cannot reach it (DESIGN.md §3)."""
+
+    def decorate(command):
+        for level, default in (("critical", default_critical), ("warning", default_warning)):
+            note = f" (default: {default})" if default else ""
+            command = click.option(
+                f"--{name}-{level}",
+                type=kind,
+                metavar="RANGE",
+                help=f"{level.capitalize()} range for {what}{note}.",
+            )(command)
+        return command
 
     return decorate

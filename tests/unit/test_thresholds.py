@@ -1,8 +1,9 @@
 import click
 import nagiosplugin
 import pytest
+from click.testing import CliRunner
 
-from checks.thresholds import Limits, ThresholdType, assign, parse_threshold
+from checks.thresholds import Limits, ThresholdType, assign, parse_threshold, range_options
 from checks.units import Unit, UnitError
 
 
@@ -81,3 +82,23 @@ def test_param_type_enforces_its_unit() -> None:
     assert kind.convert("30s", None, None).unit is Unit.SECONDS
     with pytest.raises(click.BadParameter, match="must be in seconds"):
         kind.convert("30MB", None, None)
+
+
+def test_given_limits_fall_back_per_level() -> None:
+    default = Limits(nagiosplugin.Range("5"), nagiosplugin.Range("9"))
+    limits = Limits.given(None, parse_threshold("7"), default)
+    assert (str(limits.warning), str(limits.critical)) == ("5", "7")
+    assert Limits.given(None, None) == Limits()
+
+
+def test_range_options_make_a_documented_pair() -> None:
+    @click.command()
+    @range_options("idle", ThresholdType(unit=Unit.SECONDS), "idle time", default_warning="5min")
+    def cmd(idle_warning, idle_critical) -> None:
+        click.echo(f"{idle_warning.range if idle_warning else None} {idle_critical}")
+
+    result = CliRunner().invoke(cmd, ["--idle-warning", "2min"])
+    assert result.output == "120 None\n"
+    help_text = CliRunner().invoke(cmd, ["--help"]).output
+    assert "Warning range for idle time (default: 5min)." in help_text
+    assert "Critical range for idle time." in help_text

@@ -12,7 +12,13 @@ from checks import plugin
 from checks.postgres.connection import ConnectionSettings, connect
 from checks.postgres.options import connection_options
 from checks.postgres.probes.alive import read_liveness
-from checks.thresholds import Limits, ThresholdType, assign, threshold_options
+from checks.thresholds import (
+    Limits,
+    ThresholdType,
+    assign,
+    range_options,
+    threshold_options,
+)
 from checks.units import Unit, format_duration
 
 NAME = "PG_ALIVE"
@@ -54,18 +60,7 @@ class AliveSummary(plugin.Summary):
 @click.command("alive", context_settings=plugin.CONTEXT_SETTINGS)
 @connection_options
 @threshold_options(plain_unit=Unit.SECONDS, help_suffix="Connect time, e.g. 500ms or 2s.")
-@click.option(
-    "--query-warning",
-    type=ThresholdType(unit=Unit.SECONDS, plain_unit=Unit.SECONDS),
-    metavar="RANGE",
-    help="Warning range for the query time.",
-)
-@click.option(
-    "--query-critical",
-    type=ThresholdType(unit=Unit.SECONDS, plain_unit=Unit.SECONDS),
-    metavar="RANGE",
-    help="Critical range for the query time.",
-)
+@range_options("query", ThresholdType(unit=Unit.SECONDS, plain_unit=Unit.SECONDS), "the query time")
 def command(
     settings: ConnectionSettings, verbose: int, warning, critical, query_warning, query_critical
 ) -> plugin.Report:
@@ -90,9 +85,7 @@ def command(
             ),
             plugin.MetricContext(
                 "query_time",
-                Limits(
-                    query_warning and query_warning.range, query_critical and query_critical.range
-                ),
+                Limits.given(query_warning, query_critical),
                 label="query time",
                 unit=Unit.SECONDS,
             ),

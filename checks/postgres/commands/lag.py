@@ -17,7 +17,7 @@ from checks import plugin
 from checks.postgres.connection import ConnectionSettings, connect
 from checks.postgres.options import connection_options
 from checks.postgres.probes.lag import ReplicaLag, read_lag
-from checks.thresholds import Limits, ThresholdType, assign, threshold_options
+from checks.thresholds import Limits, ThresholdType, assign, range_options, threshold_options
 from checks.units import Unit, format_bytes, format_duration
 
 NAME = "PG_LAG"
@@ -135,19 +135,12 @@ class LagSummary(plugin.Summary):
     help_suffix="In bytes for the replay lag in bytes (16MB), in time for the replay lag in "
     "seconds (30s).",
 )
-@click.option(
-    "--receiver-age-warning",
-    type=ThresholdType(unit=Unit.SECONDS),
-    metavar="RANGE",
-    help="Warning range for the age of the WAL receiver's last message "
-    "(default: above wal_receiver_timeout).",
-)
-@click.option(
-    "--receiver-age-critical",
-    type=ThresholdType(unit=Unit.SECONDS),
-    metavar="RANGE",
-    help="Critical range for the age of the WAL receiver's last message "
-    "(default: above twice wal_receiver_timeout).",
+@range_options(
+    "receiver-age",
+    ThresholdType(unit=Unit.SECONDS),
+    "the age of the WAL receiver's last message",
+    default_warning="above wal_receiver_timeout",
+    default_critical="above twice wal_receiver_timeout",
 )
 @click.option(
     "--role-mismatch",
@@ -177,10 +170,7 @@ def command(
         targets={Unit.BYTES: "replay_lag_bytes", Unit.SECONDS: "replay_lag_seconds"},
         defaults=DEFAULTS,
     )
-    receiver_limits = Limits(
-        receiver_age_warning and receiver_age_warning.range,
-        receiver_age_critical and receiver_age_critical.range,
-    )
+    receiver_limits = Limits.given(receiver_age_warning, receiver_age_critical)
 
     def build() -> nagiosplugin.Check:
         probe = Lag(settings, MISMATCH_STATES[role_mismatch])

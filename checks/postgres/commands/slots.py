@@ -17,7 +17,7 @@ from checks.postgres.commands.standbys import perfdata_label
 from checks.postgres.connection import ConnectionSettings, connect
 from checks.postgres.options import connection_options
 from checks.postgres.probes.slots import Slot, read_slots
-from checks.thresholds import Limits, ThresholdType, assign, threshold_options
+from checks.thresholds import Limits, ThresholdType, assign, range_options, threshold_options
 from checks.units import Unit, format_bytes, format_duration, format_value
 
 NAME = "PG_SLOTS"
@@ -197,18 +197,11 @@ class SlotsSummary(plugin.Summary):
     help="An inactive slot is CRITICAL once inactive this long (PostgreSQL 17+, which "
     "records inactive_since); before that, and below it, inactive is WARNING.",
 )
-@click.option(
-    "--safe-wal-warning",
-    type=ThresholdType(unit=Unit.BYTES),
-    metavar="RANGE",
-    help="Warning range for a slot's safe_wal_size, the WAL that may still be written "
-    "before it is lost (13+ with max_slot_wal_keep_size), e.g. 1GB: for below 1GB.",
-)
-@click.option(
-    "--safe-wal-critical",
-    type=ThresholdType(unit=Unit.BYTES),
-    metavar="RANGE",
-    help="Critical range for a slot's safe_wal_size, e.g. 256MB: for below 256MB.",
+@range_options(
+    "safe-wal",
+    ThresholdType(unit=Unit.BYTES),
+    "a slot's safe_wal_size, the WAL that may still be written before the slot is lost "
+    "(13+ with max_slot_wal_keep_size); '1GB:' alerts below 1GB",
 )
 def command(
     settings: ConnectionSettings,
@@ -233,9 +226,7 @@ def command(
         defaults=DEFAULTS,
         plain_unit=Unit.BYTES,
     )
-    safe_limits = Limits(
-        safe_wal_warning and safe_wal_warning.range, safe_wal_critical and safe_wal_critical.range
-    )
+    safe_limits = Limits.given(safe_wal_warning, safe_wal_critical)
     critical_after = inactive_critical.range.end if inactive_critical else None
 
     def build() -> nagiosplugin.Check:

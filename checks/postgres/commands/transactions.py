@@ -15,7 +15,7 @@ from checks import plugin
 from checks.postgres.connection import ConnectionSettings, connect
 from checks.postgres.options import connection_options
 from checks.postgres.probes.transactions import Session, Transactions, read_transactions
-from checks.thresholds import Limits, ThresholdType, assign, threshold_options
+from checks.thresholds import Limits, ThresholdType, assign, range_options, threshold_options
 from checks.units import Unit, format_duration
 
 NAME = "PG_TRANSACTIONS"
@@ -106,17 +106,12 @@ class TransactionsSummary(plugin.Summary):
     plain_unit=Unit.SECONDS,
     help_suffix="On the age of the oldest open transaction (10min, 2h).",
 )
-@click.option(
-    "--idle-warning",
-    type=ThresholdType(unit=Unit.SECONDS, plain_unit=Unit.SECONDS),
-    metavar="RANGE",
-    help="Warning range for the oldest session idle in transaction (default: above 5min).",
-)
-@click.option(
-    "--idle-critical",
-    type=ThresholdType(unit=Unit.SECONDS, plain_unit=Unit.SECONDS),
-    metavar="RANGE",
-    help="Critical range for the oldest session idle in transaction (default: above 30min).",
+@range_options(
+    "idle",
+    ThresholdType(unit=Unit.SECONDS, plain_unit=Unit.SECONDS),
+    "the oldest session idle in transaction",
+    default_warning="above 5min",
+    default_critical="above 30min",
 )
 def command(
     settings: ConnectionSettings, verbose: int, warning, critical, idle_warning, idle_critical
@@ -134,10 +129,7 @@ def command(
         defaults=DEFAULTS,
         plain_unit=Unit.SECONDS,
     )
-    idle_limits = Limits(
-        idle_warning.range if idle_warning else DEFAULT_IDLE.warning,
-        idle_critical.range if idle_critical else DEFAULT_IDLE.critical,
-    )
+    idle_limits = Limits.given(idle_warning, idle_critical, DEFAULT_IDLE)
 
     def build() -> nagiosplugin.Check:
         probe = TransactionsProbe(settings)

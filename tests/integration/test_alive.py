@@ -17,7 +17,7 @@ def test_alive_ok_on_primary_and_replica(pg_cluster: PgCluster, node: str) -> No
     assert f"{node})" in run.summary
     perf = run.perfdata
     assert set(perf) == {"connect_time", "query_time"}
-    assert perf["connect_time"].uom == "s" and perf["connect_time"].warn == "1"
+    assert perf["connect_time"].uom == "s" and perf["connect_time"].warn == "2"
 
 
 def test_no_subcommand_means_alive(pg_primary: PgServer) -> None:

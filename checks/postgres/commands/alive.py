@@ -22,7 +22,8 @@ from checks.thresholds import (
 from checks.units import Unit, format_duration
 
 NAME = "PG_ALIVE"
-DEFAULT_CONNECT = Limits(nagiosplugin.Range("1"), nagiosplugin.Range("5"))
+# check_pgsql's long-standing default; scram authentication alone takes ~0.1 s, more under load
+DEFAULT_CONNECT = Limits(nagiosplugin.Range("2"), nagiosplugin.Range("5"))
 
 
 class Alive(plugin.Probe):
@@ -66,7 +67,7 @@ def command(
 ) -> plugin.Report:
     """Connect and run a query; CRITICAL when the server refuses, fails or is too slow.
 
-    -w/-c apply to the connect time (default: warning above 1s, critical above 5s);
+    -w/-c apply to the connect time (default: warning above 2s, critical above 5s);
     --query-warning/--query-critical to the query time.
     """
     limits = assign(

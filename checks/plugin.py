@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import sys
 import threading
 import traceback
@@ -52,6 +53,17 @@ _RANK = {Status.OK: 0, Status.UNKNOWN: 1, Status.WARNING: 2, Status.CRITICAL: 3}
 def worst(statuses: Iterable[Status]) -> Status:
     """The status that wins: CRITICAL > WARNING > UNKNOWN > OK."""
     return max(statuses, key=_RANK.__getitem__, default=Status.OK)
+
+
+def perfdata_label(name: str, taken: set[str], *, fallback: str) -> str:
+    """A stable ASCII snake_case label for a named object (a standby, a slot), unique in
+    ``taken``: graphers break on spaces, quotes and non-ASCII in labels."""
+    label = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_") or fallback
+    unique, number = label, 2
+    while unique in taken:
+        unique, number = f"{label}_{number}", number + 1
+    taken.add(unique)
+    return unique
 
 
 class CheckFailed(Exception):

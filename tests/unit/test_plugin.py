@@ -130,3 +130,12 @@ def test_watchdog_claim_is_exclusive() -> None:
     dog = plugin.Watchdog("T", 60, "somewhere")
     assert dog.finish() is True
     assert dog.finish() is False
+
+
+def test_perfdata_labels_are_ascii_snake_case_and_unique() -> None:
+    taken: set[str] = set()
+    labels = [
+        plugin.perfdata_label(name, taken, fallback="standby")
+        for name in ("Replica 1", "replica-1", "réplica", "", "walreceiver")
+    ]
+    assert labels == ["replica_1", "replica_1_2", "r_plica", "standby", "walreceiver"]

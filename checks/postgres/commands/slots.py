@@ -13,7 +13,6 @@ import click
 import nagiosplugin
 
 from checks import plugin
-from checks.postgres.commands.standbys import perfdata_label
 from checks.postgres.connection import ConnectionSettings, connect
 from checks.postgres.options import connection_options
 from checks.postgres.probes.slots import Slot, read_slots
@@ -60,7 +59,7 @@ class Slots(plugin.Probe):
         )
         taken: set[str] = set()
         for slot in slots:
-            label = perfdata_label(slot.slot_name, taken)
+            label = plugin.perfdata_label(slot.slot_name, taken, fallback="slot")
             self.by_label[label] = slot
             self.details.append(_describe(slot))
             yield nagiosplugin.Metric(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
 import click
@@ -22,16 +21,6 @@ DEFAULTS = {
     ),
     "standby_replay_seconds": Limits(nagiosplugin.Range("60"), nagiosplugin.Range("300")),
 }
-
-
-def perfdata_label(application_name: str, taken: set[str]) -> str:
-    """A stable ASCII snake_case label; graphers break on spaces and quotes."""
-    label = re.sub(r"[^a-z0-9_]+", "_", application_name.lower()).strip("_") or "standby"
-    unique, number = label, 2
-    while unique in taken:
-        unique, number = f"{label}_{number}", number + 1
-    taken.add(unique)
-    return unique
 
 
 class Standbys(plugin.Probe):
@@ -60,7 +49,7 @@ class Standbys(plugin.Probe):
             yield nagiosplugin.Metric(f"expected_{name}", int(present), context="expected")
         taken: set[str] = set()
         for standby in standbys:
-            label = perfdata_label(standby.application_name, taken)
+            label = plugin.perfdata_label(standby.application_name, taken, fallback="standby")
             self.names[label] = standby.application_name
             self.details.append(
                 f"{standby.application_name} ({standby.client_addr or 'local'}): "

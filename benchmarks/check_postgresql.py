@@ -3,9 +3,9 @@
     .venv/bin/python benchmarks/check_postgresql.py [--runs 30]
 
 Starts a throwaway primary and replica (harness/), then runs each command --runs times and
-reports the median wall time, CPU time (user+system) and peak RSS of the process, as
-GNU time (Debian package 'time') measures them. The floor is what any Python check must pay:
-start Python, import psycopg, connect, run one query. check_pgsql, check_postgres and
+reports the median wall time and mean CPU time (user+system), measured by hyperfine, and
+the peak RSS, measured by GNU time (Debian: hyperfine, time). The floor is what any Python
+check must pay: start Python, import psycopg, connect, run one query. check_pgsql, check_postgres and
 check_pgactivity are measured when installed (Debian: monitoring-plugins-standard,
 check-postgres, check-pgactivity).
 """

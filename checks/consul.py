@@ -388,6 +388,27 @@ class ConsulClient:
         """`GET /v1/agent/checks`: this agent's checks by check ID (ACL-filtered)."""
         return self._json("GET", "/v1/agent/checks", needs="service:read / node:read")
 
+    # Prepared queries live in the servers' raft state, not in conf.d (DESIGN.md §5).
+    _QUERY_NEEDS = "query write on the query name (query/query_prefix rules)"
+
+    def prepared_queries(self) -> list[dict[str, Any]]:
+        """`GET /v1/query`: the prepared queries this token may see."""
+        return self._json("GET", "/v1/query", needs=self._QUERY_NEEDS) or []
+
+    def create_prepared_query(self, definition: Mapping[str, Any]) -> str:
+        """`POST /v1/query`; returns the new query's ID."""
+        created = self._json("POST", "/v1/query", needs=self._QUERY_NEEDS, json_body=definition)
+        return created["ID"]
+
+    def update_prepared_query(self, query_id: str, definition: Mapping[str, Any]) -> None:
+        """`PUT /v1/query/:id` with the whole definition."""
+        self._request(
+            "PUT",
+            f"/v1/query/{query_id}",
+            needs=self._QUERY_NEEDS,
+            json_body={**definition, "ID": query_id},
+        )
+
     # -- plumbing ------------------------------------------------------------------------
 
     def _http(self) -> httpx.Client:

@@ -12,8 +12,30 @@ from typing import Any
 
 import click
 
-from checks.plugin import common_options
+from checks.plugin import Status, common_options
 from checks.postgres.connection import ConnectionSettings
+
+ROLE_MISMATCH_STATES = {
+    "ok": Status.OK,
+    "warning": Status.WARNING,
+    "critical": Status.CRITICAL,
+}
+
+
+def role_mismatch_option(other_role: str) -> Callable[..., Any]:
+    """``--role-mismatch``: what a check for one role says when run on the other.
+
+    OK by default, so the same check can sit on every instance of ``pg-db`` without
+    evicting the ones of the other role from DNS.
+    """
+    return click.option(
+        "--role-mismatch",
+        type=click.Choice(list(ROLE_MISMATCH_STATES)),
+        default="ok",
+        show_default=True,
+        callback=lambda ctx, param, value: ROLE_MISMATCH_STATES[value],
+        help=f"State to report when the server is a {other_role}.",
+    )
 
 
 def connection_options(command: Callable[..., Any], **help_texts: str) -> Callable[..., Any]:

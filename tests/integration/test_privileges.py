@@ -15,6 +15,7 @@ EXPECTED = {
     ("replica", "alive"): "OK",
     ("replica", "role"): "OK",
     ("replica", "lag"): "OK",
+    ("replica", "standbys"): "OK",
 }
 
 

@@ -24,6 +24,14 @@ def test_one_standby_streaming(pg_cluster: PgCluster) -> None:
     )
 
 
+def test_replica_without_standbys_of_its_own(pg_cluster: PgCluster) -> None:
+    replica = pg_cluster.replicas[0]
+    run = check_postgresql("standbys", env=replica.env())
+    assert run.first_line == ("PG_STANDBYS OK - replica (in recovery) with no standbys of its own")
+    strict = check_postgresql("standbys", "--role-mismatch", "critical", env=replica.env())
+    assert strict.status == "CRITICAL"
+
+
 def test_fewer_standbys_than_expected_is_critical(pg_cluster: PgCluster) -> None:
     run = check_postgresql("standbys", "--min-standbys", "2", env=pg_cluster.primary.env())
     assert run.status == "CRITICAL"

@@ -15,7 +15,7 @@ import nagiosplugin
 
 from checks import plugin
 from checks.postgres.connection import ConnectionSettings, connect
-from checks.postgres.options import connection_options
+from checks.postgres.options import connection_options, role_mismatch_option
 from checks.postgres.probes.lag import ReplicaLag, read_lag
 from checks.thresholds import Limits, ThresholdType, assign, range_options, threshold_options
 from checks.units import Unit, format_bytes, format_duration
@@ -24,11 +24,6 @@ NAME = "PG_LAG"
 DEFAULTS = {
     "replay_lag_bytes": Limits(nagiosplugin.Range("67108864"), nagiosplugin.Range("1073741824")),
     "replay_lag_seconds": Limits(nagiosplugin.Range("60"), nagiosplugin.Range("300")),
-}
-MISMATCH_STATES = {
-    "ok": plugin.Status.OK,
-    "warning": plugin.Status.WARNING,
-    "critical": plugin.Status.CRITICAL,
 }
 
 
@@ -142,13 +137,7 @@ class LagSummary(plugin.Summary):
     default_warning="above wal_receiver_timeout",
     default_critical="above twice wal_receiver_timeout",
 )
-@click.option(
-    "--role-mismatch",
-    type=click.Choice(list(MISMATCH_STATES)),
-    default="ok",
-    show_default=True,
-    help="State to report when the server is a primary.",
-)
+@role_mismatch_option("primary")
 def command(
     settings: ConnectionSettings,
     verbose: int,
@@ -156,7 +145,7 @@ def command(
     critical,
     receiver_age_warning,
     receiver_age_critical,
-    role_mismatch: str,
+    role_mismatch: plugin.Status,
 ) -> plugin.Report:
     """Replica lag: WAL received but not replayed, in bytes and seconds; WAL receiver state.
 
@@ -173,7 +162,7 @@ def command(
     receiver_limits = Limits.given(receiver_age_warning, receiver_age_critical)
 
     def build() -> nagiosplugin.Check:
-        probe = Lag(settings, MISMATCH_STATES[role_mismatch])
+        probe = Lag(settings, role_mismatch)
         return nagiosplugin.Check(
             probe,
             plugin.MetricContext(

@@ -9,7 +9,7 @@ import nagiosplugin
 
 from checks import plugin
 from checks.postgres.connection import ConnectionSettings, connect
-from checks.postgres.options import connection_options
+from checks.postgres.options import connection_options, role_mismatch_option
 from checks.postgres.probes.standbys import Standby, read_standbys
 from checks.thresholds import Limits, assign, threshold_options
 from checks.units import Unit, format_bytes, format_duration, format_value
@@ -24,18 +24,30 @@ DEFAULTS = {
 
 
 class Standbys(plugin.Probe):
-    def __init__(self, settings: ConnectionSettings, expected_names: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        expected_names: tuple[str, ...],
+        on_replica: plugin.Status,
+    ) -> None:
         super().__init__()
         self.settings = settings
         self.expected_names = expected_names
+        self.on_replica = on_replica
         self.standbys: list[Standby] = []
         # perfdata label -> application_name, for the words in the output
         self.names: dict[str, str] = {}
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
         with connect(self.settings) as conn:
-            standbys = self.standbys = read_standbys(conn)
+            upstream = read_standbys(conn)
             login = conn.info.user
+        standbys = self.standbys = upstream.standbys
+        if upstream.in_recovery and not standbys:
+            # a cascading replica with standbys of its own is checked like a primary
+            raise plugin.CheckFailed(
+                self.on_replica, "replica (in recovery) with no standbys of its own"
+            )
         if any(s.hidden for s in standbys):
             raise plugin.unknown(
                 f"cannot see pg_stat_replication details as role {login}: "
@@ -151,6 +163,7 @@ class StandbysSummary(plugin.Summary):
     metavar="APPLICATION_NAME",
     help="A standby that must be streaming; repeatable.",
 )
+@role_mismatch_option("replica without standbys of its own")
 def command(
     settings: ConnectionSettings,
     verbose: int,
@@ -159,6 +172,7 @@ def command(
     min_standbys: int,
     min_sync: int,
     expected_names: tuple[str, ...],
+    role_mismatch: plugin.Status,
 ) -> plugin.Report:
     """The primary's view of its standbys (pg_stat_replication): count, sync state, lag.
 
@@ -174,7 +188,7 @@ def command(
     )
 
     def build() -> nagiosplugin.Check:
-        probe = Standbys(settings, expected_names)
+        probe = Standbys(settings, expected_names, role_mismatch)
         return nagiosplugin.Check(
             probe,
             plugin.MetricContext(

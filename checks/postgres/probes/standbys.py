@@ -17,18 +17,21 @@ if TYPE_CHECKING:
 
 STANDBYS_SQL = """
 WITH here AS (
-    SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+    SELECT pg_is_in_recovery() AS in_recovery,
+           CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
                 ELSE pg_current_wal_lsn() END AS lsn
 )
-SELECT pid, application_name, host(client_addr) AS client_addr, state, sync_state,
-       greatest(0, pg_wal_lsn_diff(here.lsn, replay_lsn))::bigint AS replay_lag_bytes,
-       coalesce(extract(epoch FROM write_lag), 0)::float8 AS write_lag_seconds,
-       coalesce(extract(epoch FROM flush_lag), 0)::float8 AS flush_lag_seconds,
-       coalesce(extract(epoch FROM replay_lag), 0)::float8 AS replay_lag_seconds
-FROM pg_stat_replication, here
+-- one row even with no standby (pid NULL), so the recovery state comes in the same query
+SELECT here.in_recovery, r.pid, r.application_name, host(r.client_addr) AS client_addr,
+       r.state, r.sync_state,
+       greatest(0, pg_wal_lsn_diff(here.lsn, r.replay_lsn))::bigint AS replay_lag_bytes,
+       coalesce(extract(epoch FROM r.write_lag), 0)::float8 AS write_lag_seconds,
+       coalesce(extract(epoch FROM r.flush_lag), 0)::float8 AS flush_lag_seconds,
+       coalesce(extract(epoch FROM r.replay_lag), 0)::float8 AS replay_lag_seconds
+FROM here
 -- a running pg_basebackup is a WAL sender too, but not a standby
-WHERE state IS DISTINCT FROM 'backup'
-ORDER BY application_name, pid
+LEFT JOIN pg_stat_replication AS r ON r.state IS DISTINCT FROM 'backup'
+ORDER BY r.application_name, r.pid
 """
 
 
@@ -58,5 +61,17 @@ class Standby:
         return self.sync_state in ("sync", "quorum")
 
 
-def read_standbys(conn: psycopg.Connection[dict[str, Any]]) -> list[Standby]:
-    return [Standby(**row) for row in query(conn, STANDBYS_SQL)]
+@dataclass(frozen=True)
+class Upstream:
+    """The server asked, and the standbys streaming from it."""
+
+    in_recovery: bool
+    standbys: list[Standby]
+
+
+def read_standbys(conn: psycopg.Connection[dict[str, Any]]) -> Upstream:
+    rows = query(conn, STANDBYS_SQL)
+    in_recovery = bool(rows[0]["in_recovery"])
+    for row in rows:
+        del row["in_recovery"]
+    return Upstream(in_recovery, [Standby(**row) for row in rows if row["pid"] is not None])

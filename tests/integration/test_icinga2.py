@@ -30,6 +30,7 @@ EXPECTED_COMMANDS = {
         "archiver",
         "wraparound",
         "transactions",
+        "consul_role",
         "mem",
     )
 }

@@ -1,0 +1,96 @@
+"""Connection settings: what reaches libpq, and how its errors read."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+
+from checks.postgres.connection import ConnectionSettings, _redact, describe_connect_error
+
+
+def params(settings: ConnectionSettings) -> dict:
+    return conninfo_to_dict(settings.conninfo())
+
+
+def test_only_what_the_user_set_is_passed_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PGOPTIONS", raising=False)
+    got = params(ConnectionSettings(host="db1", port=5433, timeout=10))
+    assert got["host"] == "db1" and got["port"] == "5433"
+    assert "user" not in got and "dbname" not in got and "password" not in got
+    assert got["fallback_application_name"] == "check_postgresql"
+    assert got["connect_timeout"] == "8"
+    assert got["options"] == "-c statement_timeout=8000"
+
+
+def test_libpq_minimum_connect_timeout() -> None:
+    assert params(ConnectionSettings(timeout=1))["connect_timeout"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("dbname", "expected"),
+    [
+        ("sales", {"dbname": "sales"}),
+        ("host=db2 dbname=sales user=mon", {"host": "db2", "dbname": "sales", "user": "mon"}),
+        ("postgresql://mon@db2:6432/sales", {"host": "db2", "port": "6432", "dbname": "sales"}),
+    ],
+)
+def test_dbname_takes_a_name_a_conninfo_or_a_uri(dbname: str, expected: dict) -> None:
+    got = params(ConnectionSettings(dbname=dbname))
+    assert expected.items() <= got.items()
+
+
+def test_statement_timeout_joins_the_users_own_options() -> None:
+    got = params(ConnectionSettings(dbname="dbname=x options='-c work_mem=4MB'", timeout=5))
+    assert got["options"] == "-c work_mem=4MB -c statement_timeout=4000"
+
+
+def test_target_names_the_server_without_libpq(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGHOST", "db9")
+    monkeypatch.delenv("PGPORT", raising=False)
+    assert ConnectionSettings().target() == "db9:5432"
+    assert ConnectionSettings(host="h", port=1).target() == "h:1"
+
+
+@pytest.mark.parametrize(
+    "conninfo",
+    [
+        "host=db password=s3cret dbname=x",
+        "host=db password = 's3 cret' dbname=x",
+        "postgresql://mon:s3cret@db/x",
+    ],
+)
+def test_passwords_never_reach_the_output(conninfo: str) -> None:
+    shown = ConnectionSettings(dbname=conninfo).target()
+    assert "s3cret" not in shown and "s3 cret" not in shown
+    assert _redact(conninfo).count("***") == 1
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (
+            'connection failed: connection to server at "127.0.0.1", port 5499 failed: '
+            "Connection refused\n\tIs the server running on that host and accepting TCP/IP "
+            "connections?",
+            "cannot connect to 127.0.0.1:5499: Connection refused",
+        ),
+        (
+            'connection failed: connection to server at "db1" (10.0.0.5), port 5432 failed: '
+            'FATAL:  password authentication failed for user "monitor"',
+            'cannot connect to db1:5432: password authentication failed for user "monitor"',
+        ),
+        (
+            'connection failed: connection to server on socket "/run/pg/.s.PGSQL.5432" '
+            "failed: No such file or directory",
+            "cannot connect to /run/pg/.s.PGSQL.5432: No such file or directory",
+        ),
+        (
+            "connection timeout expired",
+            "cannot connect to db1:5432: no answer within 8s",
+        ),
+    ],
+)
+def test_libpq_errors_in_one_plain_line(message: str, expected: str) -> None:
+    settings = ConnectionSettings(host="db1", port=5432, timeout=10)
+    assert describe_connect_error(psycopg.OperationalError(message), settings) == expected

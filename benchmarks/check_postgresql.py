@@ -5,9 +5,9 @@
 Starts a throwaway primary and replica (harness/), then runs each command --runs times and
 reports the median wall time and mean CPU time (user+system), measured by hyperfine, and
 the peak RSS, measured by GNU time (Debian: hyperfine, time). The floor is what any Python
-check must pay: start Python, import psycopg, connect, run one query. check_pgsql, check_postgres and
-check_pgactivity are measured when installed (Debian: monitoring-plugins-standard,
-check-postgres, check-pgactivity).
+check must pay: start Python, import psycopg, connect, run one query. check_pgsql,
+check_postgres and check_pgactivity are measured when installed (Debian:
+monitoring-plugins-standard, check-postgres, check-pgactivity).
 """
 
 from __future__ import annotations

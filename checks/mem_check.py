@@ -82,7 +82,7 @@ class MemSummary(Summary):
         return self.probe.headline
 
     def problem(self, results: nagiosplugin.Results) -> str:
-        return f"{super().problem(results)}; {self.probe.headline}"
+        return f"{super().problem(results)} - {self.probe.headline}"
 
 
 def _floor(threshold: Threshold | None) -> nagiosplugin.Range | None:
@@ -200,7 +200,7 @@ def command(
     perfdata and can be given their own thresholds.
     """
     if cgroup_path is not None and scope == "host":
-        raise click.UsageError("--cgroup measures a cgroup; it makes no sense with --scope host")
+        raise click.UsageError("--cgroup measures a cgroup, which makes no sense with --scope host")
     used = assign(
         warning,
         critical,

@@ -183,7 +183,9 @@ class Report:
     details: list[str] = field(default_factory=list)
 
     def render(self) -> str:
-        summary = " ".join(self.summary.split())
+        # One line, and no ';': Nagios rewrites it in the first line of output (nagioscore#652),
+        # and summaries carry messages from libpq and Consul that use it.
+        summary = " ".join(self.summary.split()).replace(";", ",")
         if len(summary) > SUMMARY_LIMIT:
             summary = summary[: SUMMARY_LIMIT - 1] + "…"
         first = f"{self.name} {self.status.name} - {summary}"

@@ -86,8 +86,8 @@ def parse_quantity(text: str) -> Quantity:
     if key == "m":
         raise UnitError(f"{text!r}: say 'min' for minutes or 'ms' for milliseconds")
     raise UnitError(
-        f"{text!r}: unknown unit {suffix!r} (bytes: B kB MB GB TB or KiB MiB GiB TiB; "
-        "time: us ms s min h d; percent: %)"
+        f"{text!r}: unknown unit {suffix!r} (bytes: B kB MB GB TB or KiB MiB GiB TiB, "
+        "time: us ms s min h d, percent: %)"
     )
 
 

@@ -69,6 +69,8 @@ class PluginRun:
         assert self.stderr == "", self.stderr
         assert "Traceback" not in self.stdout
         assert len(self.stdout.encode()) < 4096
+        # Nagios rewrites ';' in the first line of output (nagioscore#652)
+        assert ";" not in self.summary, self.first_line
 
 
 def executable(name: str, module: str) -> list[str]:

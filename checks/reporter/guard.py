@@ -106,5 +106,5 @@ def judge_tags(
     if follower_tag in role_tags and is_primary:
         return TagVerdict(f"tagged {follower_tag} but this is a {role}", "")
     if not role_tags:
-        return TagVerdict(None, f"no role tag; {role}, timeline {timeline}")
-    return TagVerdict(None, f"tagged {','.join(role_tags)}; {role}, timeline {timeline}")
+        return TagVerdict(None, f"no role tag, {role} on timeline {timeline}")
+    return TagVerdict(None, f"tagged {','.join(role_tags)}, {role} on timeline {timeline}")

@@ -31,7 +31,7 @@ def test_idle_primary_is_not_lag(pg_cluster: PgCluster) -> None:
     assert run.perfdata["replay_lag_seconds"].value == 0
     assert run.perfdata["replay_lag_bytes"].value == 0
     assert run.perfdata["receiver_streaming"].value == 1
-    assert run.summary.startswith("replay lag 0 B, 0ms; streaming from 127.0.0.1:")
+    assert run.summary.startswith("replay lag 0 B, 0ms, streaming from 127.0.0.1:")
 
 
 def test_paused_replay_with_writes_passes_byte_and_second_thresholds(

@@ -9,7 +9,7 @@ from tests.plugin_run import check_postgresql
 def test_one_standby_streaming(pg_cluster: PgCluster) -> None:
     pg_cluster.wait_streaming()
     run = check_postgresql("standbys", env=pg_cluster.primary.env())
-    assert run.first_line.startswith("PG_STANDBYS OK - 1 streaming (replica1); replay lag")
+    assert run.first_line.startswith("PG_STANDBYS OK - 1 streaming (replica1), replay lag")
     perf = run.perfdata
     assert perf["standbys"].value == 1
     assert {

@@ -139,3 +139,18 @@ def test_perfdata_labels_are_ascii_snake_case_and_unique() -> None:
         for name in ("Replica 1", "replica-1", "réplica", "", "walreceiver")
     ]
     assert labels == ["replica_1", "replica_1_2", "r_plica", "standby", "walreceiver"]
+
+
+def test_first_line_never_carries_a_semicolon() -> None:
+    # Nagios rewrites ';' there; libpq and Consul messages in summaries use it
+    text = Report(
+        "X",
+        Status.UNKNOWN,
+        "cannot reach agent: refused; is it running?",
+        ["a=1"],
+        ["long; output keeps it"],
+    ).render()
+    assert (
+        text == "X UNKNOWN - cannot reach agent: refused, is it running? | a=1\n"
+        "long; output keeps it\n"
+    )

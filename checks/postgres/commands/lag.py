@@ -116,7 +116,7 @@ class LagSummary(plugin.Summary):
         assert facts is not None
         text = (
             f"replay lag {format_bytes(facts.replay_lag_bytes)}, "
-            f"{format_duration(facts.replay_lag_seconds)}; streaming"
+            f"{format_duration(facts.replay_lag_seconds)}, streaming"
         )
         if facts.sender:
             text += f" from {facts.sender}"

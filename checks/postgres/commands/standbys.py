@@ -130,7 +130,7 @@ class StandbysSummary(plugin.Summary):
         worst_seconds = max(s.replay_lag_seconds for s in streaming)
         names = ", ".join(s.application_name for s in streaming)
         return (
-            f"{len(streaming)} streaming ({names}); replay lag at most "
+            f"{len(streaming)} streaming ({names}), replay lag at most "
             f"{format_bytes(worst_bytes)}, {format_duration(worst_seconds)}"
         )
 

@@ -86,11 +86,30 @@ def connect(settings: ConnectionSettings) -> psycopg.Connection[dict[str, Any]]:
     from psycopg.rows import dict_row
 
     try:
+        conninfo = settings.conninfo()
+    except psycopg.ProgrammingError as exc:  # the -d conninfo does not parse
+        raise unknown(f"bad connection settings: {exc}") from None
+    try:
         return psycopg.connect(
-            settings.conninfo(), autocommit=True, row_factory=dict_row, prepare_threshold=None
+            conninfo, autocommit=True, row_factory=dict_row, prepare_threshold=None
         )
     except psycopg.Error as exc:
+        if problem := settings_problem(exc):
+            raise unknown(f"bad connection settings: {problem}") from None
         raise critical(describe_connect_error(exc, settings)) from None
+
+
+def settings_problem(exc: BaseException) -> str | None:
+    """libpq's objection to the settings themselves, made before it tried any server.
+
+    psycopg says "connection is bad" when libpq refuses to start at all (an unknown
+    PGSERVICE, an invalid PGSSLMODE or port): a configuration error, UNKNOWN like any usage
+    error, not an outage. A host name that does not resolve may be a DNS outage: CRITICAL.
+    """
+    text = str(exc).strip()
+    if not text.startswith("connection is bad:") or "host name" in text:
+        return None
+    return text.removeprefix("connection is bad:").strip()
 
 
 _SERVER_AT = re.compile(

@@ -66,3 +66,20 @@ def test_unknown_database_is_critical(pg_primary: PgServer) -> None:
     run = check_postgresql("alive", "-d", "no_such_db", env=pg_primary.env())
     assert run.status == "CRITICAL"
     assert 'database "no_such_db" does not exist' in run.summary
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "message"),
+    [
+        ({"PGSERVICE": "no_such_service"}, [], 'definition of service "no_such_service"'),
+        ({"PGSSLMODE": "bogus"}, [], 'invalid sslmode value: "bogus"'),
+        ({}, ["-d", "dbname='unterminated"], "unterminated quoted string"),
+    ],
+)
+def test_bad_connection_settings_are_unknown_not_an_outage(
+    pg_primary: PgServer, env: dict[str, str], args: list[str], message: str
+) -> None:
+    run = check_postgresql("alive", *args, env={**pg_primary.env(), **env})
+    assert run.status == "UNKNOWN"
+    assert run.summary.startswith("bad connection settings: ")
+    assert message in run.summary

@@ -6,7 +6,12 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from checks.postgres.connection import ConnectionSettings, _redact, describe_connect_error
+from checks.postgres.connection import (
+    ConnectionSettings,
+    _redact,
+    describe_connect_error,
+    settings_problem,
+)
 
 
 def params(settings: ConnectionSettings) -> dict:
@@ -94,3 +99,19 @@ def test_passwords_never_reach_the_output(conninfo: str) -> None:
 def test_libpq_errors_in_one_plain_line(message: str, expected: str) -> None:
     settings = ConnectionSettings(host="db1", port=5432, timeout=10)
     assert describe_connect_error(psycopg.OperationalError(message), settings) == expected
+
+
+@pytest.mark.parametrize(
+    ("message", "problem"),
+    [
+        (
+            'connection is bad: definition of service "x" not found',
+            'definition of service "x" not found',
+        ),
+        ('connection is bad: invalid sslmode value: "bogus"', 'invalid sslmode value: "bogus"'),
+        ('connection is bad: could not translate host name "db9" to address', None),
+        ('connection failed: connection to server at "h", port 1 failed: refused', None),
+    ],
+)
+def test_settings_problems_are_told_from_outages(message: str, problem: str | None) -> None:
+    assert settings_problem(psycopg.OperationalError(message)) == problem

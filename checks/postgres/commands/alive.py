@@ -40,8 +40,8 @@ class Alive(plugin.Probe):
             facts = read_liveness(conn)
         self.role = "replica" if facts.in_recovery else "primary"
         self.version = facts.server_version
-        yield nagiosplugin.Metric("connect_time", round(connect_seconds, 6), "s", min=0)
-        yield nagiosplugin.Metric("query_time", round(facts.query_seconds, 6), "s", min=0)
+        yield nagiosplugin.Metric("connect_time", round(connect_seconds, 3), "s", min=0)
+        yield nagiosplugin.Metric("query_time", round(facts.query_seconds, 3), "s", min=0)
 
 
 class AliveSummary(plugin.Summary):

@@ -104,10 +104,15 @@ def settings_problem(exc: BaseException) -> str | None:
 
     psycopg says "connection is bad" when libpq refuses to start at all (an unknown
     PGSERVICE, an invalid PGSSLMODE or port): a configuration error, UNKNOWN like any usage
-    error, not an outage. A host name that does not resolve may be a DNS outage: CRITICAL.
+    error, not an outage. It says the same when a Unix socket connect fails at once, which
+    is an outage, as is a host name that does not resolve (DNS): those stay CRITICAL.
     """
     text = str(exc).strip()
-    if not text.startswith("connection is bad:") or "host name" in text:
+    if (
+        not text.startswith("connection is bad:")
+        or "connection to server" in text
+        or "host name" in text
+    ):
         return None
     return text.removeprefix("connection is bad:").strip()
 

@@ -110,6 +110,11 @@ def test_libpq_errors_in_one_plain_line(message: str, expected: str) -> None:
         ),
         ('connection is bad: invalid sslmode value: "bogus"', 'invalid sslmode value: "bogus"'),
         ('connection is bad: could not translate host name "db9" to address', None),
+        (
+            'connection is bad: connection to server on socket "/run/x/.s.PGSQL.5432" failed: '
+            "No such file or directory",
+            None,
+        ),
         ('connection failed: connection to server at "h", port 1 failed: refused', None),
     ],
 )

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 import os
 import re
 import sys
@@ -56,9 +57,16 @@ def worst(statuses: Iterable[Status]) -> Status:
 
 
 def perfdata_label(name: str, taken: set[str], *, fallback: str) -> str:
-    """A stable ASCII snake_case label for a named object (a standby, a slot), unique in
-    ``taken``: graphers break on spaces, quotes and non-ASCII in labels."""
+    """A stable ASCII snake_case label for a named object (a standby, a slot).
+
+    Graphers break on spaces, quotes and non-ASCII in labels. A name that had to be
+    changed gets a short hash of the exact name, so 'DC1 standby' and 'dc1-standby' keep
+    their own series whoever else is connected (numbering them by arrival would swap the
+    graphs when one disconnects). ``taken`` only guards against the hash colliding.
+    """
     label = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_") or fallback
+    if label != name:
+        label = f"{label}_{hashlib.sha1(name.encode()).hexdigest()[:6]}"
     unique, number = label, 2
     while unique in taken:
         unique, number = f"{label}_{number}", number + 1
@@ -184,15 +192,17 @@ class Report:
 
     def render(self) -> str:
         # One line, and no ';': Nagios rewrites it in the first line of output (nagioscore#652),
-        # and summaries carry messages from libpq and Consul that use it.
-        summary = " ".join(self.summary.split()).replace(";", ",")
+        # and summaries carry messages from libpq and Consul that use it. No '|' in any
+        # line but as the perfdata separator: Nagios reads what follows one as perfdata,
+        # and application_names, database names and server messages may contain it.
+        summary = " ".join(self.summary.split()).replace(";", ",").replace("|", "/")
         if len(summary) > SUMMARY_LIMIT:
             summary = summary[: SUMMARY_LIMIT - 1] + "…"
         first = f"{self.name} {self.status.name} - {summary}"
         perfdata = list(self.perfdata)
         # Perfdata stays on the first line (Icinga mislabels it elsewhere); when it would
         # crowd out the rest, the tail of it goes and a detail line says so.
-        details = list(self.details)
+        details = [line.replace("|", "/") for line in self.details]
         if len(first) + len(" | " + " ".join(perfdata)) > OUTPUT_LIMIT // 2:
             while perfdata and len(first) + len(" | " + " ".join(perfdata)) > OUTPUT_LIMIT // 2:
                 perfdata.pop()

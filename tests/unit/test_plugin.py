@@ -1,3 +1,5 @@
+import re
+
 import click
 import nagiosplugin
 import pytest
@@ -132,13 +134,24 @@ def test_watchdog_claim_is_exclusive() -> None:
     assert dog.finish() is False
 
 
-def test_perfdata_labels_are_ascii_snake_case_and_unique() -> None:
-    taken: set[str] = set()
-    labels = [
-        plugin.perfdata_label(name, taken, fallback="standby")
-        for name in ("Replica 1", "replica-1", "réplica", "", "walreceiver")
-    ]
-    assert labels == ["replica_1", "replica_1_2", "r_plica", "standby", "walreceiver"]
+def test_perfdata_labels_are_ascii_snake_case_and_stable() -> None:
+    labels = {
+        name: plugin.perfdata_label(name, set(), fallback="standby")
+        for name in ("replica1", "Replica 1", "replica-1", "réplica", "")
+    }
+    assert labels["replica1"] == "replica1"
+    assert all(re.fullmatch(r"[a-z0-9_]+", label) for label in labels.values())
+    assert len(set(labels.values())) == len(labels)
+    assert labels[""].startswith("standby_")
+    # a name keeps its label whoever else is connected
+    alone = plugin.perfdata_label("Replica 1", set(), fallback="standby")
+    crowded = plugin.perfdata_label("Replica 1", {"replica_1", "replica1"}, fallback="standby")
+    assert alone == crowded == labels["Replica 1"]
+
+
+def test_no_pipe_outside_the_perfdata_separator() -> None:
+    text = Report("X", Status.OK, "streaming (a|b)", ["a=1"], ["name a|b=c: ok"]).render()
+    assert text == "X OK - streaming (a/b) | a=1\nname a/b=c: ok\n"
 
 
 def test_first_line_never_carries_a_semicolon() -> None:

@@ -39,7 +39,11 @@ def parse_threshold(text: str) -> Threshold:
     bounds: list[Quantity | None] = [
         None if atom in ("", "~") else parse_quantity(atom) for atom in (start_text, end_text)
     ]
-    units = {q.unit for q in bounds if q is not None}
+    # a bare 0 is zero in any unit: '0:10MB' means what '0MB:10MB' does
+    units = {
+        q.unit for q in bounds if q is not None and not (q.value == 0 and q.unit is Unit.NUMBER)
+    }
+    units = units or {q.unit for q in bounds if q is not None}
     if not units:
         raise UnitError(f"{text!r} is not a range: give at least one number")
     if len(units) > 1:

@@ -117,6 +117,8 @@ def format_duration(seconds: float) -> str:
     """``12ms``, ``4.2s``, ``3min 20s``, ``2h 5min``, ``3d 4h``."""
     if seconds < 0:
         return "-" + format_duration(-seconds)
+    if 0 < seconds < 0.001:
+        return f"{seconds * 1e6:.0f}us"
     if seconds < 1:
         return f"{seconds * 1000:.0f}ms"
     if seconds < 60:

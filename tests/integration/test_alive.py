@@ -30,7 +30,7 @@ def test_connect_threshold_applies(pg_primary: PgServer) -> None:
     run = check_postgresql("alive", "-w", "1us", env=pg_primary.env())
     assert run.status == "WARNING"
     assert run.summary.startswith("connect time ")
-    assert "(above 0ms)" in run.summary
+    assert "(above 1us)" in run.summary
 
 
 def test_conninfo_in_dbname_like_psql(pg_primary: PgServer) -> None:

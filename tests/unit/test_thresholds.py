@@ -20,6 +20,8 @@ from checks.units import Unit, UnitError
         ("500ms", Unit.SECONDS, [0.5], [0.51]),
         ("5min", Unit.SECONDS, [300], [301]),
         ("90%", Unit.PERCENT, [90], [90.1]),
+        ("0:10MB", Unit.BYTES, [0, 10 * 1024**2], [10 * 1024**2 + 1]),
+        ("@0:1s", Unit.SECONDS, [2], [0.5]),
     ],
 )
 def test_ranges_in_base_units(text, unit, inside, outside) -> None:

@@ -76,6 +76,8 @@ def test_format_bytes(value: int, text: str) -> None:
 @pytest.mark.parametrize(
     ("seconds", "text"),
     [
+        (0.0001, "100us"),
+        (0, "0ms"),
         (0.012, "12ms"),
         (4.24, "4.2s"),
         (200, "3min 20s"),

@@ -64,9 +64,14 @@ class ConnectionSettings:
                 params[key] = value
         if self.dbname and not base:
             params["dbname"] = self.dbname
-        statement_timeout = f"-c statement_timeout={int(budget * 1000)}"
-        given = conninfo_to_dict(base).get("options") if base else os.environ.get("PGOPTIONS")
-        params["options"] = f"{given} {statement_timeout}" if given else statement_timeout
+        given = conninfo_to_dict(base) if base else {}
+        # An explicit options parameter would replace a service file's own options (libpq
+        # gives explicit parameters precedence), so with a service in play the server's
+        # statement_timeout is left alone and the watchdog alone bounds the run.
+        if not (given.get("service") or os.environ.get("PGSERVICE")):
+            statement_timeout = f"-c statement_timeout={int(budget * 1000)}"
+            options = given.get("options") if base else os.environ.get("PGOPTIONS")
+            params["options"] = f"{options} {statement_timeout}" if options else statement_timeout
         return make_conninfo(base, **params)
 
 

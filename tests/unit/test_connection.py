@@ -50,6 +50,13 @@ def test_statement_timeout_joins_the_users_own_options() -> None:
     assert got["options"] == "-c work_mem=4MB -c statement_timeout=4000"
 
 
+def test_a_service_files_options_are_not_overridden(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGSERVICE", "pg-ha")
+    assert "options" not in params(ConnectionSettings())
+    monkeypatch.delenv("PGSERVICE")
+    assert "options" not in params(ConnectionSettings(dbname="service=pg-ha"))
+
+
 def test_target_names_the_server_without_libpq(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PGHOST", "db9")
     monkeypatch.delenv("PGPORT", raising=False)

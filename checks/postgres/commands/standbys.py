@@ -35,15 +35,21 @@ class Standbys(plugin.Probe):
         self.expected_names = expected_names
         self.on_replica = on_replica
         self.standbys: list[Standby] = []
-        # perfdata label -> application_name, for the words in the output
-        self.names: dict[str, str] = {}
+        self.wal_receivers: list[Standby] = []
+        # synchronous standbys commits wait for (synchronous_standby_names), and how many
+        # WAL senders satisfy them (a synchronous pg_receivewal does too)
+        self.required_sync = 0
+        self.commit_sync = 0
+        # metric name -> the application_name it belongs to, for the words in the output
+        self.owners: dict[str, str] = {}
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
         with connect(self.settings) as conn:
             upstream = read_standbys(conn)
             login = conn.info.user
-        standbys = self.standbys = upstream.standbys
-        if upstream.in_recovery and not standbys:
+        standbys = self.standbys = upstream.standbys  # worst first
+        receivers = self.wal_receivers = upstream.wal_receivers
+        if upstream.in_recovery and not standbys and not receivers:
             # a cascading replica with standbys of its own is checked like a primary
             raise plugin.CheckFailed(
                 self.on_replica, "replica (in recovery) with no standbys of its own"
@@ -53,61 +59,150 @@ class Standbys(plugin.Probe):
                 f"cannot see pg_stat_replication details as role {login}: "
                 f"GRANT pg_monitor TO {login} (or pg_read_all_stats)"
             )
+        self.required_sync = upstream.required_sync
+        self.commit_sync = sum(s.streaming and s.synchronous for s in standbys + receivers)
+        if upstream.synchronous_standby_names.strip() and not upstream.in_recovery:
+            self.details.append(
+                f"synchronous_standby_names = '{upstream.synchronous_standby_names}': "
+                f"commits wait for {self.required_sync} synchronous standby(s), "
+                f"{self.commit_sync} streaming"
+            )
         streaming = [s for s in standbys if s.streaming]
+        # aggregates first: the first line and the perfdata get cut when there are many
         yield nagiosplugin.Metric("standbys", len(streaming), min=0)
         yield nagiosplugin.Metric("sync_standbys", sum(s.synchronous for s in streaming), min=0)
+        known = [s.replay_lag_bytes for s in standbys if s.replay_lag_bytes is not None]
+        if known:
+            yield nagiosplugin.Metric(
+                "max_replay_lag_bytes", max(known), "B", min=0, context="standby_lag_fact"
+            )
         for name in self.expected_names:
             present = any(s.application_name == name for s in streaming)
             yield nagiosplugin.Metric(f"expected_{name}", int(present), context="expected")
         taken: set[str] = set()
         for standby in standbys:
             label = plugin.perfdata_label(standby.application_name, taken, fallback="standby")
-            self.names[label] = standby.application_name
+            replay = (
+                "replay position not reported yet"
+                if standby.replay_lag_bytes is None
+                else f"replay {format_bytes(standby.replay_lag_bytes)} / "
+                f"{format_duration(standby.replay_lag_seconds)} behind"
+            )
             self.details.append(
                 f"{standby.application_name} ({standby.client_addr or 'local'}): "
-                f"{standby.state}, {standby.sync_state}, replay "
-                f"{format_bytes(standby.replay_lag_bytes or 0)} / "
-                f"{format_duration(standby.replay_lag_seconds)} behind, write "
+                f"{standby.state}, {standby.sync_state}, {replay}, write "
                 f"{format_duration(standby.write_lag_seconds)}, flush "
                 f"{format_duration(standby.flush_lag_seconds)}"
             )
-            yield nagiosplugin.Metric(
-                f"{label}_replay_lag_bytes",
-                standby.replay_lag_bytes or 0,
-                "B",
-                min=0,
-                context="standby_replay_bytes",
+            metrics = []
+            if standby.replay_lag_bytes is not None:
+                metrics.append(
+                    nagiosplugin.Metric(
+                        f"{label}_replay_lag_bytes",
+                        standby.replay_lag_bytes,
+                        "B",
+                        min=0,
+                        context="standby_replay_bytes",
+                    )
+                )
+            metrics += [
+                nagiosplugin.Metric(
+                    f"{label}_replay_lag",
+                    round(standby.replay_lag_seconds, 3),
+                    "s",
+                    min=0,
+                    context="standby_replay_seconds",
+                ),
+                nagiosplugin.Metric(
+                    f"{label}_write_lag",
+                    round(standby.write_lag_seconds, 3),
+                    "s",
+                    min=0,
+                    context="standby_lag_fact",
+                ),
+                nagiosplugin.Metric(
+                    f"{label}_flush_lag",
+                    round(standby.flush_lag_seconds, 3),
+                    "s",
+                    min=0,
+                    context="standby_lag_fact",
+                ),
+            ]
+            for metric in metrics:
+                self.owners[metric.name] = standby.application_name
+                yield metric
+        for receiver in receivers:
+            flushed = (
+                "flush position not reported"
+                if receiver.flush_lag_bytes is None
+                else f"flushed {format_bytes(receiver.flush_lag_bytes)} behind"
             )
-            yield nagiosplugin.Metric(
-                f"{label}_replay_lag",
-                round(standby.replay_lag_seconds, 3),
-                "s",
-                min=0,
-                context="standby_replay_seconds",
+            self.details.append(
+                f"WAL receiver (not a standby): {receiver.application_name} "
+                f"({receiver.client_addr or 'local'}): {receiver.state}, "
+                f"{receiver.sync_state}, {flushed}"
             )
-            yield nagiosplugin.Metric(
-                f"{label}_write_lag",
-                round(standby.write_lag_seconds, 3),
-                "s",
-                min=0,
-                context="standby_lag_fact",
-            )
-            yield nagiosplugin.Metric(
-                f"{label}_flush_lag",
-                round(standby.flush_lag_seconds, 3),
-                "s",
-                min=0,
-                context="standby_lag_fact",
-            )
+
+
+class OrderedCheck(nagiosplugin.Check):
+    """A Check that keeps perfdata in the order the metrics were yielded.
+
+    nagiosplugin sorts it alphabetically, which puts the aggregates after the first
+    standbys' figures, where a truncated first line loses them.
+    """
+
+    def __call__(self) -> None:
+        for resource in self.resources:
+            self._evaluate_resource(resource)
+        self.perfdata = [p for p in self.perfdata if p]
 
 
 class StandbyLagContext(plugin.MetricContext):
     """One context for every standby's metric of a kind; the text names the standby."""
 
     def describe(self, metric: nagiosplugin.Metric) -> str:
-        names = getattr(metric.resource, "names", {})
-        label = next((lb for lb in names if metric.name.startswith(f"{lb}_")), metric.name)
-        return f"{names.get(label, label)} {self.label} {format_value(metric.value, self.unit)}"
+        owners = getattr(metric.resource, "owners", {})
+        name = owners.get(metric.name, metric.name)
+        return f"{name} {self.label} {format_value(metric.value, self.unit)}"
+
+
+class SyncContext(plugin.MetricContext):
+    """Synchronous standbys: at least ``--sync``, by default as many as commits wait for."""
+
+    def __init__(self, name: str, minimum: int | None) -> None:
+        super().__init__(name, label="synchronous standbys", unit=Unit.NUMBER)
+        self.minimum = minimum
+
+    def _required(self, resource: object) -> int:
+        if self.minimum is not None:
+            return self.minimum
+        return getattr(resource, "required_sync", 0)
+
+    def evaluate(self, metric: nagiosplugin.Metric, resource: object) -> nagiosplugin.Result:
+        required = self._required(resource)
+        if self.minimum is not None:
+            if metric.value < required:
+                return nagiosplugin.Result(nagiosplugin.Critical, f"below {required}", metric)
+            return nagiosplugin.Result(nagiosplugin.Ok, None, metric)
+        have = getattr(resource, "commit_sync", metric.value)
+        if have < required:
+            # describe() words it: the metric alone would not say that commits hang
+            return nagiosplugin.Result(nagiosplugin.Critical, None, metric)
+        return nagiosplugin.Result(nagiosplugin.Ok, None, metric)
+
+    def describe(self, metric: nagiosplugin.Metric) -> str:
+        resource = metric.resource
+        required = self._required(resource)
+        have = getattr(resource, "commit_sync", metric.value)
+        if self.minimum is None and have < required:
+            return f"commits wait: {required} synchronous standby(s) required, {have} streaming"
+        return super().describe(metric)
+
+    def performance(self, metric: nagiosplugin.Metric, resource: object):
+        required = self._required(resource)
+        return nagiosplugin.Performance(
+            metric.name, metric.value, crit=f"{required}:" if required else "", min=0
+        )
 
 
 class ExpectedContext(nagiosplugin.Context):
@@ -118,21 +213,29 @@ class ExpectedContext(nagiosplugin.Context):
         return nagiosplugin.Result(nagiosplugin.Critical, f"standby {name} not streaming", metric)
 
 
+# name every streaming standby in the first line up to this many; past it, only the worst
+NAMES_IN_SUMMARY = 3
+
+
 class StandbysSummary(plugin.Summary):
     def __init__(self, probe: Standbys) -> None:
         self.probe = probe
 
     def ok(self, results: nagiosplugin.Results) -> str:
-        streaming = [s for s in self.probe.standbys if s.streaming]
+        streaming = [s for s in self.probe.standbys if s.streaming]  # worst first
+        receivers = len(self.probe.wal_receivers)
+        extra = f", {receivers} WAL receiver(s)" if receivers else ""
         if not streaming:
-            return "no standby streaming"
+            return f"no standby streaming{extra}"
         worst_bytes = max(s.replay_lag_bytes or 0 for s in streaming)
         worst_seconds = max(s.replay_lag_seconds for s in streaming)
-        names = ", ".join(s.application_name for s in streaming)
-        return (
-            f"{len(streaming)} streaming ({names}), replay lag at most "
-            f"{format_bytes(worst_bytes)}, {format_duration(worst_seconds)}"
-        )
+        lag = f"replay lag at most {format_bytes(worst_bytes)}, {format_duration(worst_seconds)}"
+        if len(streaming) > NAMES_IN_SUMMARY:
+            return (
+                f"{len(streaming)} streaming, {lag} (worst: {streaming[0].application_name}){extra}"
+            )
+        names = ", ".join(sorted(s.application_name for s in streaming))
+        return f"{len(streaming)} streaming ({names}), {lag}{extra}"
 
 
 @click.command("standbys", context_settings=plugin.CONTEXT_SETTINGS)
@@ -152,9 +255,9 @@ class StandbysSummary(plugin.Summary):
     "--sync",
     "min_sync",
     type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Fewer synchronous (sync or quorum) standbys than this is CRITICAL.",
+    default=None,
+    help="Fewer synchronous (sync or quorum) standbys than this is CRITICAL. "
+    "Default: as many as synchronous_standby_names makes commits wait for.",
 )
 @click.option(
     "--standby",
@@ -170,15 +273,18 @@ def command(
     warning,
     critical,
     min_standbys: int,
-    min_sync: int,
+    min_sync: int | None,
     expected_names: tuple[str, ...],
     role_mismatch: plugin.Status,
 ) -> plugin.Report:
     """The primary's view of its standbys (pg_stat_replication): count, sync state, lag.
 
-    Per standby, perfdata labelled by application_name: replay lag in bytes and seconds,
-    write and flush lag in seconds. Defaults: warning above 64MB or 60s of replay lag,
-    critical above 1GB or 300s; CRITICAL below --min-standbys streaming standbys.
+    Perfdata: standbys, sync_standbys, max_replay_lag_bytes first; then per standby,
+    worst first, labelled by application_name: replay lag in bytes and seconds, write and
+    flush lag in seconds. Defaults: warning above 64MB or 60s of replay lag, critical
+    above 1GB or 300s; CRITICAL below --min-standbys streaming standbys, and when fewer
+    synchronous standbys stream than synchronous_standby_names makes commits wait for.
+    WAL receivers (pg_receivewal, barman: no replay position) are listed, not counted.
     """
     limits = assign(
         warning,
@@ -189,7 +295,7 @@ def command(
 
     def build() -> nagiosplugin.Check:
         probe = Standbys(settings, expected_names, role_mismatch)
-        return nagiosplugin.Check(
+        return OrderedCheck(
             probe,
             plugin.MetricContext(
                 "standbys",
@@ -197,12 +303,7 @@ def command(
                 label="streaming standbys",
                 unit=Unit.NUMBER,
             ),
-            plugin.MetricContext(
-                "sync_standbys",
-                Limits(None, nagiosplugin.Range(f"{min_sync}:")),
-                label="synchronous standbys",
-                unit=Unit.NUMBER,
-            ),
+            SyncContext("sync_standbys", min_sync),
             ExpectedContext("expected"),
             StandbyLagContext(
                 "standby_replay_bytes",

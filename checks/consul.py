@@ -337,7 +337,11 @@ class ConsulClient:
             f"/v1/agent/service/{quote(service_id, safe='')}",
             params=params,
             read_timeout=read_timeout,
-            needs=f'service:read on "{service_id}"',
+            # ACL rules match service names; only the ID is known before a read succeeds.
+            needs=(
+                "service:read on the service's name, not its ID (service:read on "
+                f'"{service_id}" works only if "{service_id}" is its name too)'
+            ),
         )
         service = self._decode(response)
         content_hash = response.headers.get("X-Consul-ContentHash") or service.get(

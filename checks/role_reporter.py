@@ -43,7 +43,13 @@ from checks.consul import (
 from checks.postgres.connection import ConnectionSettings
 from checks.postgres.options import connection_options
 from checks.reporter.backoff import Backoff
-from checks.reporter.guard import fenced_reason, newer_rival, rival_leaders
+from checks.reporter.guard import (
+    blind_reason,
+    fenced_reason,
+    newer_rival,
+    rival_leaders,
+    sees_itself,
+)
 from checks.reporter.reconcile import Change, Observed, TagNames, plan
 
 if TYPE_CHECKING:
@@ -59,6 +65,9 @@ EXIT_USAGE = 2
 WATCH_WAIT_SECONDS = 10.0
 # How often a leader re-reads who else holds the leader tag (it also does before adding it).
 GUARD_INTERVAL_SECONDS = 5.0
+# How long our own instance may be missing from the catalog before that is logged as the
+# ACL problem it usually is: just after an agent (re)start it may not be synced yet.
+BLIND_GRACE_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -197,6 +206,8 @@ class Reporter:
         self.last_observed: Observed | None = None
         self.fence: str | None = None
         self.guard_checked_at = float("-inf")
+        self.guard_blind = False
+        self.guard_blind_since = 0.0
         self.guard_blind_logged = False
         self.last_dry_run: str | None = None
 
@@ -235,35 +246,52 @@ class Reporter:
     # -- the split-brain guard -------------------------------------------------------
 
     def fenced_by(self, service: dict[str, Any], observed: Observed, *, force: bool) -> str | None:
-        """Why this primary must not be leader, or None; re-read every few seconds."""
+        """Why this primary must not be leader, or None; re-read every few seconds.
+
+        Reads every instance of the service, not only passing ones: ACLs filter that
+        list instead of refusing it, so our own instance missing from it means the guard
+        may not see a rival either. Then it fails closed: no leader tag (a blind guard
+        would let a resurrected old primary in), re-checked on every loop until it sees.
+        """
         if observed.role != "primary" or not observed.writable or observed.timeline is None:
             self.fence = None
+            self.guard_blind = self.guard_blind_logged = False
             return None
         now = time.monotonic()
-        if not force and now - self.guard_checked_at < GUARD_INTERVAL_SECONDS:
+        fresh = now - self.guard_checked_at < GUARD_INTERVAL_SECONDS
+        if not force and fresh and not self.guard_blind:
             return self.fence
         name = service.get("Service") or self.options.service_id
-        entries = self.consul.health_service(name, tag=self.options.names.leader, passing=True)
+        entries = self.consul.health_service(name)
         self.guard_checked_at = now
-        if not entries and not self.guard_blind_logged:
-            # ACLs filter this list instead of refusing it (checks/consul.py).
-            log.debug(
-                "no passing %s instance of %s visible; if another exists the token "
-                "needs service:read on it and node:read for the split-brain guard",
-                self.options.names.leader,
-                name,
-            )
-            self.guard_blind_logged = True
+        leader = self.options.names.leader
+        if not sees_itself(entries, service_id=self.options.service_id):
+            reason = blind_reason(name, self.options.service_id)
+            if not self.guard_blind:
+                self.guard_blind = True
+                self.guard_blind_since = now
+                log.debug("service %s not in the catalog (yet?)", self.options.service_id)
+            waited = now - self.guard_blind_since
+            if not self.guard_blind_logged and (self.options.once or waited >= BLIND_GRACE_SECONDS):
+                log.error("NOT tagging %s: %s", leader, reason)
+                self.guard_blind_logged = True
+            self.fence = reason
+            return reason
+        if self.guard_blind:
+            if self.guard_blind_logged:
+                log.warning("split-brain guard sees service %s again", self.options.service_id)
+            self.guard_blind = self.guard_blind_logged = False
+            self.fence = None
         rivals = rival_leaders(
             entries,
             service_id=self.options.service_id,
             node=None,
-            leader_tag=self.options.names.leader,
+            leader_tag=leader,
         )
         rival = newer_rival(rivals, observed.timeline)
         reason = fenced_reason(rival, observed.timeline) if rival else None
         if reason and reason != self.fence:
-            log.error("NOT tagging %s: %s", self.options.names.leader, reason)
+            log.error("NOT tagging %s: %s", leader, reason)
         elif self.fence and not reason:
             log.warning("no longer fenced: no passing leader on a newer timeline")
         self.fence = reason

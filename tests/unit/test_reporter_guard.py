@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 from checks.reporter.guard import (
+    blind_reason,
+    blind_summary,
     fenced_reason,
     judge_tags,
     newer_rival,
     rival_leaders,
+    sees_itself,
 )
 
 
-def entry(node: str, service_id: str, tags: list[str], timeline: str | None) -> dict:
+def entry(
+    node: str, service_id: str, tags: list[str], timeline: str | None, *, status="passing"
+) -> dict:
     meta = {"pg_timeline": timeline} if timeline is not None else {}
-    return {"Node": {"Node": node}, "Service": {"ID": service_id, "Tags": tags, "Meta": meta}}
+    return {
+        "Node": {"Node": node},
+        "Service": {"ID": service_id, "Tags": tags, "Meta": meta},
+        "Checks": [
+            {"CheckID": "serfHealth", "Status": "passing"},
+            {"CheckID": f"{service_id}-role-tag", "Status": status},
+        ],
+    }
 
 
 ENTRIES = [
@@ -28,10 +40,49 @@ def test_rivals_exclude_ourselves_followers_and_entries_without_timeline() -> No
     assert [(r.node, r.timeline) for r in rivals] == [("db2", 2)]
 
 
-def test_unknown_node_uses_the_service_id() -> None:
+def test_unknown_node_counts_every_leader_and_ours_cannot_fence_us() -> None:
     entries = [entry("n", "pg-db-1", ["leader"], "1"), entry("n", "pg-db-2", ["leader"], "2")]
     rivals = rival_leaders(entries, service_id="pg-db-1", node=None, leader_tag="leader")
-    assert [r.service_id for r in rivals] == ["pg-db-2"]
+    assert [r.service_id for r in rivals] == ["pg-db-1", "pg-db-2"]
+    assert newer_rival(rivals, 1).service_id == "pg-db-2"
+    assert newer_rival(rivals[:1], 1) is None
+
+
+def test_same_service_id_on_every_host_still_fences() -> None:
+    # the shipped conf.d gives the service the ID pg-db on every host
+    entries = [entry("db1", "pg-db", [], "1"), entry("db2", "pg-db", ["leader"], "2")]
+    rivals = rival_leaders(entries, service_id="pg-db", node=None, leader_tag="leader")
+    rival = newer_rival(rivals, 1)
+    assert rival is not None and rival.node == "db2"
+
+
+def test_only_passing_rivals_count() -> None:
+    entries = [
+        entry("db2", "pg-db-2", ["leader"], "2", status="critical"),
+        entry("db3", "pg-db-3", ["leader"], "3", status="warning"),
+    ]
+    assert rival_leaders(entries, service_id="pg-db-1", node="db1", leader_tag="leader") == []
+
+
+def test_the_guard_must_see_itself() -> None:
+    assert sees_itself(ENTRIES, service_id="pg-db")
+    assert sees_itself(ENTRIES, service_id="pg-db", node="db3")
+    assert not sees_itself(ENTRIES, service_id="pg-db", node="db9")
+    # what a token without node:read gets: an empty list, ourselves included
+    assert not sees_itself([], service_id="pg-db-1")
+    # a critical instance is still in the unfiltered answer: not blind
+    assert sees_itself([entry("n", "pg-db-1", [], "1", status="critical")], service_id="pg-db-1")
+
+
+def test_blind_reason_names_the_missing_permissions_on_the_service_name() -> None:
+    reason = blind_reason("pg-db", "pg-db-1")
+    assert reason.startswith("split-brain guard blind: service pg-db-1 is missing")
+    assert 'service:read on "pg-db"' in reason
+    assert "node:read" in reason
+    assert 'node_prefix "" { policy = "read" }' in reason
+    summary = blind_summary("pg-db")
+    assert summary.startswith("split-brain guard blind:") and "token needs" in summary
+    assert len(summary) < 100
 
 
 def test_only_a_newer_timeline_fences() -> None:
@@ -43,7 +94,7 @@ def test_only_a_newer_timeline_fences() -> None:
     assert "node db2" in fenced_reason(rival, 1)
 
 
-def verdict(role_tags: list[str], *, primary: bool, writable: bool = True, newer=None):
+def verdict(role_tags: list[str], *, primary: bool, writable: bool = True, newer=None, blind=None):
     return judge_tags(
         role_tags=role_tags,
         leader_tag="leader",
@@ -52,24 +103,49 @@ def verdict(role_tags: list[str], *, primary: bool, writable: bool = True, newer
         writable=writable and primary,
         timeline=1,
         newer=newer,
+        blind=blind,
     )
 
 
 def test_consistent_tags_are_ok() -> None:
     assert verdict(["leader"], primary=True).problem is None
     assert verdict(["follower"], primary=False).problem is None
-    ok = verdict([], primary=True)
+    # the reporter tags no read-only primary: nothing is missing
+    ok = verdict([], primary=True, writable=False)
     assert ok.problem is None and ok.summary.startswith("no role tag")
 
 
-def test_stale_tags_are_problems() -> None:
-    assert verdict(["leader"], primary=False).problem == "tagged leader but this is a replica"
-    assert "read-only primary" in verdict(["leader"], primary=True, writable=False).problem
-    assert verdict(["follower"], primary=True).problem == "tagged follower but this is a primary"
+def test_leaving_dns_is_critical() -> None:
+    stale = verdict(["leader"], primary=False)
+    assert stale.problem == "tagged leader but this is a replica" and stale.critical
+    read_only = verdict(["leader"], primary=True, writable=False)
+    assert "read-only primary" in read_only.problem and read_only.critical
 
 
-def test_fenced_primary_is_a_problem_even_untagged() -> None:
+def test_just_promoted_is_a_warning() -> None:
+    # tagged follower: not in leader. anyway; WARNING keeps it in pg-db.service
+    result = verdict(["follower"], primary=True)
+    assert result.problem == "tagged follower but this is a primary"
+    assert not result.critical
+
+
+def test_no_role_tag_where_the_reporter_would_set_one_is_a_warning() -> None:
+    for primary in (True, False):
+        result = verdict([], primary=primary)
+        assert result.problem == "no role tag: is pg-role-reporter running?"
+        assert not result.critical
+
+
+def test_a_blind_guard_is_a_warning_but_never_hides_a_critical() -> None:
+    blind = "split-brain guard blind: token needs ..."
+    for tags in ([], ["leader"], ["follower"]):
+        result = verdict(tags, primary=True, blind=blind)
+        assert result.problem == blind and not result.critical
+    assert verdict(["leader"], primary=False, blind=blind).critical
+
+
+def test_fenced_primary_is_critical_even_untagged() -> None:
     rivals = rival_leaders(ENTRIES, service_id="pg-db", node="db1", leader_tag="leader")
-    result = verdict([], primary=True, newer=newer_rival(rivals, 1))
-    assert result.problem is not None
+    result = verdict([], primary=True, newer=newer_rival(rivals, 1), blind="blind")
+    assert result.problem is not None and result.critical
     assert "newer timeline 2 on node db2" in result.problem

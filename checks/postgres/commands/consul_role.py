@@ -2,16 +2,22 @@
 
 The stale-tag guard (issue 4, DESIGN.md §5): attached to the database service, it makes a
 wrong tag harmless whatever the reporter is doing, because a CRITICAL check drops the
-instance from DNS. CRITICAL when tagged leader but not a writable primary, tagged follower
-but a primary, or a primary while another passing instance holds the leader tag on a newer
-timeline (a resurrected old primary). Consul unreachable is UNKNOWN, not CRITICAL: the
-agent is what runs this check, so that answer would rarely be seen and never be about
-PostgreSQL.
+instance from DNS. CRITICAL only when the instance must leave DNS: tagged leader but not
+a writable primary, or a primary while another passing instance holds the leader tag on
+a newer timeline (a resurrected old primary).
+
+Everything else that is wrong is WARNING, which keeps the instance in DNS: this check
+does not write tags (the reporter does), so its own trouble must never evict a healthy
+primary. That covers Consul unreachable, refusing the token or not knowing the service;
+the split-brain guard blind (ACLs hide our own instance, so they may hide rivals); tagged
+follower but a primary (the moment after a promotion, before the reporter retags); and
+no role tag where the reporter would set one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import click
 import nagiosplugin
@@ -20,7 +26,13 @@ from checks import plugin
 from checks.postgres.connection import ConnectionSettings, connect
 from checks.postgres.options import connection_options
 
+if TYPE_CHECKING:
+    from checks.consul import ConsulSettings
+
 NAME = "PG_CONSUL_ROLE"
+# Share of --timeout one Consul request may take (there are two before PostgreSQL is
+# asked), so a hung agent is reported as such before the watchdog fires.
+CONSUL_BUDGET_SHARE = 0.25
 
 
 class ConsulRole(plugin.Probe):
@@ -29,49 +41,61 @@ class ConsulRole(plugin.Probe):
         settings: ConnectionSettings,
         *,
         service_id: str,
-        consul_addr: str | None,
+        consul_settings: ConsulSettings | plugin.CheckFailed,
         leader_tag: str,
         follower_tag: str,
     ) -> None:
         super().__init__()
         self.settings = settings
         self.service_id = service_id
-        self.consul_addr = consul_addr
+        self.consul_settings = consul_settings
         self.leader_tag = leader_tag
         self.follower_tag = follower_tag
         self.verdict = None
 
     def _consul(self) -> tuple[dict, list[dict]]:
-        from checks.consul import ConsulClient, ConsulError, ConsulNotFound, ConsulSettings
+        from checks.consul import ConsulClient, ConsulError, ConsulNotFound
 
+        if isinstance(self.consul_settings, plugin.CheckFailed):
+            raise self.consul_settings
         try:
-            with ConsulClient(ConsulSettings.from_env(address=self.consul_addr)) as client:
+            with ConsulClient(self.consul_settings) as client:
                 service, _ = client.agent_service(self.service_id)
-                leaders = client.health_service(
-                    service.get("Service") or self.service_id, tag=self.leader_tag, passing=True
-                )
+                # Every instance, not only passing ones: our own entry must be there
+                # whatever our state, or ACLs are hiding instances (checks/reporter/guard.py).
+                entries = client.health_service(service.get("Service") or self.service_id)
         except ConsulNotFound:
-            raise plugin.unknown(
-                f"service {self.service_id} is not registered on the local Consul agent"
+            raise plugin.CheckFailed(
+                plugin.Status.WARNING,
+                f"service {self.service_id} is not registered on the local Consul agent",
             ) from None
         except ConsulError as exc:
-            raise plugin.unknown(f"Consul: {exc}") from None
-        return service, leaders
+            raise plugin.CheckFailed(plugin.Status.WARNING, f"Consul: {exc}") from None
+        return service, entries
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
         from checks.postgres.probes.role import read_role
-        from checks.reporter.guard import judge_tags, newer_rival, rival_leaders
+        from checks.reporter.guard import (
+            blind_reason,
+            blind_summary,
+            judge_tags,
+            newer_rival,
+            rival_leaders,
+            sees_itself,
+        )
         from checks.reporter.reconcile import TagNames, role_tags_of
 
-        service, leaders = self._consul()
+        service, entries = self._consul()
         with connect(self.settings) as conn:
             facts = read_role(conn)
         tags = list(service.get("Tags") or [])
+        name = service.get("Service") or self.service_id
         role_tags = role_tags_of(tags, TagNames(self.leader_tag, self.follower_tag))
         rivals = rival_leaders(
-            leaders, service_id=self.service_id, node=None, leader_tag=self.leader_tag
+            entries, service_id=self.service_id, node=None, leader_tag=self.leader_tag
         )
         newer = newer_rival(rivals, facts.timeline)
+        blind = not sees_itself(entries, service_id=self.service_id)
         self.verdict = judge_tags(
             role_tags=role_tags,
             leader_tag=self.leader_tag,
@@ -80,15 +104,17 @@ class ConsulRole(plugin.Probe):
             writable=facts.writable,
             timeline=facts.timeline,
             newer=newer,
+            blind=blind_summary(name) if blind else None,
         )
         self.details += [
             f"service {self.service_id} tags: {', '.join(tags) or '(none)'}",
             f"PostgreSQL: {facts.role}, {'writable' if facts.writable else 'read-only'}, "
             f"timeline {facts.timeline}",
         ]
+        if blind:
+            self.details.append(blind_reason(name, self.service_id))
         self.details += [
-            f"other passing {self.leader_tag}: {rival} on timeline {rival.timeline}"
-            for rival in rivals
+            f"passing {self.leader_tag}: {rival} on timeline {rival.timeline}" for rival in rivals
         ]
         yield nagiosplugin.Metric("tag_matches_role", int(self.verdict.problem is None))
         yield nagiosplugin.Metric("is_primary", int(facts.is_primary), min=0, max=1)
@@ -100,7 +126,8 @@ class VerdictContext(nagiosplugin.Context):
         verdict = resource.verdict
         if verdict is None or verdict.problem is None:
             return nagiosplugin.Result(nagiosplugin.Ok, None, metric)
-        return nagiosplugin.Result(nagiosplugin.Critical, verdict.problem, metric)
+        state = nagiosplugin.Critical if verdict.critical else nagiosplugin.Warn
+        return nagiosplugin.Result(state, verdict.problem, metric)
 
 
 class VerdictSummary(plugin.Summary):
@@ -138,17 +165,26 @@ def command(
 ) -> plugin.Report:
     """CRITICAL when the Consul role tag does not match the real role (stale-tag guard).
 
-    Tagged leader but not a writable primary, tagged follower but a primary, or a primary
-    while another passing instance holds the leader tag on a newer timeline (fenced): all
-    CRITICAL, so Consul drops this instance from DNS. No role tag is OK. Consul unreachable
-    is UNKNOWN. Perfdata: is_primary (0/1), timeline.
+    CRITICAL, so Consul drops this instance from DNS: tagged leader but not a writable
+    primary, or a primary while another passing instance holds the leader tag on a newer
+    timeline (fenced). WARNING, which keeps it in DNS: tagged follower but a primary (just
+    promoted), no role tag (is pg-role-reporter running?), the split-brain guard blind
+    (the token needs service:read and node:read), and Consul unreachable, refusing the
+    token or not knowing the service. Perfdata: is_primary (0/1), timeline.
     """
+
+    consul_settings = _consul_settings(consul_addr, settings.timeout)
+    consul_where = (
+        f"the Consul agent at {consul_settings.address}"
+        if not isinstance(consul_settings, plugin.CheckFailed)
+        else "the Consul agent"
+    )
 
     def build() -> nagiosplugin.Check:
         probe = ConsulRole(
             settings,
             service_id=service_id,
-            consul_addr=consul_addr,
+            consul_settings=consul_settings,
             leader_tag=leader_tag,
             follower_tag=follower_tag,
         )
@@ -161,5 +197,30 @@ def command(
         )
 
     return plugin.run_check(
-        NAME, build, timeout=settings.timeout, target=settings.target(), verbose=verbose
+        NAME,
+        build,
+        timeout=settings.timeout,
+        target=f"PostgreSQL {settings.target()} or {consul_where}",
+        verbose=verbose,
+    )
+
+
+def _consul_settings(address: str | None, timeout: float) -> ConsulSettings | plugin.CheckFailed:
+    """The agent's settings with request timeouts that fit inside --timeout, or why not."""
+    from dataclasses import replace
+
+    from checks.consul import ConsulError, ConsulSettings
+
+    try:
+        consul = ConsulSettings.from_env(address=address)
+    except ConsulError as exc:
+        # a configuration error, not the agent's state: UNKNOWN (DESIGN.md §2)
+        return plugin.unknown(f"Consul: {exc}")
+    if timeout <= 0:
+        return consul
+    share = timeout * CONSUL_BUDGET_SHARE
+    return replace(
+        consul,
+        connect_timeout=min(consul.connect_timeout, share),
+        read_timeout=min(consul.read_timeout, share),
     )

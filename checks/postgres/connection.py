@@ -8,9 +8,11 @@ usage errors must not pay it).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -85,8 +87,15 @@ def _redact(conninfo: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", conninfo)
 
 
-def connect(settings: ConnectionSettings) -> psycopg.Connection[dict[str, Any]]:
-    """One autocommit connection with dict rows; failures end the check as CRITICAL."""
+def connect(
+    settings: ConnectionSettings, *, capture_stderr: bool = True
+) -> psycopg.Connection[dict[str, Any]]:
+    """One autocommit connection with dict rows; failures end the check as CRITICAL.
+
+    ``capture_stderr``: keep libpq's own warnings off file descriptor 2 (a check must print
+    nothing there) and add them to the failure message instead. A daemon that logs to
+    stderr from other threads passes False.
+    """
     import psycopg
     from psycopg.rows import dict_row
 
@@ -94,14 +103,46 @@ def connect(settings: ConnectionSettings) -> psycopg.Connection[dict[str, Any]]:
         conninfo = settings.conninfo()
     except psycopg.ProgrammingError as exc:  # the -d conninfo does not parse
         raise unknown(f"bad connection settings: {exc}") from None
+    libpq_said: list[str] = []
     try:
-        return psycopg.connect(
-            conninfo, autocommit=True, row_factory=dict_row, prepare_threshold=None
-        )
+        with _stderr_into(libpq_said) if capture_stderr else contextlib.nullcontext():
+            return psycopg.connect(
+                conninfo, autocommit=True, row_factory=dict_row, prepare_threshold=None
+            )
     except psycopg.Error as exc:
+        # e.g. "password file ... has group or world access": the real reason behind a
+        # "no password supplied" that would otherwise mislead
+        also = f" (libpq: {'; '.join(libpq_said)})" if libpq_said else ""
         if problem := settings_problem(exc):
-            raise unknown(f"bad connection settings: {problem}") from None
-        raise critical(describe_connect_error(exc, settings)) from None
+            raise unknown(f"bad connection settings: {problem}{also}") from None
+        raise critical(describe_connect_error(exc, settings) + also) from None
+
+
+@contextlib.contextmanager
+def _stderr_into(lines: list[str]) -> Iterator[None]:
+    """libpq writes some warnings straight to fd 2, past Python: catch them in a pipe."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.set_blocking(read_end, False)
+        chunks = []
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(read_end, 65536):
+                chunks.append(chunk)
+        os.close(read_end)
+        text = b"".join(chunks).decode(errors="replace")
+        lines.extend(
+            " ".join(line.replace("WARNING:", "").split())
+            for line in text.splitlines()
+            if line.strip()
+        )
 
 
 def settings_problem(exc: BaseException) -> str | None:

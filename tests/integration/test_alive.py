@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from harness.postgres import PgCluster, PgServer
@@ -83,3 +85,16 @@ def test_bad_connection_settings_are_unknown_not_an_outage(
     assert run.status == "UNKNOWN"
     assert run.summary.startswith("bad connection settings: ")
     assert message in run.summary
+
+
+def test_libpq_warnings_reach_the_summary_not_stderr(pg_primary: PgServer, tmp_path) -> None:
+    # libpq ignores a group-readable password file and says why on fd 2 only
+    env = pg_primary.env()
+    loose = tmp_path / "pgpass"
+    loose.write_text(Path(env["PGPASSFILE"]).read_text())
+    loose.chmod(0o644)
+    run = check_postgresql("alive", env={**env, "PGPASSFILE": str(loose)})
+    assert run.status == "CRITICAL"
+    assert "no password supplied (libpq: password file" in run.summary
+    assert "has group or world access" in run.summary
+    assert run.stderr == ""

@@ -10,6 +10,7 @@ in test_role.py.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,6 +39,10 @@ pytestmark = pytest.mark.integration
 
 # DESIGN.md §5 / issue 4: the tag is back within 2 s of a reload or an agent restart.
 RETAG_DEADLINE_SECONDS = 2.0
+# What the reporter's token needs: write its service, and read every instance of it
+# (node:read too, or Consul hides the instances from the split-brain guard).
+SERVICE_ONLY_RULES = 'service "pg-db" { policy = "write" }'
+FULL_RULES = SERVICE_ONLY_RULES + '\nnode_prefix "" { policy = "read" }'
 
 
 @pytest.fixture(scope="module")
@@ -281,12 +286,13 @@ def test_acl_default_deny(
 ) -> None:
     d = deploy(consul_agent_factory, shared_cluster, tmp_path, acl=True, start_reporters=False)
     deployments.append(d)
-    token = d.agent.create_token('service "pg-db" { policy = "write" }')
+    token = d.agent.create_token(FULL_RULES)
 
     anonymous = d.start_reporter("pg-db-2", token="")
     log = anonymous.wait_for_log("ERROR Consul: Consul refused")
     assert "no token (anonymous)" in log
-    assert 'needs service:read on "pg-db-2"' in log or "service:write" in log
+    # rules match service names: the hint must not send the operator to the ID
+    assert "needs service:read on the service's name, not its ID" in log
     assert "Traceback" not in log
 
     writer = d.start_reporter("pg-db-1", token=token)
@@ -341,31 +347,115 @@ def test_consul_role_check_catches_stale_tags_without_a_reporter(
         )
 
     untagged = check("pg-db-2", replica)
-    assert untagged.status == "OK"
-    assert untagged.summary.startswith("no role tag")
+    assert untagged.status == "WARNING", untagged.stdout
+    assert untagged.summary == "no role tag: is pg-role-reporter running?"
     assert untagged.perfdata["is_primary"].value == 0
 
     # a stale leader tag on a replica (what a dead reporter could leave behind)
-    service = agent_service(d.agent, "pg-db-2")
-    d.agent.api(
-        "PUT",
-        "/v1/agent/service/register",
-        json_body={
-            "ID": "pg-db-2",
-            "Name": "pg-db",
-            "Port": service["Port"],
-            "Tags": ["postgresql", "leader"],
-        },
-    )
+    retag(d.agent, "pg-db-2", ["postgresql", "leader"])
     stale = check("pg-db-2", replica)
     assert stale.status == "CRITICAL"
     assert stale.summary == "tagged leader but this is a replica"
 
+    # a primary without a tag: the reporter is not running, no leader in DNS
     primary = check("pg-db-1", d.servers["pg-db-1"])
-    assert primary.status == "OK", primary.stdout
+    assert primary.status == "WARNING", primary.stdout
+    assert primary.summary == "no role tag: is pg-role-reporter running?"
     assert primary.perfdata["is_primary"].value == 1
+
+    # just promoted, the reporter not yet through: WARNING keeps it in pg-db.service
+    retag(d.agent, "pg-db-1", ["postgresql", "follower"])
+    promoted = check("pg-db-1", d.servers["pg-db-1"])
+    assert promoted.status == "WARNING", promoted.stdout
+    assert promoted.summary == "tagged follower but this is a primary"
+
+    retag(d.agent, "pg-db-1", ["postgresql", "leader"])
+    assert check("pg-db-1", d.servers["pg-db-1"]).status == "OK"
+
+    # the check's own Consul trouble must not evict a healthy primary: WARNING, not UNKNOWN
+    missing = check("pg-db-9", d.servers["pg-db-1"])
+    assert missing.status == "WARNING", missing.stdout
+    assert missing.summary == "service pg-db-9 is not registered on the local Consul agent"
 
     d.agent.stop()
     unreachable = check("pg-db-2", replica)
-    assert unreachable.status == "UNKNOWN"
+    assert unreachable.status == "WARNING"
     assert "cannot reach the Consul agent" in unreachable.summary
+
+
+def retag(agent: ConsulAgent, service_id: str, tags: list[str]) -> None:
+    service = agent_service(agent, service_id)
+    agent.api(
+        "PUT",
+        "/v1/agent/service/register",
+        json_body={"ID": service_id, "Name": "pg-db", "Port": service["Port"], "Tags": tags},
+    )
+
+
+def test_consul_role_on_a_hung_agent_says_consul_within_the_timeout(
+    shared_cluster: PgCluster,
+) -> None:
+    """A listener that accepts and never answers: the Consul message, not a PG timeout."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        addr = f"127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        run = check_postgresql(
+            "consul-role", "-t", "3", "--consul-addr", addr, env=shared_cluster.primary.env()
+        )
+        took = time.monotonic() - started
+    assert run.status == "WARNING", run.stdout
+    assert run.summary.startswith(f"Consul: the Consul agent at http://{addr} did not answer")
+    assert took < 3.5, took
+
+
+def test_split_brain_guard_blind_without_node_read_fails_closed(
+    consul_agent_factory: ConsulAgentFactory,
+    shared_cluster: PgCluster,
+    deployments: list[Deployment],
+    tmp_path: Path,
+) -> None:
+    """A token with service rules only: ACLs hide every instance, the reporter's own too.
+
+    Reproduces the review: the guard then saw no rival and tagged a resurrected old
+    primary leader. Now: no leader (fail closed), an ERROR naming the permission, and
+    consul-role WARNING.
+    """
+    d = deploy(consul_agent_factory, shared_cluster, tmp_path, acl=True, start_reporters=False)
+    deployments.append(d)
+    service_only = d.agent.create_token(SERVICE_ONLY_RULES)
+    read_only = d.agent.create_token('service "pg-db" { policy = "read" }')
+
+    blind = d.start_reporter("pg-db-1", token=service_only)
+    log = blind.wait_for_log("ERROR NOT tagging leader: split-brain guard blind")
+    assert 'service:read on "pg-db" and node:read on the nodes' in log
+    assert 'node_prefix "" { policy = "read" }' in log
+    assert "leader" not in agent_service(d.agent, "pg-db-1")["Tags"]
+    assert leaders_http(d.agent) == set()
+    assert "split-brain guard blind" in agent_service(d.agent, "pg-db-1")["Meta"].get(
+        "pg_fenced_reason", ""
+    )
+
+    # the check with a service-read-only token: blind, said as a WARNING (stays in DNS)
+    run = check_postgresql(
+        "consul-role",
+        "--service-id",
+        "pg-db-1",
+        "--consul-addr",
+        d.agent.http_addr,
+        env={**d.servers["pg-db-1"].env(), "CONSUL_HTTP_TOKEN": read_only},
+    )
+    assert run.status == "WARNING", run.stdout
+    assert run.summary == (
+        'split-brain guard blind: token needs service:read on "pg-db" and node:read'
+    )
+    assert 'node_prefix "" { policy = "read" }' in run.stdout
+
+    # the same reporter as it should be configured: tagged within a loop or two
+    blind.stop()
+    seeing = d.start_reporter("pg-db-1", token=d.agent.create_token(FULL_RULES))
+    wait_until(lambda: leaders_http(d.agent) == {"pg-db-1"}, timeout=15, what="leader tag")
+    assert "pg_fenced_reason" not in agent_service(d.agent, "pg-db-1")["Meta"]
+    assert "guard blind" not in seeing.log()
+    assert "Traceback" not in blind.log() + seeing.log()

@@ -126,7 +126,8 @@ class Upstream:
 
 def read_standbys(conn: psycopg.Connection[dict[str, Any]]) -> Upstream:
     rows = query(conn, STANDBYS_SQL)
-    first = rows[0]
+    in_recovery = bool(rows[0]["in_recovery"])
+    names = rows[0]["synchronous_standby_names"] or ""
     senders = []
     for row in rows:
         if row["pid"] is None:
@@ -134,8 +135,8 @@ def read_standbys(conn: psycopg.Connection[dict[str, Any]]) -> Upstream:
         del row["in_recovery"], row["synchronous_standby_names"]
         senders.append(Standby(**row))
     return Upstream(
-        in_recovery=bool(first["in_recovery"]),
-        synchronous_standby_names=first["synchronous_standby_names"] or "",
+        in_recovery=in_recovery,
+        synchronous_standby_names=names,
         standbys=worst_first([s for s in senders if not s.wal_receiver]),
         wal_receivers=[s for s in senders if s.wal_receiver],
     )

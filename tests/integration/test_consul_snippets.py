@@ -173,9 +173,10 @@ def test_pg_db_checks_report_passing_warning_and_critical(
             "pg-db-primary-lag": "passing",  # --role-mismatch ok on the primary
             "pg-db-replica-alive": "passing",
             "pg-db-replica-lag": "passing",
-            # The stale-tag guard: no role tag yet is not a stale tag.
-            "pg-db-primary-role-tag": "passing",
-            "pg-db-replica-role-tag": "passing",
+            # The stale-tag guard: no role tag is no stale tag, but no reporter either
+            # ("no role tag: is pg-role-reporter running?"): warning, still in DNS.
+            "pg-db-primary-role-tag": "warning",
+            "pg-db-replica-role-tag": "warning",
         }
         wait_states(agent, {cid: s for cid, s in expected.items() if cid not in skipped})
         # Role-neutral conf.d tags: without a reporter nobody is leader or follower.

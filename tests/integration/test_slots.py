@@ -1,7 +1,9 @@
-"""slots: an inactive slot left behind, a named slot, and a slot that loses its WAL."""
+"""slots: an inactive slot left behind, a named slot, slots that lose their WAL, a slot
+that reserves none yet, a slot whose name extends another's, and dozens of slots."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -32,6 +34,7 @@ def test_replica_slot_alone_is_ok(pg_cluster: PgCluster) -> None:
     assert set(perf) == {
         "slots",
         "inactive_slots",
+        "max_retained_bytes",
         "replica1_retained_bytes",
         "replica1_active",
     }
@@ -103,13 +106,47 @@ def test_missing_named_slot_is_critical(pg_primary: PgServer) -> None:
 
 def test_replica_without_slots_is_ok(pg_replica: PgServer) -> None:
     run = check_postgresql("slots", env=pg_replica.env())
-    assert run.first_line == "PG_SLOTS OK - no replication slots | inactive_slots=0;;;0 slots=0;;;0"
+    assert run.first_line == (
+        "PG_SLOTS OK - no replication slots "
+        "| slots=0;;;0 inactive_slots=0;;;0 max_retained_bytes=0B;;;0"
+    )
+
+
+def test_slot_whose_name_extends_an_active_one_is_the_one_named(pg_cluster: PgCluster) -> None:
+    """replica1_old's metrics start with 'replica1_': the words must still name it, never
+    the live replica1 (a DBA would drop the wrong slot)."""
+    primary = pg_cluster.primary
+    pg_cluster.wait_streaming()
+    primary.execute("SELECT pg_create_physical_replication_slot('replica1_old', true)")
+    try:
+        primary.execute("SELECT pg_switch_wal()")
+        run = check_postgresql("slots", "-c", "1kB", env=primary.env())
+        warn = check_postgresql("slots", env=primary.env())
+    finally:
+        primary.execute("SELECT pg_drop_replication_slot('replica1_old')")
+    assert run.status == "CRITICAL", run.stdout
+    assert run.summary.startswith("slot replica1_old retains "), run.stdout
+    assert "slot replica1 " not in run.summary
+    assert warn.status == "WARNING", warn.stdout
+    # 17+ says for how long
+    assert re.match(r"slot replica1_old inactive( for \S+)?, retaining ", warn.summary), warn.stdout
+    assert "slot replica1 " not in warn.summary
+    assert warn.perfdata["replica1_old_active"].value == 0
+    assert warn.perfdata["replica1_active"].value == 1
+    # worst first: the inactive slot leads the long output
+    assert re.match(
+        r"slot replica1_old \(physical\): inactive( for \S+)?, retains ", warn.long_output[0]
+    )
+    assert warn.long_output[1].startswith("slot replica1 (physical): active (pid ")
 
 
 def test_slot_past_max_slot_wal_keep_size_goes_unreserved_then_lost(make_pg_cluster) -> None:
-    with make_pg_cluster(replicas=0, max_slot_wal_keep_size="1MB") as cluster:
+    with make_pg_cluster(replicas=0, max_slot_wal_keep_size="1MB", wal_level="logical") as cluster:
         primary = cluster.primary
         primary.execute("SELECT pg_create_physical_replication_slot('doomed', true)")
+        primary.execute("SELECT pg_create_logical_replication_slot('doomed_logical', 'pgoutput')")
+        # created without reserving WAL: restart_lsn and wal_status NULL until first used
+        primary.execute("SELECT pg_create_physical_replication_slot('never_used')")
         primary.execute("CREATE TABLE wal_filler (x int, pad text)")
 
         def switch_segments(count: int) -> None:
@@ -119,28 +156,106 @@ def test_slot_past_max_slot_wal_keep_size_goes_unreserved_then_lost(make_pg_clus
                 )
                 primary.execute("SELECT pg_switch_wal()")
 
-        def wal_status() -> str:
+        def wal_status(slot: str = "doomed") -> str:
             return primary.scalar(
-                "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'doomed'"
+                "SELECT wal_status FROM pg_replication_slots WHERE slot_name = %s", [slot]
             )
+
+        # the server reports a negative safe_wal_size for it: neither judged nor shown
+        run = check_postgresql(
+            "slots", "--slot", "never_used", "--safe-wal-critical", "50MB:", env=primary.env()
+        )
+        assert run.status == "WARNING", run.stdout
+        assert re.fullmatch(
+            r"slot never_used inactive( for \S+)?, reserves no WAL yet", run.summary
+        )
+        assert "never_used_safe_wal_size" not in run.perfdata
+        assert len(run.long_output) == 1
+        assert re.fullmatch(
+            r"slot never_used \(physical\): inactive( for \S+)?, reserves no WAL yet",
+            run.long_output[0],
+        )
+        assert "0 B" not in run.stdout and "-" not in run.stdout.split(" - ", 1)[1]
 
         # past the keep size, but the segments are still there until a checkpoint
         switch_segments(3)
-        primary.wait_until(lambda: wal_status() == "unreserved", "wal_status unreserved", 30)
+        primary.wait_until(
+            lambda: wal_status() == wal_status("doomed_logical") == "unreserved",
+            "wal_status unreserved",
+            30,
+        )
         run = check_postgresql("slots", env=primary.env())
         assert run.status == "WARNING", run.stdout
+        # several slots: counted, the worse problem first, then the one holding most WAL
+        assert run.summary.startswith(
+            "2 of 3 slots past max_slot_wal_keep_size (wal_status unreserved), "
+            "3 of 3 slots inactive, most WAL held by "
+        ), run.summary
+        run = check_postgresql("slots", "--slot", "doomed", env=primary.env())
         assert "slot doomed past max_slot_wal_keep_size (wal_status unreserved)" in run.summary
         assert "doomed_safe_wal_size" in run.perfdata
+        assert "never_used_safe_wal_size" not in run.perfdata
 
         def lost() -> bool:
             switch_segments(1)
             primary.execute("CHECKPOINT")
-            return wal_status() == "lost"
+            return wal_status() == "lost" and wal_status("doomed_logical") == "lost"
 
         primary.wait_until(lost, "wal_status lost", 30)
-        run = check_postgresql("slots", env=primary.env())
+        run = check_postgresql("slots", "--slot", "doomed", env=primary.env())
         assert run.status == "CRITICAL", run.stdout
         assert run.summary == (
             "slot doomed lost its WAL (wal_status lost): its standby needs a new base backup"
         )
         assert run.perfdata["doomed_retained_bytes"].value == 0
+        assert "retains" not in run.stdout
+        run = check_postgresql("slots", "--slot", "doomed_logical", env=primary.env())
+        assert run.status == "CRITICAL", run.stdout
+        assert run.summary == (
+            "slot doomed_logical lost its WAL (wal_status lost): drop and recreate the slot "
+            "and resync its subscriber"
+        )
+        # both lost: counted on the first line, each named in the long output, lost first
+        run = check_postgresql("slots", env=primary.env())
+        assert run.status == "CRITICAL", run.stdout
+        assert run.summary == "2 of 3 slots lost their WAL (wal_status lost)"
+        assert [line.split(" (")[0] for line in run.long_output] == [
+            "slot doomed",
+            "slot doomed_logical",
+            "slot never_used",
+        ]
+
+
+def test_dozens_of_slots_are_counted_worst_first(make_pg_cluster) -> None:
+    """37 slots with long names: a short summary, the slot holding most WAL first in the
+    long output and in perfdata, the aggregates always there."""
+    with make_pg_cluster(replicas=0, max_replication_slots=40) as cluster:
+        primary = cluster.primary
+        # the oldest sorts last by name: worst-first must not be alphabetical
+        primary.execute("SELECT pg_create_physical_replication_slot('zz_oldest', true)")
+        primary.execute("CREATE TABLE wal_filler (x int, pad text)")
+        primary.execute("INSERT INTO wal_filler SELECT g, 'x' FROM generate_series(1, 20000) g")
+        primary.execute("SELECT pg_switch_wal()")
+        primary.execute("CHECKPOINT")  # a new slot reserves WAL from the last redo point
+        for number in range(36):
+            primary.execute(
+                "SELECT pg_create_physical_replication_slot(%s, %s)",
+                [f"standby_with_a_rather_long_slot_name_{number:02}", number % 2 == 0],
+            )
+        run = check_postgresql("slots", env=primary.env())
+    assert run.status == "WARNING", run.stdout
+    assert re.fullmatch(
+        r"37 of 37 slots inactive, most WAL held by zz_oldest \(\d+\.\d (KiB|MiB)\)", run.summary
+    ), run.summary
+    slot_lines = [line for line in run.long_output if line.startswith("slot ")]
+    assert re.match(r"slot zz_oldest \(physical\): inactive( for \S+)?, retains ", slot_lines[0])
+    # the slots that reserve no WAL come after those that hold some
+    holds = ["reserves no WAL yet" not in line for line in slot_lines]
+    assert holds == sorted(holds, reverse=True)
+    # perfdata too long for the 4 KB output: the healthiest slots' go, never the aggregates
+    assert run.long_output[0] == "(perfdata truncated to fit the 4 KB output limit)"
+    perf = run.perfdata
+    assert (perf["slots"].value, perf["inactive_slots"].value) == (37, 37)
+    assert perf["max_retained_bytes"].value == perf["zz_oldest_retained_bytes"].value > 0
+    assert perf["max_retained_bytes"].uom == "B"
+    assert len(run.stdout.encode()) < 4000

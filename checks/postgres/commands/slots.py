@@ -2,7 +2,8 @@
 
 An inactive slot keeps every WAL segment from its ``restart_lsn`` on until the primary's
 disk is full; with ``max_slot_wal_keep_size`` (13+) it is instead cut loose ('unreserved',
-then 'lost') and its standby needs a new base backup. Both are worth waking up for.
+then 'lost'): a physical slot's standby needs a new base backup, a logical slot must be
+dropped, recreated and its subscriber resynced. Both are worth waking up for.
 """
 
 from __future__ import annotations
@@ -23,16 +24,27 @@ NAME = "PG_SLOTS"
 DEFAULTS = {
     "slot_retained": Limits(nagiosplugin.Range("1073741824"), nagiosplugin.Range("8589934592"))
 }
+# wal_status -> (state, what it means); "lost" depends on the slot type (lost_hint)
 WAL_STATUS_HINTS = {
     "unreserved": (
         plugin.Status.WARNING,
         "past max_slot_wal_keep_size (wal_status unreserved): its WAL goes at the next checkpoint",
     ),
-    "lost": (
-        plugin.Status.CRITICAL,
-        "lost its WAL (wal_status lost): its standby needs a new base backup",
+    "lost": (plugin.Status.CRITICAL, ""),
+}
+LOST_HINTS = {
+    "physical": "lost its WAL (wal_status lost): its standby needs a new base backup",
+    "logical": (
+        "lost its WAL (wal_status lost): drop and recreate the slot and resync its subscriber"
     ),
 }
+AGGREGATES = ("slots", "inactive_slots", "max_retained_bytes")
+
+
+def wal_status_hint(slot: Slot) -> str:
+    if slot.wal_status == "lost":
+        return LOST_HINTS.get(slot.slot_type, LOST_HINTS["physical"])
+    return WAL_STATUS_HINTS[slot.wal_status or ""][1]
 
 
 class Slots(plugin.Probe):
@@ -41,8 +53,11 @@ class Slots(plugin.Probe):
         self.settings = settings
         self.selected = selected
         self.slots: list[Slot] = []
-        # perfdata label -> slot, for the words in the output
-        self.by_label: dict[str, Slot] = {}
+        # full metric name -> the slot it was yielded for; never guessed from a prefix
+        # (slot replica1 is a prefix of replica1_old's metrics)
+        self.owner: dict[str, Slot] = {}
+        # metric names in the order yielded: aggregates, then slots worst first
+        self.order: list[str] = []
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
         with connect(self.settings) as conn:
@@ -52,41 +67,70 @@ class Slots(plugin.Probe):
             if missing:
                 raise plugin.critical(f"no replication slot named {', '.join(missing)}")
             slots = [s for s in slots if s.slot_name in self.selected]
+        # worst first: lost, unreserved, inactive by WAL retained, then the rest
+        slots = sorted(slots, key=lambda s: s.badness)
         self.slots = slots
+        for metric in self._aggregates(slots):
+            self.order.append(metric.name)
+            yield metric
+        taken: set[str] = set()
+        for slot in slots:
+            label = plugin.perfdata_label(slot.slot_name, taken, fallback="slot")
+            self.details.append(_describe(slot))
+            for metric in self._per_slot(label, slot):
+                self.owner[metric.name] = slot
+                self.order.append(metric.name)
+                yield metric
+
+    @staticmethod
+    def _aggregates(slots: list[Slot]) -> Iterator[nagiosplugin.Metric]:
         yield nagiosplugin.Metric("slots", len(slots), min=0, context="slot_fact")
         yield nagiosplugin.Metric(
             "inactive_slots", sum(not s.active for s in slots), min=0, context="slot_fact"
         )
-        taken: set[str] = set()
-        for slot in slots:
-            label = plugin.perfdata_label(slot.slot_name, taken, fallback="slot")
-            self.by_label[label] = slot
-            self.details.append(_describe(slot))
+        yield nagiosplugin.Metric(
+            "max_retained_bytes",
+            max((s.retained_bytes or 0 for s in slots), default=0),
+            "B",
+            min=0,
+            context="slot_fact",
+        )
+
+    @staticmethod
+    def _per_slot(label: str, slot: Slot) -> Iterator[nagiosplugin.Metric]:
+        # perfdata 0 for a slot that holds no WAL (never used, or lost); the text says why
+        yield nagiosplugin.Metric(
+            f"{label}_retained_bytes", slot.retained_bytes or 0, "B", min=0, context="slot_retained"
+        )
+        yield nagiosplugin.Metric(
+            f"{label}_active", int(slot.active), min=0, max=1, context="slot_active"
+        )
+        if slot.wal_status is not None:
             yield nagiosplugin.Metric(
-                f"{label}_retained_bytes",
-                slot.retained_bytes or 0,
+                f"{label}_wal_status", slot.wal_status, context="slot_wal_status"
+            )
+        if slot.safe_wal_size is not None:
+            yield nagiosplugin.Metric(
+                f"{label}_safe_wal_size",
+                max(0, slot.safe_wal_size),
                 "B",
-                min=0,
-                context="slot_retained",
+                context="slot_safe_wal_size",
             )
-            yield nagiosplugin.Metric(
-                f"{label}_active", int(slot.active), min=0, max=1, context="slot_active"
-            )
-            if slot.wal_status is not None:
-                yield nagiosplugin.Metric(
-                    f"{label}_wal_status", slot.wal_status, context="slot_wal_status"
-                )
-            if slot.safe_wal_size is not None:
-                yield nagiosplugin.Metric(
-                    f"{label}_safe_wal_size",
-                    max(0, slot.safe_wal_size),
-                    "B",
-                    context="slot_safe_wal_size",
-                )
 
     def slot_of(self, metric: nagiosplugin.Metric) -> Slot:
-        label = next(lb for lb in self.by_label if metric.name.startswith(f"{lb}_"))
-        return self.by_label[label]
+        return self.owner[metric.name]
+
+
+class SlotsCheck(nagiosplugin.Check):
+    """nagiosplugin sorts perfdata alphabetically; the report drops its tail when it is too
+    long for the 4 KB output. Put it back in probe order (aggregates, then the worst slots
+    first) so that what is dropped is the healthy slots, never the aggregates."""
+
+    def __call__(self) -> None:
+        super().__call__()
+        probe = next(r for r in self.resources if isinstance(r, Slots))
+        rank = {name: index for index, name in enumerate(probe.order)}
+        self.perfdata.sort(key=lambda item: rank.get(item.split("=", 1)[0].strip("'"), len(rank)))
 
 
 def _describe(slot: Slot) -> str:
@@ -97,6 +141,8 @@ def _describe(slot: Slot) -> str:
     parts = [f"slot {slot.slot_name} ({kind}): {state}"]
     if slot.retained_bytes is not None:
         parts.append(f"retains {format_bytes(slot.retained_bytes)}")
+    elif slot.never_reserved:
+        parts.append("reserves no WAL yet")
     if slot.wal_status is not None:
         parts.append(f"wal_status {slot.wal_status}")
     if slot.safe_wal_size is not None:
@@ -130,6 +176,8 @@ class InactiveContext(nagiosplugin.Context):
             text += f" for {format_duration(slot.inactive_seconds)}"
         if slot.retained_bytes:
             text += f", retaining {format_bytes(slot.retained_bytes)}"
+        elif slot.never_reserved:
+            text += ", reserves no WAL yet"
         if (
             self.critical_after is not None
             and slot.inactive_seconds is not None
@@ -152,9 +200,10 @@ class WalStatusContext(nagiosplugin.Context):
     def evaluate(self, metric: nagiosplugin.Metric, resource: Slots) -> nagiosplugin.Result:
         if metric.value not in WAL_STATUS_HINTS:
             return nagiosplugin.Result(nagiosplugin.Ok, None, metric)
-        status, hint = WAL_STATUS_HINTS[metric.value]
+        status = WAL_STATUS_HINTS[metric.value][0]
         slot = resource.slot_of(metric)
-        return nagiosplugin.Result(_STATES[status], f"slot {slot.slot_name} {hint}", metric)
+        text = f"slot {slot.slot_name} {wal_status_hint(slot)}"
+        return nagiosplugin.Result(_STATES[status], text, metric)
 
 
 _STATES = {plugin.Status.WARNING: nagiosplugin.Warn, plugin.Status.CRITICAL: nagiosplugin.Critical}
@@ -168,12 +217,61 @@ class SlotsSummary(plugin.Summary):
         slots = self.probe.slots
         if not slots:
             return "no replication slots"
-        most = max(slots, key=lambda s: (s.retained_bytes or 0, s.slot_name))
         count = f"{len(slots)} slot{'s' if len(slots) > 1 else ''}"
+        held = [s for s in slots if s.retained_bytes is not None]
+        if not held:
+            return f"{count} active, none reserves WAL yet"
+        most = max(held, key=lambda s: (s.retained_bytes or 0, s.slot_name))
         return (
             f"{count} active, most WAL retained by {most.slot_name}: "
             f"{format_bytes(most.retained_bytes or 0)}"
         )
+
+    def problem(self, results: nagiosplugin.Results) -> str:
+        """One slot: its results in full. Several: counted per problem, so that the line
+        stays short with dozens of slots; the long output lists them, worst first."""
+        status = plugin.worst(plugin.Status.of(r.state) for r in results)
+        bad = [r for r in results if plugin.Status.of(r.state) is status]
+        owners = [self.probe.owner.get(r.metric.name) for r in bad]
+        if None in owners or len({s.slot_name for s in owners if s}) <= 1:
+            return super().problem(results)
+        by_problem: dict[tuple[int, str], list[Slot]] = {}
+        for result, slot in zip(bad, owners, strict=True):
+            assert slot is not None
+            by_problem.setdefault(_problem_words(result), []).append(slot)
+        total = len(self.probe.slots)
+        parts = []
+        for (_, words), slots in sorted(by_problem.items(), key=lambda item: item[0][0]):
+            names = {s.slot_name for s in slots}
+            if len(names) == 1:
+                parts.append(f"slot {slots[0].slot_name} {words}")
+            else:
+                parts.append(f"{len(names)} of {total} slots {words}")
+        holding = [s for s in owners if s and s.retained_bytes]
+        if holding:
+            # ties go to the one first in the long output
+            most = min(holding, key=lambda s: (-(s.retained_bytes or 0), s.badness))
+            parts.append(
+                f"most WAL held by {most.slot_name} ({format_bytes(most.retained_bytes or 0)})"
+            )
+        return ", ".join(parts)
+
+
+def _problem_words(result: nagiosplugin.Result) -> tuple[int, str]:
+    """What is wrong with a slot, without its name (the same words for every slot), and
+    its rank in the summary: lost, unreserved, WAL thresholds, then inactive."""
+    context = result.metric.context
+    if context == "slot_wal_status" and result.metric.value == "lost":
+        return 0, "lost their WAL (wal_status lost)"
+    if context == "slot_wal_status":
+        return 1, f"past max_slot_wal_keep_size (wal_status {result.metric.value})"
+    if context == "slot_retained":
+        return 2, f"retain WAL {result.hint}"
+    if context == "slot_safe_wal_size":
+        return 3, f"safe_wal_size {result.hint}"
+    if context == "slot_active":
+        return 4, "inactive"
+    return 5, str(result)
 
 
 @click.command("slots", context_settings=plugin.CONTEXT_SETTINGS)
@@ -230,7 +328,7 @@ def command(
 
     def build() -> nagiosplugin.Check:
         probe = Slots(settings, selected)
-        return nagiosplugin.Check(
+        return SlotsCheck(
             probe,
             plugin.FactContext("slot_fact"),
             SlotMetricContext(

@@ -5,6 +5,10 @@ current WAL on a primary, its replayed WAL on a replica), by the server
 (``pg_wal_lsn_diff``). Versions add what they know: 13 ``wal_status`` and
 ``safe_wal_size`` (with ``max_slot_wal_keep_size``), 17 ``inactive_since`` and
 ``invalidation_reason``. ``pg_replication_slots`` is readable by every role.
+
+A slot created without reserving WAL (``restart_lsn`` NULL until a standby or decoder
+first uses it) holds nothing: its retained bytes and ``safe_wal_size`` are NULL here
+(the server computes a meaningless ``safe_wal_size`` from LSN 0 for it).
 """
 
 from __future__ import annotations
@@ -23,13 +27,19 @@ WITH here AS (
                 ELSE pg_current_wal_lsn() END AS lsn
 )
 SELECT slot_name, slot_type, temporary, active, active_pid,
-       greatest(0, pg_wal_lsn_diff(here.lsn, restart_lsn))::bigint AS retained_bytes,
+       restart_lsn IS NOT NULL AS reserves_wal,
+       CASE WHEN restart_lsn IS NOT NULL
+            THEN greatest(0, pg_wal_lsn_diff(here.lsn, restart_lsn))::bigint END
+           AS retained_bytes,
        {since_13},
        {since_17}
 FROM pg_replication_slots, here
 ORDER BY slot_name
 """
-_SINCE_13 = "wal_status, safe_wal_size"
+_SINCE_13 = (
+    "wal_status, CASE WHEN restart_lsn IS NOT NULL AND wal_status IS NOT NULL "
+    "THEN safe_wal_size END AS safe_wal_size"
+)
 _BEFORE_13 = "NULL::text AS wal_status, NULL::bigint AS safe_wal_size"
 _SINCE_17 = (
     "extract(epoch FROM now() - inactive_since)::float8 AS inactive_seconds, invalidation_reason"
@@ -51,11 +61,14 @@ class Slot:
     temporary: bool
     active: bool
     active_pid: int | None
+    # False while restart_lsn is NULL: never used since created without reserving WAL, or lost
+    reserves_wal: bool
     # None when the slot reserves no WAL (never used, or lost)
     retained_bytes: int | None
     # 13+: reserved, extended, unreserved, lost; None before 13
     wal_status: str | None
-    # 13+: bytes that can still be written before the slot is lost; None without a limit
+    # 13+: bytes that can still be written before the slot is lost; None without a limit,
+    # and None when the slot reserves no WAL (the server's number is meaningless then)
     safe_wal_size: int | None
     # 17+: seconds since the slot became inactive; None when active or not known
     inactive_seconds: float | None
@@ -68,6 +81,24 @@ class Slot:
     @property
     def unreserved(self) -> bool:
         return self.wal_status == "unreserved"
+
+    @property
+    def never_reserved(self) -> bool:
+        """No WAL reserved yet (created without reserving, never used); not a lost slot."""
+        return not self.reserves_wal and not self.lost
+
+    @property
+    def badness(self) -> tuple[int, int, str]:
+        """Sort key, worst first: lost, unreserved, inactive by WAL retained, the rest."""
+        if self.lost:
+            rank = 0
+        elif self.unreserved:
+            rank = 1
+        elif not self.active:
+            rank = 2
+        else:
+            rank = 3
+        return (rank, -(self.retained_bytes or 0), self.slot_name)
 
 
 def read_slots(conn: psycopg.Connection[dict[str, Any]]) -> list[Slot]:

@@ -98,6 +98,19 @@ class Probe(nagiosplugin.Resource):
         self.details: list[str] = []
 
 
+class Check(nagiosplugin.Check):
+    """nagiosplugin's Check, keeping perfdata in the order the probe yields it.
+
+    nagiosplugin sorts perfdata alphabetically; a probe that yields the aggregates first
+    and its objects worst first keeps what matters when the 4 KB limit cuts the line.
+    """
+
+    def __call__(self) -> None:
+        for resource in self.resources:
+            self._evaluate_resource(resource)
+        self.perfdata = [p for p in self.perfdata if p]
+
+
 class MetricContext(nagiosplugin.ScalarContext):
     """A thresholded metric whose text shows its unit the way people read it."""
 

@@ -167,3 +167,8 @@ def test_first_line_never_carries_a_semicolon() -> None:
         text == "X UNKNOWN - cannot reach agent: refused, is it running? | a=1\n"
         "long; output keeps it\n"
     )
+
+
+def test_check_keeps_perfdata_in_the_order_the_probe_yields_it() -> None:
+    check = plugin.Check(FakeProbe({"size": 1, "broken": 0}), *contexts())
+    assert plugin.evaluate("T", check).perfdata == ["size=1B;10;20", "broken=0;;;0;1"]

@@ -144,19 +144,6 @@ class Standbys(plugin.Probe):
             )
 
 
-class OrderedCheck(nagiosplugin.Check):
-    """A Check that keeps perfdata in the order the metrics were yielded.
-
-    nagiosplugin sorts it alphabetically, which puts the aggregates after the first
-    standbys' figures, where a truncated first line loses them.
-    """
-
-    def __call__(self) -> None:
-        for resource in self.resources:
-            self._evaluate_resource(resource)
-        self.perfdata = [p for p in self.perfdata if p]
-
-
 class StandbyLagContext(plugin.MetricContext):
     """One context for every standby's metric of a kind; the text names the standby."""
 
@@ -295,7 +282,7 @@ def command(
 
     def build() -> nagiosplugin.Check:
         probe = Standbys(settings, expected_names, role_mismatch)
-        return OrderedCheck(
+        return plugin.Check(
             probe,
             plugin.MetricContext(
                 "standbys",

@@ -200,10 +200,19 @@ class Demo:
             def output(check_id: str) -> str:
                 return str(checks.get(check_id, {}).get("Output", ""))
 
+            def role_tag(check_id: str, text: str) -> bool:
+                # the stale-tag guard: a run overlapping the promotion said "tagged
+                # follower"; wait for one that saw the reporter's new tag
+                check = checks.get(f"{check_id}-role-tag")
+                return check is None or text in str(check.get("Output", ""))
+
             return (
                 checks[f"{old_id}-alive"]["Status"] == "critical"
                 and "primary" in output(f"{new_id}-lag")
                 and all(f":{new.port}" in output(f"{f}-lag") for f in followers)
+                and role_tag(old_id, "cannot connect")
+                and role_tag(new_id, "tagged leader, primary")
+                and all(role_tag(f, "tagged follower, replica") for f in followers)
             )
 
         self.wait_for_checks(seen, "the checks to see the new primary")

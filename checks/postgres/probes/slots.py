@@ -36,10 +36,7 @@ SELECT slot_name, slot_type, temporary, active, active_pid,
 FROM pg_replication_slots, here
 ORDER BY slot_name
 """
-_SINCE_13 = (
-    "wal_status, CASE WHEN restart_lsn IS NOT NULL AND wal_status IS NOT NULL "
-    "THEN safe_wal_size END AS safe_wal_size"
-)
+_SINCE_13 = "wal_status, safe_wal_size"
 _BEFORE_13 = "NULL::text AS wal_status, NULL::bigint AS safe_wal_size"
 _SINCE_17 = (
     "extract(epoch FROM now() - inactive_since)::float8 AS inactive_seconds, invalidation_reason"
@@ -102,4 +99,12 @@ class Slot:
 
 
 def read_slots(conn: psycopg.Connection[dict[str, Any]]) -> list[Slot]:
-    return [Slot(**row) for row in query(conn, slots_sql(conn.info.server_version))]
+    return [slot_of_row(row) for row in query(conn, slots_sql(conn.info.server_version))]
+
+
+def slot_of_row(row: dict[str, Any]) -> Slot:
+    """A slot that reserves no WAL has no safe_wal_size: the server computes one from
+    LSN 0 (-292 MiB observed on a never-used slot)."""
+    if not row["reserves_wal"] or row["wal_status"] is None:
+        row = {**row, "safe_wal_size": None}
+    return Slot(**row)

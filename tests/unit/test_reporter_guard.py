@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from checks.reporter.guard import (
     blind_reason,
     blind_summary,
@@ -149,3 +151,70 @@ def test_fenced_primary_is_critical_even_untagged() -> None:
     result = verdict([], primary=True, newer=newer_rival(rivals, 1), blind="blind")
     assert result.problem is not None and result.critical
     assert "newer timeline 2 on node db2" in result.problem
+
+
+class FakeConsul:
+    def __init__(self, entries: list[dict]) -> None:
+        self.entries = entries
+        self.reads = 0
+
+    def health_service(self, name: str, **filters: object) -> list[dict]:
+        assert name == "pg-db" and not filters, "every instance, not only passing leaders"
+        self.reads += 1
+        return self.entries
+
+
+@pytest.fixture(autouse=True)
+def propagating_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the CLI's logging setup (another test may have run it) stops propagation to caplog
+    from checks.role_reporter import log
+
+    monkeypatch.setattr(log, "propagate", True)
+
+
+def reporter(entries: list[dict], *, once: bool = False):
+    from checks.consul import ConsulSettings
+    from checks.reporter.reconcile import TagNames
+    from checks.role_reporter import Options, Reporter
+
+    options = Options("pg-db-1", TagNames(), interval=1.0, dry_run=False, once=once)
+    made = Reporter(options, ConsulSettings(), pg=None)  # type: ignore[arg-type]
+    made.consul = FakeConsul(entries)  # type: ignore[assignment]
+    return made
+
+
+def observed_primary():
+    from checks.reporter.reconcile import Observed
+
+    return Observed(role="primary", writable=True, timeline=1)
+
+
+def test_reporter_fails_closed_when_blind_and_rechecks_every_loop(caplog) -> None:
+    import logging
+
+    made = reporter([])  # what a token without node:read gets
+    service = {"ID": "pg-db-1", "Service": "pg-db"}
+    with caplog.at_level(logging.INFO, logger="pg-role-reporter"):
+        reason = made.fenced_by(service, observed_primary(), force=False)
+        assert reason is not None and reason.startswith("split-brain guard blind")
+        # within the grace (an agent that has just started): no ERROR yet
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+        # blind is never cached: the next loop reads again
+        made.fenced_by(service, observed_primary(), force=False)
+        assert made.consul.reads == 2
+        made.guard_blind_since -= 10
+        made.fenced_by(service, observed_primary(), force=False)
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and 'node_prefix "" { policy = "read" }' in errors[0]
+        made.consul.entries = [entry("db1", "pg-db-1", [], "1")]
+        assert made.fenced_by(service, observed_primary(), force=False) is None
+        assert "sees service pg-db-1 again" in caplog.text
+
+
+def test_reporter_once_logs_blind_at_once(caplog) -> None:
+    import logging
+
+    made = reporter([], once=True)
+    with caplog.at_level(logging.INFO, logger="pg-role-reporter"):
+        made.fenced_by({"Service": "pg-db"}, observed_primary(), force=True)
+    assert "ERROR" in [r.levelname for r in caplog.records]

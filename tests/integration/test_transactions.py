@@ -126,3 +126,55 @@ def test_transaction_on_the_replica(pg_replica: PgServer) -> None:
         conn.rollback()
     assert run.status == "WARNING", run.stdout
     assert run.summary.startswith(f"pid {pid} (report_on_replica) idle in transaction for ")
+
+
+def test_prepared_transaction_left_behind_is_judged(make_pg_cluster) -> None:
+    """A prepared transaction belongs to no session: never 'no open transaction' while
+    pg_prepared_xacts has rows, and judged by its age, also as the pg_monitor role."""
+    with make_pg_cluster(replicas=0, max_prepared_transactions=5) as cluster:
+        primary = cluster.primary
+        with _session(primary, "two_phase") as conn:
+            conn.execute("CREATE TABLE ledger (x int)")
+            conn.commit()
+            conn.execute("INSERT INTO ledger VALUES (1)")
+            conn.execute("PREPARE TRANSACTION 'forgotten_tx'")
+        try:
+            wait_for(
+                lambda: (
+                    primary.scalar(
+                        "SELECT count(*) FROM pg_prepared_xacts "
+                        "WHERE gid = 'forgotten_tx' AND now() - prepared > interval '1 s'"
+                    )
+                    == 1
+                ),
+                what="the prepared transaction to be older than 1s",
+                timeout=20,
+            )
+            run = check_postgresql("transactions", env=primary.env())
+            assert run.status == "OK", run.stdout
+            assert re.fullmatch(
+                r"no session in a transaction, 1 prepared, oldest \d+\.\ds", run.summary
+            ), run.summary
+            assert run.perfdata["prepared_xacts"].value == 1
+            prepared_age = run.perfdata["oldest_prepared_age"]
+            assert prepared_age.value >= 1
+            assert (prepared_age.uom, prepared_age.warn, prepared_age.crit) == ("s", "300", "1800")
+
+            run = check_postgresql(
+                "transactions", "--prepared-warning", "1s", env=primary.env("monitor")
+            )
+            assert run.status == "WARNING", run.stdout
+            assert re.fullmatch(
+                r"prepared transaction 'forgotten_tx' \(postgres@postgres\) prepared "
+                r"\d+\.\ds ago \(above 1\.0s\)",
+                run.summary,
+            ), run.summary
+            assert any(
+                line.startswith(
+                    "prepared transactions: 1, oldest prepared transaction "
+                    "'forgotten_tx' (postgres@postgres), "
+                )
+                for line in run.long_output
+            ), run.stdout
+        finally:
+            primary.execute("COMMIT PREPARED 'forgotten_tx'")

@@ -1,7 +1,8 @@
 """``transactions``: long-running transactions and sessions idle inside one.
 
-Both ages are in seconds: ``-w/-c`` apply to the headline, the oldest open transaction;
-the idle-in-transaction age has its own options (DESIGN.md §3, two metrics sharing a unit).
+All ages are in seconds: ``-w/-c`` apply to the headline, the oldest open transaction;
+the idle-in-transaction age and the oldest prepared transaction's have their own options
+(DESIGN.md §3, metrics sharing a unit).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ NAME = "PG_TRANSACTIONS"
 DEFAULTS = {"oldest_xact_age": Limits(nagiosplugin.Range("1800"), nagiosplugin.Range("7200"))}
 # Idle in transaction is worse than busy: locks and snapshot held while nothing happens.
 DEFAULT_IDLE = Limits(nagiosplugin.Range("300"), nagiosplugin.Range("1800"))
+# A prepared transaction left behind holds back the xmin horizon and its locks, across
+# restarts, with nobody attached: worth a look after minutes.
+DEFAULT_PREPARED = Limits(nagiosplugin.Range("300"), nagiosplugin.Range("1800"))
 
 
 class TransactionsProbe(plugin.Probe):
@@ -52,10 +56,11 @@ class TransactionsProbe(plugin.Probe):
                     f"{title}: {session.describe()} {session.where()}, {format_duration(age)}"
                     f", {session.state}"
                 )
-        if facts.prepared:
+        if facts.oldest_prepared is not None:
             self.details.append(
                 f"prepared transactions: {facts.prepared}, oldest "
-                f"{format_duration(facts.oldest_prepared_age or 0)} (pg_prepared_xacts)"
+                f"{facts.oldest_prepared.describe()}, "
+                f"{format_duration(facts.oldest_prepared.age)} (pg_prepared_xacts)"
             )
         oldest_age = facts.oldest.xact_age if facts.oldest else 0.0
         idle_age = facts.oldest_idle.idle_age if facts.oldest_idle else 0.0
@@ -68,6 +73,9 @@ class TransactionsProbe(plugin.Probe):
             "idle_in_transaction", facts.idle_in_transaction, min=0, context="xact_fact"
         )
         yield nagiosplugin.Metric("prepared_xacts", facts.prepared, min=0, context="xact_fact")
+        yield nagiosplugin.Metric(
+            "oldest_prepared_age", round(facts.oldest_prepared_age or 0.0, 3), "s", min=0
+        )
 
 
 class SessionAgeContext(plugin.MetricContext):
@@ -85,6 +93,16 @@ class SessionAgeContext(plugin.MetricContext):
         return f"{session.describe()} {self.label} for {format_duration(metric.value)}"
 
 
+class PreparedAgeContext(plugin.MetricContext):
+    """The text names the prepared transaction by gid, as COMMIT/ROLLBACK PREPARED need."""
+
+    def describe(self, metric: nagiosplugin.Metric) -> str:
+        prepared = metric.resource.facts.oldest_prepared
+        if prepared is None:
+            return "no prepared transaction"
+        return f"{prepared.describe()} prepared {format_duration(metric.value)} ago"
+
+
 class TransactionsSummary(plugin.Summary):
     def __init__(self, probe: TransactionsProbe) -> None:
         self.probe = probe
@@ -92,11 +110,19 @@ class TransactionsSummary(plugin.Summary):
     def ok(self, results: nagiosplugin.Results) -> str:
         facts = self.probe.facts
         assert facts is not None
+        prepared = ""
+        if facts.oldest_prepared is not None:
+            prepared = (
+                f"{facts.prepared} prepared, oldest {format_duration(facts.oldest_prepared.age)}"
+            )
         if facts.oldest is None:
-            return "no open transaction"
+            # a prepared transaction is open, just not in any session
+            return f"no session in a transaction, {prepared}" if prepared else "no open transaction"
         text = f"{facts.open_transactions} open, oldest: {results['oldest_xact_age']}"
         if facts.oldest_idle is not None:
             text += f", {facts.idle_in_transaction} idle in transaction"
+        if prepared:
+            text += f", {prepared}"
         return text
 
 
@@ -113,14 +139,30 @@ class TransactionsSummary(plugin.Summary):
     default_warning="above 5min",
     default_critical="above 30min",
 )
+@range_options(
+    "prepared",
+    ThresholdType(unit=Unit.SECONDS, plain_unit=Unit.SECONDS),
+    "the oldest prepared transaction (pg_prepared_xacts)",
+    default_warning="above 5min",
+    default_critical="above 30min",
+)
 def command(
-    settings: ConnectionSettings, verbose: int, warning, critical, idle_warning, idle_critical
+    settings: ConnectionSettings,
+    verbose: int,
+    warning,
+    critical,
+    idle_warning,
+    idle_critical,
+    prepared_warning,
+    prepared_critical,
 ) -> plugin.Report:
     """Oldest open transaction and oldest session idle in transaction, with pid and name.
 
     Only client sessions count (not autovacuum or WAL senders); the check's own session is
     left out. -w/-c apply to the oldest transaction (default: warning above 30min, critical
-    above 2h); --idle-warning/--idle-critical to the oldest idle-in-transaction session.
+    above 2h); --idle-warning/--idle-critical to the oldest idle-in-transaction session;
+    --prepared-warning/--prepared-critical to the oldest prepared transaction, which holds
+    back vacuum and keeps its locks across restarts with no session attached.
     """
     limits = assign(
         warning,
@@ -130,6 +172,7 @@ def command(
         plain_unit=Unit.SECONDS,
     )
     idle_limits = Limits.given(idle_warning, idle_critical, DEFAULT_IDLE)
+    prepared_limits = Limits.given(prepared_warning, prepared_critical, DEFAULT_PREPARED)
 
     def build() -> nagiosplugin.Check:
         probe = TransactionsProbe(settings)
@@ -146,6 +189,12 @@ def command(
                 idle_limits,
                 label="idle in transaction",
                 attribute="oldest_idle",
+            ),
+            PreparedAgeContext(
+                "oldest_prepared_age",
+                prepared_limits,
+                label="prepared transaction",
+                unit=Unit.SECONDS,
             ),
             plugin.FactContext("xact_fact"),
             TransactionsSummary(probe),

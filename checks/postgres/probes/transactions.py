@@ -3,7 +3,8 @@
 Both hold back vacuum (and, on a replica with hot_standby_feedback, the primary's);
 an idle-in-transaction session also holds its locks while doing nothing. Only client
 backends count: autovacuum and WAL senders have their own checks. Prepared transactions
-survive restarts and are listed too.
+(``pg_prepared_xacts``, readable by every role) belong to no session: they hold back the
+xmin horizon and keep their locks across restarts until someone commits or rolls them back.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ SELECT ({HIDDEN_SESSIONS_SQL})::int AS hidden,
        (SELECT row_to_json(o) FROM open AS o WHERE idle_age IS NOT NULL
          ORDER BY idle_age DESC, pid LIMIT 1) AS oldest_idle,
        (SELECT count(*) FROM pg_prepared_xacts)::int AS prepared,
-       (SELECT extract(epoch FROM now() - min(prepared))::float8 FROM pg_prepared_xacts)
-           AS oldest_prepared_age
+       (SELECT row_to_json(p) FROM (
+            SELECT gid, owner, database, extract(epoch FROM now() - prepared)::float8 AS age
+            FROM pg_prepared_xacts ORDER BY prepared, gid LIMIT 1) AS p) AS oldest_prepared
 """
 
 
@@ -59,6 +61,18 @@ class Session:
 
 
 @dataclass(frozen=True)
+class PreparedXact:
+    gid: str
+    owner: str | None
+    database: str | None
+    age: float
+
+    def describe(self) -> str:
+        """``prepared transaction 'tx42' (app@shop)``: what COMMIT/ROLLBACK PREPARED needs."""
+        return f"prepared transaction '{self.gid}' ({self.owner or '?'}@{self.database or '?'})"
+
+
+@dataclass(frozen=True)
 class Transactions:
     hidden: int
     open_transactions: int
@@ -66,7 +80,11 @@ class Transactions:
     oldest: Session | None
     oldest_idle: Session | None
     prepared: int
-    oldest_prepared_age: float | None
+    oldest_prepared: PreparedXact | None
+
+    @property
+    def oldest_prepared_age(self) -> float | None:
+        return self.oldest_prepared.age if self.oldest_prepared else None
 
 
 def read_transactions(conn: psycopg.Connection[dict[str, Any]]) -> Transactions:
@@ -78,5 +96,5 @@ def read_transactions(conn: psycopg.Connection[dict[str, Any]]) -> Transactions:
         oldest=Session(**row["oldest"]) if row["oldest"] else None,
         oldest_idle=Session(**row["oldest_idle"]) if row["oldest_idle"] else None,
         prepared=row["prepared"],
-        oldest_prepared_age=row["oldest_prepared_age"],
+        oldest_prepared=PreparedXact(**row["oldest_prepared"]) if row["oldest_prepared"] else None,
     )

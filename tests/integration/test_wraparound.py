@@ -52,3 +52,22 @@ def test_works_as_nopriv_too(pg_primary: PgServer) -> None:
     # pg_database is readable by every role: nothing is hidden, so OK is the truth
     run = check_postgresql("wraparound", env=pg_primary.env("nopriv"))
     assert run.status == "OK"
+
+
+def test_multixact_age_is_judged_naming_its_database(pg_primary: PgServer) -> None:
+    oldest, age = pg_primary.sql(
+        "SELECT datname, mxid_age(datminmxid) FROM pg_database ORDER BY 2 DESC, 1 DESC LIMIT 1"
+    )[0]
+    run = check_postgresql("wraparound", env=pg_primary.env("monitor"))
+    assert run.status == "OK", run.stdout
+    mxid = run.perfdata["mxid_age_pct"]
+    assert (mxid.uom, mxid.warn, mxid.crit, mxid.max) == ("%", "50", "75", "100")
+    assert run.perfdata["mxid_age"].value >= age
+    # a fresh cluster is nowhere near: an inverted range shows the judgement and the words
+    run = check_postgresql("wraparound", "--mxid-warning", "@0%:50%", env=pg_primary.env())
+    assert run.status == "WARNING", run.stdout
+    assert run.summary.startswith(f"database {oldest} multixact age "), run.summary
+    assert run.summary.endswith("(0.0% of 2^31) (inside 0.0% to 50.0%)")
+    run = check_postgresql("wraparound", "--mxid-critical", "1000", env=pg_primary.env())
+    assert run.status == "UNKNOWN", run.stdout
+    assert "must be in percent" in run.summary

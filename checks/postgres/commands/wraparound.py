@@ -1,4 +1,6 @@
-"""``wraparound``: how close is the oldest database to transaction ID wraparound."""
+"""``wraparound``: how close is the oldest database to transaction ID (and multixact ID)
+wraparound. Multixact IDs wrap at 2^31 too and stop writes the same way; their age is a
+percentage with its own options, since ``-w/-c`` in % already mean the XID age."""
 
 from __future__ import annotations
 
@@ -11,13 +13,15 @@ from checks import plugin
 from checks.postgres.connection import ConnectionSettings, connect
 from checks.postgres.options import connection_options
 from checks.postgres.probes.wraparound import WRAPAROUND_LIMIT, DatabaseAge, read_wraparound
-from checks.thresholds import Limits, assign, threshold_options
+from checks.thresholds import Limits, ThresholdType, assign, range_options, threshold_options
 from checks.units import Unit
 
 NAME = "PG_WRAPAROUND"
 # Anti-wraparound autovacuum starts at autovacuum_freeze_max_age (200M, 9% of 2^31): an age
 # of half the XID space means it has been failing to keep up for a long time.
 DEFAULTS = {"xid_age_pct": Limits(nagiosplugin.Range("50"), nagiosplugin.Range("75"))}
+# the same for multixacts: anti-wraparound vacuum starts at autovacuum_multixact_freeze_max_age
+DEFAULT_MXID = Limits(nagiosplugin.Range("50"), nagiosplugin.Range("75"))
 TOP_DATABASES = 5
 
 
@@ -31,13 +35,17 @@ class Wraparound(plugin.Probe):
     def oldest(self) -> DatabaseAge:
         return self.databases[0]
 
+    @property
+    def oldest_mxid(self) -> DatabaseAge:
+        return max(self.databases, key=lambda d: (d.mxid_age, d.datname))
+
     def probe(self) -> Iterator[nagiosplugin.Metric]:
         with connect(self.settings) as conn:
             databases = self.databases = read_wraparound(conn)
         if not databases:
             raise plugin.unknown("internal error: pg_database is empty")
         oldest = self.oldest
-        oldest_mxid = max(databases, key=lambda d: (d.mxid_age, d.datname))
+        oldest_mxid = self.oldest_mxid
         self.details.append(
             f"autovacuum_freeze_max_age {oldest.freeze_max_age:,}: anti-wraparound vacuum "
             "starts past it"
@@ -52,6 +60,9 @@ class Wraparound(plugin.Probe):
         yield nagiosplugin.Metric("xid_age_pct", round(oldest.xid_percent, 2), "%", min=0, max=100)
         yield nagiosplugin.Metric(
             "xid_age", oldest.xid_age, min=0, max=WRAPAROUND_LIMIT, context="xid_age"
+        )
+        yield nagiosplugin.Metric(
+            "mxid_age_pct", round(oldest_mxid.mxid_percent, 2), "%", min=0, max=100
         )
         yield nagiosplugin.Metric(
             "mxid_age", oldest_mxid.mxid_age, min=0, max=WRAPAROUND_LIMIT, context="mxid_age"
@@ -69,6 +80,17 @@ class AgeContext(plugin.MetricContext):
         )
 
 
+class MxidAgeContext(plugin.MetricContext):
+    """The text names the database with the oldest multixact ID (not always the XID one)."""
+
+    def describe(self, metric: nagiosplugin.Metric) -> str:
+        oldest = metric.resource.oldest_mxid
+        return (
+            f"database {oldest.datname} multixact age {oldest.mxid_age:,} "
+            f"({oldest.mxid_percent:.1f}% of 2^31)"
+        )
+
+
 @click.command("wraparound", context_settings=plugin.CONTEXT_SETTINGS)
 @connection_options
 @threshold_options(
@@ -76,12 +98,21 @@ class AgeContext(plugin.MetricContext):
     help_suffix="On the oldest database's XID age: a percentage of 2^31 (50%) or a number "
     "of transactions (1000000000).",
 )
-def command(settings: ConnectionSettings, verbose: int, warning, critical) -> plugin.Report:
+@range_options(
+    "mxid",
+    ThresholdType(unit=Unit.PERCENT),
+    "the oldest database's multixact ID age, in % of 2^31",
+    default_warning="above 50%",
+    default_critical="above 75%",
+)
+def command(
+    settings: ConnectionSettings, verbose: int, warning, critical, mxid_warning, mxid_critical
+) -> plugin.Report:
     """Transaction ID wraparound: the oldest age(datfrozenxid) of all databases, named.
 
     At 2^31 transactions the server stops accepting writes. Defaults: warning above 50%,
-    critical above 75% of 2^31. The multixact age is reported (perfdata mxid_age), not
-    judged.
+    critical above 75% of 2^31. Multixact IDs wrap at 2^31 too: --mxid-warning and
+    --mxid-critical judge the oldest mxid_age(datminmxid), in % (default 50% and 75%).
     """
     limits = assign(
         warning,
@@ -90,12 +121,15 @@ def command(settings: ConnectionSettings, verbose: int, warning, critical) -> pl
         defaults=DEFAULTS,
     )
 
+    mxid_limits = Limits.given(mxid_warning, mxid_critical, DEFAULT_MXID)
+
     def build() -> nagiosplugin.Check:
         probe = Wraparound(settings)
         return nagiosplugin.Check(
             probe,
             AgeContext("xid_age_pct", limits["xid_age_pct"], label="XID age", unit=Unit.PERCENT),
             AgeContext("xid_age", limits["xid_age"], label="XID age", unit=Unit.NUMBER),
+            MxidAgeContext("mxid_age_pct", mxid_limits, label="multixact age", unit=Unit.PERCENT),
             plugin.FactContext("mxid_age"),
             plugin.Summary(),
         )

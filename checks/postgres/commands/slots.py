@@ -56,8 +56,6 @@ class Slots(plugin.Probe):
         # full metric name -> the slot it was yielded for; never guessed from a prefix
         # (slot replica1 is a prefix of replica1_old's metrics)
         self.owner: dict[str, Slot] = {}
-        # metric names in the order yielded: aggregates, then slots worst first
-        self.order: list[str] = []
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
         with connect(self.settings) as conn:
@@ -70,16 +68,15 @@ class Slots(plugin.Probe):
         # worst first: lost, unreserved, inactive by WAL retained, then the rest
         slots = sorted(slots, key=lambda s: s.badness)
         self.slots = slots
-        for metric in self._aggregates(slots):
-            self.order.append(metric.name)
-            yield metric
+        # aggregates first, then slots worst first: plugin.Check keeps this order, so a
+        # perfdata line cut at 4 KB loses the healthiest slots, never the totals
+        yield from self._aggregates(slots)
         taken: set[str] = set()
         for slot in slots:
             label = plugin.perfdata_label(slot.slot_name, taken, fallback="slot")
             self.details.append(_describe(slot))
             for metric in self._per_slot(label, slot):
                 self.owner[metric.name] = slot
-                self.order.append(metric.name)
                 yield metric
 
     @staticmethod
@@ -119,18 +116,6 @@ class Slots(plugin.Probe):
 
     def slot_of(self, metric: nagiosplugin.Metric) -> Slot:
         return self.owner[metric.name]
-
-
-class SlotsCheck(nagiosplugin.Check):
-    """nagiosplugin sorts perfdata alphabetically; the report drops its tail when it is too
-    long for the 4 KB output. Put it back in probe order (aggregates, then the worst slots
-    first) so that what is dropped is the healthy slots, never the aggregates."""
-
-    def __call__(self) -> None:
-        super().__call__()
-        probe = next(r for r in self.resources if isinstance(r, Slots))
-        rank = {name: index for index, name in enumerate(probe.order)}
-        self.perfdata.sort(key=lambda item: rank.get(item.split("=", 1)[0].strip("'"), len(rank)))
 
 
 def _describe(slot: Slot) -> str:
@@ -328,7 +313,7 @@ def command(
 
     def build() -> nagiosplugin.Check:
         probe = Slots(settings, selected)
-        return SlotsCheck(
+        return plugin.Check(
             probe,
             plugin.FactContext("slot_fact"),
             SlotMetricContext(

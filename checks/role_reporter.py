@@ -167,7 +167,8 @@ class PostgresRole:
 
         try:
             if self._conn is None or self._conn.closed:
-                self._conn = connect(self.settings)
+                # a daemon: libpq may warn on stderr (the journal), where other threads log
+                self._conn = connect(self.settings, capture_stderr=False)
             facts = read_role(self._conn)
         except plugin.CheckFailed as failure:
             self.close()

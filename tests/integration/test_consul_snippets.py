@@ -99,10 +99,14 @@ def wait_states(agent: ConsulAgent, expected: dict[str, str], *, timeout: float 
         raise AssertionError(f"checks never reached {expected}; they are {seen}") from None
 
 
-def run_apply(agent: ConsulAgent) -> subprocess.CompletedProcess[str]:
+def run_apply(agent: ConsulAgent, *files: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **agent.env()}
     done = subprocess.run(
-        [sys.executable, str(APPLY)], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, str(APPLY), *map(str, files)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     return done
@@ -282,8 +286,12 @@ def test_prepared_query_answers_with_the_other_datacenters_follower(
         wait_srv(dc1, "follower.pg-db.service.consul", [])
         wait_srv(dc2, "follower.pg-db.service.consul", [replica.port])
 
-        first = run_apply(dc1)
-        second = run_apply(dc1)
+        # by default everything but the opt-in catch-all; then the catch-all too, by name
+        alone = run_apply(dc1)
+        assert "catch-all" not in alone.stdout
+        everything = [*APPLY.parent.glob("*.json"), *APPLY.parent.glob("opt-in/*.json")]
+        first = run_apply(dc1, *everything)
+        second = run_apply(dc1, *everything)
         assert "created" in first.stdout
         assert "created" not in second.stdout and "unchanged" in second.stdout
         names = sorted(q["Name"] for q in dc1.api("GET", "/v1/query"))

@@ -119,7 +119,19 @@ def test_slot_whose_name_extends_an_active_one_is_the_one_named(pg_cluster: PgCl
     pg_cluster.wait_streaming()
     primary.execute("SELECT pg_create_physical_replication_slot('replica1_old', true)")
     try:
+        # WAL written after the slot reserved its start: on an idle server a switch alone
+        # may not move the insert position at all
+        primary.execute("CREATE TABLE IF NOT EXISTS slot_probe (x int)")
+        primary.execute("INSERT INTO slot_probe VALUES (1)")
         primary.execute("SELECT pg_switch_wal()")
+        wait_for(
+            lambda: primary.scalar(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) > 1024"
+                " FROM pg_replication_slots WHERE slot_name = 'replica1_old'"
+            ),
+            what="replica1_old to retain WAL",
+            timeout=30,
+        )
         run = check_postgresql("slots", "-c", "1kB", env=primary.env())
         warn = check_postgresql("slots", env=primary.env())
     finally:

@@ -21,9 +21,12 @@ ARCHIVER_SQL = """
 SELECT current_setting('archive_mode') AS archive_mode,
        pg_is_in_recovery() AS in_recovery,
        archived_count, last_archived_wal,
-       extract(epoch FROM now() - last_archived_time)::float8 AS last_archived_age,
+       -- greatest(now(), t) - t: an age that is never negative, and NULL when t is
+       extract(epoch FROM greatest(now(), last_archived_time) - last_archived_time)::float8
+           AS last_archived_age,
        failed_count, last_failed_wal,
-       extract(epoch FROM now() - last_failed_time)::float8 AS last_failed_age,
+       extract(epoch FROM greatest(now(), last_failed_time) - last_failed_time)::float8
+           AS last_failed_age,
        coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false)
            AS failing,
        has_function_privilege('pg_ls_archive_statusdir()', 'EXECUTE') AS can_list_status
@@ -32,7 +35,8 @@ FROM pg_stat_archiver
 
 READY_SQL = """
 SELECT count(*)::int AS ready_wal_files,
-       extract(epoch FROM now() - min(modification))::float8 AS oldest_ready_age
+       extract(epoch FROM greatest(now(), min(modification)) - min(modification))::float8
+           AS oldest_ready_age
 FROM pg_ls_archive_statusdir()
 WHERE name LIKE '%.ready'
 """

@@ -22,12 +22,15 @@ SELECT pg_is_in_recovery() AS in_recovery,
            AS replay_lag_bytes,
        CASE WHEN pg_last_wal_receive_lsn() IS NULL
                  OR pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0
-            ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0)
+            -- the replay timestamp is the primary's clock: never a negative age on skew
+            ELSE coalesce(extract(epoch FROM greatest(now(), pg_last_xact_replay_timestamp())
+                                             - pg_last_xact_replay_timestamp()), 0)
        END::float8 AS replay_lag_seconds,
        {paused} AS replay_paused,
        receiver.pid AS receiver_pid,
        receiver.status AS receiver_status,
-       extract(epoch FROM now() - receiver.last_msg_receipt_time)::float8
+       extract(epoch FROM greatest(now(), receiver.last_msg_receipt_time)
+                          - receiver.last_msg_receipt_time)::float8
            AS receiver_message_age,
        receiver.sender_host, receiver.sender_port,
        extract(epoch FROM current_setting('wal_receiver_timeout')::interval)::float8

@@ -39,7 +39,8 @@ ORDER BY slot_name
 _SINCE_13 = "wal_status, safe_wal_size"
 _BEFORE_13 = "NULL::text AS wal_status, NULL::bigint AS safe_wal_size"
 _SINCE_17 = (
-    "extract(epoch FROM now() - inactive_since)::float8 AS inactive_seconds, invalidation_reason"
+    "extract(epoch FROM greatest(now(), inactive_since) - inactive_since)::float8"
+    " AS inactive_seconds, invalidation_reason"
 )
 _BEFORE_17 = "NULL::float8 AS inactive_seconds, NULL::text AS invalidation_reason"
 

@@ -21,9 +21,12 @@ if TYPE_CHECKING:
 TRANSACTIONS_SQL = f"""
 WITH open AS (
     SELECT pid, usename, datname, application_name, state,
-           extract(epoch FROM now() - xact_start)::float8 AS xact_age,
+           -- greatest(now(), t) - t: a session whose transaction began after this one's
+           -- now() would otherwise be a negative age, outside every 0-based range
+           extract(epoch FROM greatest(now(), xact_start) - xact_start)::float8 AS xact_age,
            CASE WHEN state LIKE 'idle in transaction%'
-                THEN extract(epoch FROM now() - state_change)::float8 END AS idle_age
+                THEN extract(epoch FROM greatest(now(), state_change) - state_change)::float8
+           END AS idle_age
     FROM pg_stat_activity
     WHERE backend_type = 'client backend' AND xact_start IS NOT NULL
       AND pid <> pg_backend_pid()
@@ -36,7 +39,8 @@ SELECT ({HIDDEN_SESSIONS_SQL})::int AS hidden,
          ORDER BY idle_age DESC, pid LIMIT 1) AS oldest_idle,
        (SELECT count(*) FROM pg_prepared_xacts)::int AS prepared,
        (SELECT row_to_json(p) FROM (
-            SELECT gid, owner, database, extract(epoch FROM now() - prepared)::float8 AS age
+            SELECT gid, owner, database,
+                   extract(epoch FROM greatest(now(), prepared) - prepared)::float8 AS age
             FROM pg_prepared_xacts ORDER BY prepared, gid LIMIT 1) AS p) AS oldest_prepared
 """
 

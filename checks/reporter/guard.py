@@ -89,13 +89,17 @@ def blind_reason(service_name: str, service_id: str) -> str:
         f"{BLIND_SUMMARY}: service {service_id} is missing from Consul's health answer "
         f'for "{service_name}", so a rival leader may be hidden too; the token needs '
         f'service:read on "{service_name}" and node:read on the nodes '
-        '(e.g. node_prefix "" { policy = "read" })'
+        '(e.g. node_prefix "" { policy = "read" }), unless the service was registered '
+        "a moment ago and has not reached the catalog yet"
     )
 
 
 def blind_summary(service_name: str) -> str:
     """The short form of blind_reason() for a check's first line."""
-    return f'{BLIND_SUMMARY}: token needs service:read on "{service_name}" and node:read'
+    return (
+        f"{BLIND_SUMMARY}: not in the catalog yet, or token lacks service:read on "
+        f'"{service_name}", node:read'
+    )
 
 
 def _timeline(meta: Mapping[str, str]) -> int | None:

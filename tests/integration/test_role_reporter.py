@@ -346,6 +346,16 @@ def test_consul_role_check_catches_stale_tags_without_a_reporter(
             env=server.env(),
         )
 
+    # a service registered a moment ago reaches the catalog (which the guard reads) after
+    # the agent's next sync; until then the guard rightly calls itself blind
+    wait_until(
+        lambda: any(
+            entry["Service"]["ID"] == "pg-db-2"
+            for entry in d.agent.api("GET", "/v1/health/service/pg-db")
+        ),
+        timeout=15,
+        what="pg-db-2 in the catalog",
+    )
     untagged = check("pg-db-2", replica)
     assert untagged.status == "WARNING", untagged.stdout
     assert untagged.summary == "no role tag: is pg-role-reporter running?"
@@ -448,7 +458,8 @@ def test_split_brain_guard_blind_without_node_read_fails_closed(
     )
     assert run.status == "WARNING", run.stdout
     assert run.summary == (
-        'split-brain guard blind: token needs service:read on "pg-db" and node:read'
+        "split-brain guard blind: not in the catalog yet, or token lacks service:read on "
+        '"pg-db", node:read'
     )
     assert 'node_prefix "" { policy = "read" }' in run.stdout
 

@@ -83,7 +83,7 @@ def test_blind_reason_names_the_missing_permissions_on_the_service_name() -> Non
     assert "node:read" in reason
     assert 'node_prefix "" { policy = "read" }' in reason
     summary = blind_summary("pg-db")
-    assert summary.startswith("split-brain guard blind:") and "token needs" in summary
+    assert summary.startswith("split-brain guard blind:") and "token lacks" in summary
     assert len(summary) < 100
 
 

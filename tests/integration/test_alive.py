@@ -15,7 +15,9 @@ def test_alive_ok_on_primary_and_replica(pg_cluster: PgCluster, node: str) -> No
     server = pg_cluster.primary if node == "primary" else pg_cluster.replicas[0]
     run = check_postgresql("alive", env=server.env())
     assert run.status == "OK"
-    assert run.first_line.startswith(f"PG_ALIVE OK - 127.0.0.1:{server.port} answered")
+    assert run.first_line.startswith(
+        f"PG_ALIVE OK - 127.0.0.1:{server.port} accepts connections (PostgreSQL "
+    )
     assert f"{node})" in run.summary
     perf = run.perfdata
     assert set(perf) == {"connect_time", "query_time"}

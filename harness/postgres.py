@@ -13,10 +13,8 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -26,6 +24,8 @@ import psycopg
 from psycopg import sql as pgsql
 
 from harness.pgbin import OsUser, PgInstallation, test_os_user
+from harness.ports import free_port
+from harness.waiting import wait_until
 
 T = TypeVar("T")
 SettingValue = str | int | float | bool
@@ -93,13 +93,6 @@ def _alive(proc: psutil.Process) -> bool:
         return False
 
 
-def free_port() -> int:
-    """A TCP port free right now on 127.0.0.1 (the kernel picks it: bind to port 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 def conf_quote(value: SettingValue) -> str:
     if isinstance(value, bool):
         value = "on" if value else "off"
@@ -118,32 +111,17 @@ def wait_for(
     interval: float = 0.05,
     describe: Callable[[], str] | None = None,
 ) -> T:
-    """Poll `condition` until it returns something truthy; return that.
-
-    Exceptions from `condition` count as "not yet" (a server that is still starting refuses
-    connections); the last one is reported if the deadline passes.
-    """
-    deadline = time.monotonic() + timeout
-    last_error: BaseException | None = None
-    delay = interval
-    while True:
-        try:
-            result = condition()
-            if result:
-                return result
-        except PgServerExited:
-            raise
-        except (psycopg.Error, OSError) as exc:
-            last_error = exc
-        if time.monotonic() >= deadline:
-            message = f"timed out after {timeout:g}s waiting for {what}"
-            if last_error is not None:
-                message += f"\nlast error: {type(last_error).__name__}: {last_error}"
-            if describe is not None:
-                message += "\n" + describe()
-            raise PgTimeout(message)
-        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-        delay = min(delay * 1.5, 0.5)
+    """:func:`harness.waiting.wait_until` for servers: a postmaster that exited ends it."""
+    return wait_until(
+        condition,
+        what=what,
+        timeout=timeout,
+        interval=interval,
+        max_interval=0.5,
+        fatal=(PgServerExited,),
+        describe=describe,
+        error=PgTimeout,
+    )
 
 
 class PgServer:
@@ -434,10 +412,6 @@ class PgServer:
             with contextlib.suppress(psutil.NoSuchProcess):
                 proc.send_signal(signal.SIGCONT)
         self._frozen.clear()
-
-    @property
-    def frozen(self) -> bool:
-        return bool(self._frozen)
 
     def _children(self) -> list[psutil.Process]:
         if not self.is_running():

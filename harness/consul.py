@@ -38,7 +38,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -50,6 +49,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+
+from harness import ports, waiting
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FETCHED_BINARY = REPO_ROOT / ".cache" / "consul" / "usr" / "bin" / "consul"
@@ -106,17 +107,7 @@ def consul_version(binary: Path | None = None) -> tuple[int, int, int]:
 
 def free_port() -> int:
     """A loopback port free for both TCP and UDP (Consul's DNS and serf use both)."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
-    raise ConsulHarnessError("no free loopback port found for both TCP and UDP")
+    return ports.free_port(udp_too=True)
 
 
 def wait_until(
@@ -126,27 +117,10 @@ def wait_until(
     what: str,
     interval: float = 0.02,
 ) -> T:
-    """Poll `predicate` until it returns something truthy; return it or raise TimeoutError.
-
-    Exceptions from the predicate count as "not yet" (an agent that is still starting
-    refuses connections) and the last one is named in the timeout message, except
-    ConsulHarnessError, which means waiting is pointless (the agent exited).
-    """
-    deadline = time.monotonic() + timeout
-    last_error: BaseException | None = None
-    while True:
-        try:
-            result = predicate()
-            if result:
-                return result
-        except ConsulHarnessError:
-            raise
-        except Exception as exc:  # the condition is simply not reached yet
-            last_error = exc
-        if time.monotonic() >= deadline:
-            detail = f" (last error: {last_error!r})" if last_error else ""
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}{detail}")
-        time.sleep(interval)
+    """:func:`harness.waiting.wait_until` for agents: an agent that exited ends it."""
+    return waiting.wait_until(
+        predicate, what=what, timeout=timeout, interval=interval, fatal=(ConsulHarnessError,)
+    )
 
 
 @dataclass(frozen=True)
@@ -252,6 +226,33 @@ class ConsulAgent:
     @property
     def dns_port(self) -> int:
         return self.ports.dns
+
+    def dns_records(self, name: str, rdtype: str) -> list[Any]:
+        """The records of type ``rdtype`` a client gets for ``name`` from this agent's DNS
+        (none for NXDOMAIN). A UDP query lost on a busy machine is asked again."""
+        import dns.exception
+        import dns.message
+        import dns.query
+        import dns.rdatatype
+
+        query = dns.message.make_query(name, rdtype)
+        for attempt in range(3):
+            try:
+                answer = dns.query.udp(query, "127.0.0.1", port=self.dns_port, timeout=2)
+                break
+            except dns.exception.Timeout:
+                if attempt == 2:
+                    raise
+        wanted = dns.rdatatype.from_text(rdtype)
+        return [rr for rrset in answer.answer if rrset.rdtype == wanted for rr in rrset]
+
+    def srv_ports(self, name: str) -> list[int]:
+        """Ports of the SRV answer for ``name``: how clients tell instances apart here."""
+        return sorted(record.port for record in self.dns_records(name, "SRV"))
+
+    def addresses(self, name: str) -> list[str]:
+        """Addresses of the A answer for ``name``."""
+        return sorted({record.address for record in self.dns_records(name, "A")})
 
     @property
     def serf_wan_addr(self) -> str:
@@ -550,29 +551,6 @@ class ConsulAgent:
             what=f"node {self.node_name} in the catalog",
         )
         return str(leader)
-
-    def wait_for_service(
-        self,
-        service_id: str,
-        predicate: Callable[[dict[str, Any]], bool] = lambda service: True,
-        *,
-        timeout: float = 10.0,
-        what: str = "",
-    ) -> dict[str, Any]:
-        """Wait until the agent's local service `service_id` exists and satisfies `predicate`."""
-
-        def current() -> dict[str, Any] | None:
-            try:
-                service = self.api("GET", f"/v1/agent/service/{service_id}", timeout=1.0)
-            except httpx.HTTPStatusError as exc:
-                if exc.response.status_code == 404:
-                    return None
-                raise
-            return service if predicate(service) else None
-
-        return wait_until(
-            current, timeout=timeout, what=what or f"service {service_id} on the agent"
-        )
 
     def wait_for_check(
         self, check_id: str, status: str, *, timeout: float = 30.0

@@ -43,18 +43,7 @@ def say(message: str = "") -> None:
 
 def dns_answer(agent: ConsulAgent, name: str) -> tuple[list[str], list[int]]:
     """(A addresses, SRV ports) a client gets for `name` from the agent's DNS."""
-    import dns.message
-    import dns.query
-    import dns.rdatatype
-
-    def ask(rdtype: Any) -> list[Any]:
-        query = dns.message.make_query(name, rdtype)
-        answer = dns.query.udp(query, "127.0.0.1", port=agent.dns_port, timeout=2)
-        return [rr for rrset in answer.answer for rr in rrset]
-
-    addresses = sorted({rr.address for rr in ask(dns.rdatatype.A)})
-    ports = sorted(rr.port for rr in ask(dns.rdatatype.SRV))
-    return addresses, ports
+    return agent.addresses(name), agent.srv_ports(name)
 
 
 def pick_installation() -> pgbin.PgInstallation:

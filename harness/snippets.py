@@ -24,7 +24,7 @@ import functools
 import json
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,6 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SNIPPETS_DIR = REPO_ROOT / "contrib" / "consul-conf.d"
 VENV_BIN = Path(sys.executable).parent
-CONNECTION_OPTIONS = ("-H", "-p", "-U", "-d")
 
 
 @dataclass(frozen=True)
@@ -155,12 +154,3 @@ def host_snippet(name: str = "mem-check.json", *, interval: str | None = None) -
             if interval:
                 check["interval"] = interval
     return snippet
-
-
-def check_ids(snippets: Iterable[Mapping[str, Any]]) -> list[str]:
-    return [
-        check["id"]
-        for snippet in snippets
-        for service in services_of(snippet)
-        for check in service.get("checks", [])
-    ]

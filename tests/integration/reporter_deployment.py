@@ -145,21 +145,7 @@ def leaders_http(agent: ConsulAgent, *, tag: str = "leader", token: str | None =
 
 def srv_ports(agent: ConsulAgent, name: str) -> set[int]:
     """Ports in the SRV answer for `name` from the agent's DNS (empty on NXDOMAIN)."""
-    import dns.message
-    import dns.query
-    import dns.rcode
-    import dns.rdatatype
-
-    query = dns.message.make_query(name, dns.rdatatype.SRV)
-    answer = dns.query.udp(query, "127.0.0.1", port=agent.dns_port, timeout=2)
-    if answer.rcode() == dns.rcode.NXDOMAIN:
-        return set()
-    return {
-        record.port
-        for rrset in answer.answer
-        if rrset.rdtype == dns.rdatatype.SRV
-        for record in rrset
-    }
+    return set(agent.srv_ports(name))
 
 
 LEADER = f"leader.{SERVICE}.service.consul"

@@ -35,23 +35,12 @@ CONSUL_OUTPUT_LIMIT = 4096  # Consul keeps the last 4 KB of a check's output (DE
 # -- helpers -------------------------------------------------------------------------------
 
 
-def srv_ports(agent: ConsulAgent, name: str) -> list[int]:
-    """Ports of the SRV answer a client gets for `name` from the agent's DNS."""
-    import dns.message
-    import dns.query
-    import dns.rdatatype
-
-    query = dns.message.make_query(name, dns.rdatatype.SRV)
-    answer = dns.query.udp(query, "127.0.0.1", port=agent.dns_port, timeout=2)
-    return sorted(rr.port for rrset in answer.answer for rr in rrset)
-
-
 def wait_srv(agent: ConsulAgent, name: str, ports: Iterable[int], *, timeout: float = 30) -> None:
     expected = sorted(ports)
     wait_until(
-        lambda: srv_ports(agent, name) == expected,
+        lambda: agent.srv_ports(name) == expected,
         timeout=timeout,
-        what=f"{name} to answer ports {expected} (last: {srv_ports(agent, name)})",
+        what=f"{name} to answer ports {expected} (last: {agent.srv_ports(name)})",
     )
 
 
@@ -184,15 +173,15 @@ def test_pg_db_checks_report_passing_warning_and_critical(
         }
         wait_states(agent, {cid: s for cid, s in expected.items() if cid not in skipped})
         # Role-neutral conf.d tags: without a reporter nobody is leader or follower.
-        assert srv_ports(agent, "leader.pg-db.service.consul") == []
-        assert srv_ports(agent, "follower.pg-db.service.consul") == []
+        assert agent.srv_ports("leader.pg-db.service.consul") == []
+        assert agent.srv_ports("follower.pg-db.service.consul") == []
 
         replica.pause_replay()
         wait_states(agent, {"pg-db-replica-lag": "warning"})
         # Warning stays in DNS: a paused replica is still served. Waited for, not sampled:
         # on a loaded machine a 1 s check may be mid-flight when DNS is asked.
         wait_until(
-            lambda: replica.port in srv_ports(agent, "pg-db.service.consul"),
+            lambda: replica.port in agent.srv_ports("pg-db.service.consul"),
             timeout=15,
             what="the paused (warning) replica to be served by pg-db.service.consul",
         )
@@ -209,7 +198,7 @@ def test_pg_db_checks_report_passing_warning_and_critical(
             },
         )
         wait_until(
-            lambda: replica.port not in srv_ports(agent, "pg-db.service.consul"),
+            lambda: replica.port not in agent.srv_ports("pg-db.service.consul"),
             timeout=10,
             what="the stopped replica to leave pg-db.service.consul",
         )
@@ -306,4 +295,4 @@ def test_prepared_query_answers_with_the_other_datacenters_follower(
         wait_srv(dc1, "geo-db-pg-db-follower.query.consul", [replica.port])
         wait_srv(dc1, "geo-db-pg-db-leader.query.consul", [primary.port])
         # The catch-all template: any service name, nearest passing instances.
-        assert primary.port in srv_ports(dc1, "pg-db.query.consul")
+        assert primary.port in dc1.srv_ports("pg-db.query.consul")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,10 +123,19 @@ def deploy(
     return deployment
 
 
+Deploy = Callable[..., Deployment]
+
+
 @pytest.fixture
-def deployments() -> Iterator[list[Deployment]]:
+def deployed(consul_agent_factory: ConsulAgentFactory, tmp_path: Path) -> Iterator[Deploy]:
+    """deploy() on this test's agent factory and temp dir; stops what it made."""
     made: list[Deployment] = []
-    yield made
+
+    def make(cluster: PgCluster, **options: object) -> Deployment:
+        made.append(deploy(consul_agent_factory, cluster, tmp_path, **options))
+        return made[-1]
+
+    yield make
     for deployment in made:
         deployment.stop()
 
@@ -156,14 +165,11 @@ def tags_right(d: Deployment, leader: str, followers: set[str]) -> bool:
 
 
 def test_start_failover_and_the_old_primary_coming_back(
-    consul_agent_factory: ConsulAgentFactory,
     pg_install_one: pgbin.PgInstallation,
-    deployments: list[Deployment],
-    tmp_path: Path,
+    deployed: Deploy,
 ) -> None:
     with new_cluster(pg_install_one) as cluster:
-        d = deploy(consul_agent_factory, cluster, tmp_path, guard_check=True)
-        deployments.append(d)
+        d = deployed(cluster, guard_check=True)
 
         # start: leader = the primary, follower = both replicas, Meta published
         assert_roles(d, "pg-db-1", {"pg-db-2", "pg-db-3"})
@@ -232,13 +238,10 @@ def test_start_failover_and_the_old_primary_coming_back(
 
 
 def test_reload_and_agent_restart_retag_within_two_seconds(
-    consul_agent_factory: ConsulAgentFactory,
     shared_cluster: PgCluster,
-    deployments: list[Deployment],
-    tmp_path: Path,
+    deployed: Deploy,
 ) -> None:
-    d = deploy(consul_agent_factory, shared_cluster, tmp_path)
-    deployments.append(d)
+    d = deployed(shared_cluster)
     everyone = ("pg-db-1", {"pg-db-2", "pg-db-3"})
     assert_roles(d, *everyone)
 
@@ -259,13 +262,10 @@ def test_reload_and_agent_restart_retag_within_two_seconds(
 
 
 def test_consul_stopped_then_started_reporters_recover(
-    consul_agent_factory: ConsulAgentFactory,
     shared_cluster: PgCluster,
-    deployments: list[Deployment],
-    tmp_path: Path,
+    deployed: Deploy,
 ) -> None:
-    d = deploy(consul_agent_factory, shared_cluster, tmp_path)
-    deployments.append(d)
+    d = deployed(shared_cluster)
     assert_roles(d, "pg-db-1", {"pg-db-2", "pg-db-3"})
     d.agent.stop()
     for reporter in d.reporters.values():
@@ -279,13 +279,10 @@ def test_consul_stopped_then_started_reporters_recover(
 
 
 def test_acl_default_deny(
-    consul_agent_factory: ConsulAgentFactory,
     shared_cluster: PgCluster,
-    deployments: list[Deployment],
-    tmp_path: Path,
+    deployed: Deploy,
 ) -> None:
-    d = deploy(consul_agent_factory, shared_cluster, tmp_path, acl=True, start_reporters=False)
-    deployments.append(d)
+    d = deployed(shared_cluster, acl=True, start_reporters=False)
     token = d.agent.create_token(FULL_RULES)
 
     anonymous = d.start_reporter("pg-db-2", token="")
@@ -310,15 +307,10 @@ def test_acl_default_deny(
 
 
 def test_http_over_a_unix_socket(
-    consul_agent_factory: ConsulAgentFactory,
     shared_cluster: PgCluster,
-    deployments: list[Deployment],
-    tmp_path: Path,
+    deployed: Deploy,
 ) -> None:
-    d = deploy(
-        consul_agent_factory, shared_cluster, tmp_path, unix_socket=True, start_reporters=False
-    )
-    deployments.append(d)
+    d = deployed(shared_cluster, unix_socket=True, start_reporters=False)
     socket = f"unix://{d.agent.unix_socket_path}"
     d.start_reporter("pg-db-1", extra_args=("--consul-addr", socket))
     wait_until(lambda: leaders_http(d.agent) == {"pg-db-1"}, timeout=15, what="leader over unix")
@@ -327,13 +319,10 @@ def test_http_over_a_unix_socket(
 
 
 def test_consul_role_check_catches_stale_tags_without_a_reporter(
-    consul_agent_factory: ConsulAgentFactory,
     shared_cluster: PgCluster,
-    deployments: list[Deployment],
-    tmp_path: Path,
+    deployed: Deploy,
 ) -> None:
-    d = deploy(consul_agent_factory, shared_cluster, tmp_path, start_reporters=False)
-    deployments.append(d)
+    d = deployed(shared_cluster, start_reporters=False)
     replica = d.servers["pg-db-2"]
 
     def check(service_id: str, server: PgServer):
@@ -421,10 +410,8 @@ def test_consul_role_on_a_hung_agent_says_consul_within_the_timeout(
 
 
 def test_split_brain_guard_blind_without_node_read_fails_closed(
-    consul_agent_factory: ConsulAgentFactory,
     shared_cluster: PgCluster,
-    deployments: list[Deployment],
-    tmp_path: Path,
+    deployed: Deploy,
 ) -> None:
     """A token with service rules only: ACLs hide every instance, the reporter's own too.
 
@@ -432,8 +419,7 @@ def test_split_brain_guard_blind_without_node_read_fails_closed(
     primary leader. Now: no leader (fail closed), an ERROR naming the permission, and
     consul-role WARNING.
     """
-    d = deploy(consul_agent_factory, shared_cluster, tmp_path, acl=True, start_reporters=False)
-    deployments.append(d)
+    d = deployed(shared_cluster, acl=True, start_reporters=False)
     service_only = d.agent.create_token(SERVICE_ONLY_RULES)
     read_only = d.agent.create_token('service "pg-db" { policy = "read" }')
 

@@ -75,8 +75,7 @@ class MaybeMetricContext(MetricContext):
 
 
 class MemSummary(Summary):
-    def __init__(self, probe: MemoryProbe) -> None:
-        self.probe = probe
+    probe: MemoryProbe
 
     def ok(self, results: nagiosplugin.Results) -> str:
         return self.probe.headline

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import enum
-import hashlib
 import os
 import re
 import sys
@@ -66,6 +65,9 @@ def perfdata_label(name: str, taken: set[str], *, fallback: str) -> str:
     """
     label = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_") or fallback
     if label != name:
+        # here, not at the top: hashlib loads OpenSSL (~3 ms) and most checks never get here
+        import hashlib
+
         label = f"{label}_{hashlib.sha1(name.encode()).hexdigest()[:6]}"
     unique, number = label, 2
     while unique in taken:
@@ -183,7 +185,11 @@ class Summary(nagiosplugin.Summary):
     """First-line wording. Subclasses override :meth:`ok`; problems list the worst results.
 
     Joined with commas: Nagios rewrites ';' in plugin output (it separates fields there).
+    Subclasses word the OK line from the facts their probe kept (``probe: TheirProbe``).
     """
+
+    def __init__(self, probe: Probe | None = None) -> None:
+        self.probe = probe
 
     def ok(self, results: nagiosplugin.Results) -> str:
         return ", ".join(str(r) for r in results if r.hint) or str(results[0])

@@ -50,8 +50,7 @@ class Alive(plugin.Probe):
 
 
 class AliveSummary(plugin.Summary):
-    def __init__(self, probe: Alive) -> None:
-        self.probe = probe
+    probe: Alive
 
     def ok(self, results: nagiosplugin.Results) -> str:
         # no timings: they differ every run, and Consul holds back output-only changes

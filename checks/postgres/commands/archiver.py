@@ -108,8 +108,7 @@ class FailingContext(nagiosplugin.Context):
 
 
 class ArchiverSummary(plugin.Summary):
-    def __init__(self, probe: ArchiverProbe) -> None:
-        self.probe = probe
+    probe: ArchiverProbe
 
     def ok(self, results: nagiosplugin.Results) -> str:
         facts = self.probe.facts

@@ -59,8 +59,7 @@ class ConnectionsProbe(plugin.Probe):
 
 
 class ConnectionsSummary(plugin.Summary):
-    def __init__(self, probe: ConnectionsProbe) -> None:
-        self.probe = probe
+    probe: ConnectionsProbe
 
     def _busiest(self) -> str:
         facts = self.probe.facts

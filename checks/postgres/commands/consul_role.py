@@ -131,8 +131,7 @@ class VerdictContext(nagiosplugin.Context):
 
 
 class VerdictSummary(plugin.Summary):
-    def __init__(self, probe: ConsulRole) -> None:
-        self.probe = probe
+    probe: ConsulRole
 
     def ok(self, results: nagiosplugin.Results) -> str:
         verdict = self.probe.verdict

@@ -108,8 +108,7 @@ class ReceiverAgeContext(plugin.MetricContext):
 
 
 class LagSummary(plugin.Summary):
-    def __init__(self, probe: Lag) -> None:
-        self.probe = probe
+    probe: Lag
 
     def ok(self, results: nagiosplugin.Results) -> str:
         facts = self.probe.facts

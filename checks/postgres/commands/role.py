@@ -47,8 +47,7 @@ class Role(plugin.Probe):
 
 
 class RoleSummary(plugin.Summary):
-    def __init__(self, probe: Role) -> None:
-        self.probe = probe
+    probe: Role
 
     def ok(self, results: nagiosplugin.Results) -> str:
         facts = self.probe.facts

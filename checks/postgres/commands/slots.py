@@ -38,7 +38,6 @@ LOST_HINTS = {
         "lost its WAL (wal_status lost): drop and recreate the slot and resync its subscriber"
     ),
 }
-AGGREGATES = ("slots", "inactive_slots", "max_retained_bytes")
 
 
 def wal_status_hint(slot: Slot) -> str:
@@ -195,8 +194,7 @@ _STATES = {plugin.Status.WARNING: nagiosplugin.Warn, plugin.Status.CRITICAL: nag
 
 
 class SlotsSummary(plugin.Summary):
-    def __init__(self, probe: Slots) -> None:
-        self.probe = probe
+    probe: Slots
 
     def ok(self, results: nagiosplugin.Results) -> str:
         slots = self.probe.slots

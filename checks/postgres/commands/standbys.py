@@ -205,8 +205,7 @@ NAMES_IN_SUMMARY = 3
 
 
 class StandbysSummary(plugin.Summary):
-    def __init__(self, probe: Standbys) -> None:
-        self.probe = probe
+    probe: Standbys
 
     def ok(self, results: nagiosplugin.Results) -> str:
         streaming = [s for s in self.probe.standbys if s.streaming]  # worst first

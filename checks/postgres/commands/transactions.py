@@ -104,8 +104,7 @@ class PreparedAgeContext(plugin.MetricContext):
 
 
 class TransactionsSummary(plugin.Summary):
-    def __init__(self, probe: TransactionsProbe) -> None:
-        self.probe = probe
+    probe: TransactionsProbe
 
     def ok(self, results: nagiosplugin.Results) -> str:
         facts = self.probe.facts

@@ -13,7 +13,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -79,13 +79,12 @@ def systemd_side(tmp_path: Path) -> Iterator[SystemdSide]:
 
 
 def test_reporter_is_ready_pings_from_its_loop_and_a_stuck_loop_stops_pinging(
-    make_pg_cluster,
+    make_pg_cluster: Callable[..., PgCluster],
     consul_agent_factory: ConsulAgentFactory,
     systemd_side: SystemdSide,
     tmp_path: Path,
 ) -> None:
     with make_pg_cluster(replicas=0) as cluster:
-        cluster: PgCluster
         primary = cluster.primary
         agent = consul_agent_factory(start=False)
         agent.write_config(

@@ -119,6 +119,10 @@ def test_shipped_checks_use_args_ids_and_timeouts_above_the_plugin() -> None:
                 assert check["id"] and check["notes"], check
                 plugin_timeout = float(check["args"][check["args"].index("-t") + 1])
                 assert float(check["timeout"].rstrip("s")) > plugin_timeout, check
+                if "consul-role" in check["args"]:
+                    # the guard names its own service: a second instance's copy must too
+                    args = check["args"]
+                    assert args[args.index("--service-id") + 1] == service["id"], check
     assert "enable_script_checks" not in snippets.load("agent.json")
 
 

@@ -51,6 +51,7 @@ from checks.reporter.guard import (
     sees_itself,
 )
 from checks.reporter.reconcile import Change, Observed, TagNames, plan
+from checks.reporter.systemd import Notifier, log_formatter
 
 if TYPE_CHECKING:
     import psycopg
@@ -351,15 +352,26 @@ class Reporter:
             print(f"service {self.options.service_id}: nothing to change", file=self.out)
         return EXIT_OK if ok else EXIT_FAILED
 
-    def run_forever(self, watch: ServiceWatch, stop: threading.Event) -> int:
+    def run_forever(
+        self, watch: ServiceWatch, stop: threading.Event, notifier: Notifier | None = None
+    ) -> int:
+        # systemd (Type=notify): ready after the first turn, whatever Consul said (the loop
+        # rides outages out); the watchdog ping comes from this loop, so a hung turn stops it.
+        notifier = notifier or Notifier.from_env()
         watch.start()
+        ready = False
         while not stop.is_set():
-            watch.changed.wait(self.options.interval)
+            watch.changed.wait(notifier.wait_bound(self.options.interval))
             watch.changed.clear()
             if stop.is_set():
                 break
             observed = self.observe()
             self.reconcile(watch.service, observed)
+            if not ready:
+                ready = notifier.ready(f"service {self.options.service_id}: {observed.role}")
+            notifier.watchdog()
+        notifier.stopping()
+        notifier.close()
         return EXIT_OK
 
     def close(self) -> None:
@@ -369,7 +381,8 @@ class Reporter:
 
 def _configure_logging(verbose: int) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    # under journald each line carries its priority (<N> prefix), else plain text
+    handler.setFormatter(log_formatter("%(levelname)s %(message)s", stream=sys.stderr))
     log.handlers[:] = [handler]
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     log.propagate = False

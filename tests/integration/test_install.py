@@ -229,8 +229,12 @@ def test_the_package_installs_where_the_tools_look(deb: Machine) -> None:
         assert (Path("/usr/bin") / name).read_text().startswith("#!/usr/bin/python3\n")
     # the unit is there for systemctl, not enabled: each host needs its secrets first
     assert not list(Path("/etc/systemd/system").rglob("pg-role-reporter*"))
-    unit = Path("/lib/systemd/system/pg-role-reporter.service").read_text()
-    assert "ExecStart=/usr/bin/pg-role-reporter " in unit
+    units = sorted((ROOT / "contrib" / "systemd").glob("*.service"))
+    assert units
+    for unit in units:
+        text = (Path("/lib/systemd/system") / unit.name).read_text()
+        execs = re.findall(r"^ExecStart=(\S+)", text, re.M)
+        assert execs == ["/usr/bin/pg-role-reporter"], (unit.name, execs)
     examples = Path("/usr/share/doc/pg-ha-checks/examples")
     for example in (
         "consul-conf.d/pg-db.json",

@@ -12,6 +12,9 @@ import pytest
 from harness.postgres import PgServer
 from tests.plugin_run import check_postgresql
 
+# Scenario runs on every supported major, not only the full-suite ones.
+pytestmark = pytest.mark.pg_matrix
+
 
 def test_archive_mode_off_is_ok_with_a_note_or_critical_when_expected(
     pg_primary: PgServer,

@@ -173,13 +173,17 @@ def settings_problem(exc: BaseException) -> str | None:
     is an outage, as is a host name that does not resolve (DNS): those stay CRITICAL.
     """
     text = str(exc).strip()
-    if (
-        not text.startswith("connection is bad:")
-        or "connection to server" in text
-        or "host name" in text
-    ):
+    if not text.startswith("connection is bad:"):
         return None
-    return text.removeprefix("connection is bad:").strip()
+    # psycopg 3.1 (Debian 12's) keeps only what follows the first colon of libpq's message:
+    # 'invalid sslmode value: "bogus"' comes out as '"bogus"', and a failed socket connect
+    # loses its 'connection to server on socket' part. The PGconn has the whole message.
+    pgconn = getattr(exc, "pgconn", None)
+    raw = getattr(pgconn, "error_message", b"") if pgconn is not None else b""
+    message = raw.decode(errors="replace").strip() or text.removeprefix("connection is bad:")
+    if "connection to server" in message or "host name" in message:
+        return None
+    return message.strip()
 
 
 _SERVER_AT = re.compile(

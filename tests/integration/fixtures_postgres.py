@@ -6,8 +6,9 @@ runs once per PostgreSQL major it is meant for (ids `pg13` ... `pg18`):
 - by default on the full-suite majors, `PG_FULL_MAJORS` (default 15,18);
 - with `@pytest.mark.pg_matrix`, on every supported major found (13 and up);
 - `@pytest.mark.pg(">= 14")` (comparisons joined by commas, all must hold) leaves out the
-  majors it excludes (a test left with none is skipped, saying why), and is the only way a
-  test gets an unsupported major (12): `@pytest.mark.pg("< 13")`.
+  majors it excludes (a test left with none is skipped, saying why); a test gets an
+  unsupported major (12) only from a gate that excludes every supported one:
+  `@pytest.mark.pg("< 13")`.
 
 `PG_TEST_MAJORS=17` narrows the run; `PG_BINDIR` forces one installation. Parameters are
 session-scoped, so pytest groups tests by major and each major's `pg_cluster` is made
@@ -54,14 +55,15 @@ def _params_for(metafunc: pytest.Metafunc) -> list[object]:
         wanted = [i for i in found if i.major >= OLDEST_SUPPORTED_MAJOR]
         if not narrowed:
             wanted = [i for i in wanted if i.major in full]
-    # An unsupported major only for a test whose version gate names it.
-    wanted += [
-        i
-        for i in found
-        if i.major < OLDEST_SUPPORTED_MAJOR
-        and specs
-        and all(pgbin.major_matches(spec, i.major) for spec in specs)
-    ]
+    # An unsupported major only for a test whose version gate is about unsupported majors:
+    # it admits that major and not the oldest supported one (pg("< 17") means 13 to 16).
+    if specs and not all(pgbin.major_matches(s, OLDEST_SUPPORTED_MAJOR) for s in specs):
+        wanted += [
+            i
+            for i in found
+            if i.major < OLDEST_SUPPORTED_MAJOR
+            and all(pgbin.major_matches(spec, i.major) for spec in specs)
+        ]
     params: list[object] = [
         pytest.param(inst, id=inst.id)
         for inst in sorted(wanted, key=lambda i: i.major)

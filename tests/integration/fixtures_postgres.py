@@ -1,26 +1,84 @@
 """pytest fixtures for real PostgreSQL servers (see harness/postgres.py).
 
 Every test that uses `pg_install`, directly or through `pg_cluster` / `make_pg_cluster`,
-runs once per PostgreSQL major found on the machine (ids `pg15`, `pg18`, ...).
-`PG_TEST_MAJORS=18` narrows the run; `PG_BINDIR` forces one installation.
+runs once per PostgreSQL major it is meant for (ids `pg13` ... `pg18`):
+
+- by default on the full-suite majors, `PG_FULL_MAJORS` (default 15,18);
+- with `@pytest.mark.pg_matrix`, on every supported major found (13 and up);
+- `@pytest.mark.pg(">= 14")` (comparisons joined by commas, all must hold) leaves out the
+  majors it excludes (a test left with none is skipped, saying why); a test gets an
+  unsupported major (12) only from a gate that excludes every supported one:
+  `@pytest.mark.pg("< 13")`.
+
+`PG_TEST_MAJORS=17` narrows the run; `PG_BINDIR` forces one installation. Parameters are
+session-scoped, so pytest groups tests by major and each major's `pg_cluster` is made
+once and shared.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
 
+from checks.postgres.connection import OLDEST_SUPPORTED_MAJOR
 from harness import pgbin
 from harness.postgres import PgCluster, PgServer, SettingValue
 
 NO_POSTGRES_ID = "no-postgres"
+DEFAULT_FULL_MAJORS = "15,18"
 
 
 @functools.cache
 def _installations() -> tuple[pgbin.PgInstallation, ...]:
-    return tuple(pgbin.discover_installations())
+    return tuple(pgbin.discover_installations(fetched=True))
+
+
+def full_majors() -> set[int]:
+    return pgbin.parse_majors(os.environ.get("PG_FULL_MAJORS") or DEFAULT_FULL_MAJORS)
+
+
+def _params_for(metafunc: pytest.Metafunc) -> list[object]:
+    found = _installations()
+    if not found:
+        return [pytest.param(None, id=NO_POSTGRES_ID)]
+    spec_marks = list(metafunc.definition.iter_markers("pg"))
+    specs = [str(mark.args[0]) for mark in spec_marks]
+    if metafunc.definition.get_closest_marker("pg_matrix"):
+        wanted = [i for i in found if i.major >= OLDEST_SUPPORTED_MAJOR]
+    else:
+        full = full_majors()
+        # Under PG_BINDIR or PG_TEST_MAJORS the one major asked for is the full suite.
+        narrowed = bool(os.environ.get("PG_BINDIR") or os.environ.get("PG_TEST_MAJORS"))
+        wanted = [i for i in found if i.major >= OLDEST_SUPPORTED_MAJOR]
+        if not narrowed:
+            wanted = [i for i in wanted if i.major in full]
+    # An unsupported major only for a test whose version gate is about unsupported majors:
+    # it admits that major and not the oldest supported one (pg("< 17") means 13 to 16).
+    if specs and not all(pgbin.major_matches(s, OLDEST_SUPPORTED_MAJOR) for s in specs):
+        wanted += [
+            i
+            for i in found
+            if i.major < OLDEST_SUPPORTED_MAJOR
+            and all(pgbin.major_matches(spec, i.major) for spec in specs)
+        ]
+    params: list[object] = [
+        pytest.param(inst, id=inst.id)
+        for inst in sorted(wanted, key=lambda i: i.major)
+        if all(pgbin.major_matches(spec, inst.major) for spec in specs)
+    ]
+    if not params:
+        # e.g. a pg(">= 16") test with only 15 at hand: say why nothing ran.
+        why = f"needs PostgreSQL {', '.join(specs)}" if specs else "no PostgreSQL major for it"
+        have = ", ".join(i.id for i in wanted) or "none"
+        params.append(
+            pytest.param(
+                None, id="no-major", marks=pytest.mark.skip(reason=f"{why} (have: {have})")
+            )
+        )
+    return params
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -28,10 +86,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # runs `postgres --version`) out of import time and out of runs that need no server.
     if "pg_install" not in metafunc.fixturenames:
         return
-    found = _installations()
-    params: list[pgbin.PgInstallation | None] = list(found) or [None]
-    ids = [i.id for i in found] or [NO_POSTGRES_ID]
-    metafunc.parametrize("pg_install", params, ids=ids, indirect=True, scope="session")
+    metafunc.parametrize("pg_install", _params_for(metafunc), indirect=True, scope="session")
 
 
 @pytest.fixture(scope="session")

@@ -6,9 +6,13 @@ import contextlib
 import re
 
 import psycopg
+import pytest
 
 from harness.postgres import PgCluster, PgServer
 from tests.plugin_run import check_postgresql
+
+# Scenario runs on every supported major, not only the full-suite ones.
+pytestmark = pytest.mark.pg_matrix
 
 
 def test_idle_server_is_ok(pg_primary: PgServer) -> None:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from harness.postgres import PgCluster, wait_for
 from tests.plugin_run import check_postgresql
+
+# Scenario runs on every supported major, not only the full-suite ones.
+pytestmark = pytest.mark.pg_matrix
 
 
 def test_primary_says_there_is_no_lag_to_measure(pg_cluster: PgCluster) -> None:

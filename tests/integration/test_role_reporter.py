@@ -4,8 +4,8 @@ Every scenario asserts what a client sees: Consul's HTTP API
 (`/v1/health/service/pg-db?tag=leader&passing`) and its DNS (SRV answers carry each
 instance's port). Deployment shape: see tests/integration/reporter_deployment.py (one agent,
 services pg-db-1..3 named pg-db, one reporter process per instance). One PostgreSQL major
-only: these scenarios are about Consul and the loop, and the role SQL is tested per major
-in test_role.py.
+only, but for the start + failover scenario, which runs on every supported major: the
+others are about Consul and the loop.
 """
 
 from __future__ import annotations
@@ -164,11 +164,12 @@ def tags_right(d: Deployment, leader: str, followers: set[str]) -> bool:
 # -- scenarios --------------------------------------------------------------------------
 
 
+@pytest.mark.pg_matrix
 def test_start_failover_and_the_old_primary_coming_back(
-    pg_install_one: pgbin.PgInstallation,
+    pg_install: pgbin.PgInstallation,
     deployed: Deploy,
 ) -> None:
-    with new_cluster(pg_install_one) as cluster:
+    with new_cluster(pg_install) as cluster:
         d = deployed(cluster, guard_check=True)
 
         # start: leader = the primary, follower = both replicas, Meta published

@@ -13,6 +13,9 @@ import pytest
 from harness.postgres import PgCluster, PgServer, wait_for
 from tests.plugin_run import check_postgresql
 
+# Scenario runs on every supported major, not only the full-suite ones.
+pytestmark = pytest.mark.pg_matrix
+
 
 def _session(server: PgServer, application_name: str) -> psycopg.Connection:
     return psycopg.connect(

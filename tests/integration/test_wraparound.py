@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from harness.postgres import PgServer
 from tests.plugin_run import check_postgresql
+
+# Scenario runs on every supported major, not only the full-suite ones.
+pytestmark = pytest.mark.pg_matrix
 
 
 def test_fresh_cluster_is_ok_naming_the_oldest_database(pg_primary: PgServer) -> None:

@@ -70,39 +70,34 @@ SELECT pg_is_in_recovery() AS in_recovery,
        receiver.sender_host, receiver.sender_port,
        extract(epoch FROM current_setting('wal_receiver_timeout')::interval)::float8
            AS wal_receiver_timeout,
-       -- Only without a streaming receiver: the directory listing and the settings
-       -- pg_monitor reads through pg_settings (a role without it sees NULL there, not an
-       -- error), so the common path pays for neither.
-       CASE WHEN not_streaming THEN
-           (SELECT extract(epoch FROM now() - max(modification))
-              FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{{24}}$')
-       END::float8 AS last_wal_written_age,
-       CASE WHEN not_streaming THEN
-           (SELECT setting <> '' FROM pg_settings WHERE name = 'primary_conninfo')
-       END AS streaming_configured,
-       CASE WHEN not_streaming THEN
-           (SELECT setting <> '' FROM pg_settings WHERE name = 'restore_command')
-       END AS archive_configured,
        extract(epoch FROM now() - pg_postmaster_start_time())::float8 AS server_uptime
 FROM (SELECT 1) AS one
 LEFT JOIN pg_stat_wal_receiver AS receiver ON true
--- A receiver whose details are hidden (no pg_monitor) counts as streaming here, so the
--- check can name the missing privilege instead of failing on pg_ls_waldir().
-CROSS JOIN LATERAL (
-    SELECT pg_is_in_recovery() AND (receiver.pid IS NULL OR receiver.status <> 'streaming')
-           AS not_streaming
-) AS state
 """
 
-_PARAMETERS_SQL = "SELECT " + ", ".join(
+# Only without a streaming receiver, so the common path neither lists pg_wal nor reads
+# pg_settings. A separate statement because PostgreSQL checks EXECUTE on every function a
+# statement names before running it: pg_ls_waldir() in the main query would fail for a
+# role without pg_monitor before the check could name the missing privilege.
+_NOT_STREAMING_SQL = """
+SELECT (SELECT extract(epoch FROM now() - max(modification))
+          FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$')::float8 AS last_wal_written_age,
+       (SELECT setting <> '' FROM pg_settings WHERE name = 'primary_conninfo')
+           AS streaming_configured,
+       (SELECT setting <> '' FROM pg_settings WHERE name = 'restore_command')
+           AS archive_configured
+"""
+
+_PARAMETER_COLUMNS = ", ".join(
     f"current_setting('{name}')::int AS {name}" for name in REQUIRED_PARAMETERS
 )
-
-_REFERENCE_SQL = """
+_PARAMETERS_SQL = f"SELECT {_PARAMETER_COLUMNS}"
+# Another server's position (a --primary, or the upstream when replay is paused).
+_POSITION_SQL = f"""
 SELECT pg_is_in_recovery() AS in_recovery,
        CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS wal_lsn,
        (SELECT system_identifier FROM pg_control_system())::text AS system_identifier,
-       {parameters}
+       {_PARAMETER_COLUMNS}
 """
 
 
@@ -194,6 +189,16 @@ def _clamped(value: float | None) -> float | None:
 def read_lag(conn: psycopg.Connection[dict[str, Any]], reference_lsn: str | None) -> ReplicaLag:
     version = conn.info.server_version
     row = fetch_row(conn, lag_sql(version), {"reference": reference_lsn})
+    not_streaming = (
+        row["in_recovery"]
+        and row["receiver_status"] != "streaming"
+        and not (row["receiver_pid"] is not None and row["receiver_status"] is None)
+    )
+    row.update(
+        fetch_row(conn, _NOT_STREAMING_SQL)
+        if not_streaming
+        else dict.fromkeys(("last_wal_written_age", "streaming_configured", "archive_configured"))
+    )
     for name in (
         "received_not_replayed_bytes",
         "behind_reference_bytes",
@@ -246,10 +251,7 @@ class ServerPosition:
 
 
 def read_position(conn: psycopg.Connection[dict[str, Any]]) -> ServerPosition:
-    parameters = ", ".join(
-        f"current_setting('{name}')::int AS {name}" for name in REQUIRED_PARAMETERS
-    )
-    row = fetch_row(conn, _REFERENCE_SQL.format(parameters=parameters))
+    row = fetch_row(conn, _POSITION_SQL)
     return ServerPosition(
         in_recovery=bool(row["in_recovery"]),
         wal_lsn=row["wal_lsn"],

@@ -61,7 +61,9 @@ def leader_from_consul(
         with ConsulClient(settings) as client:
             entries = client.health_service(service, tag=tag)
     except ConsulError as exc:
-        return Reference(None, source, problem=f"Consul: {exc}")
+        # the first clause names the agent and the failure; the rest is advice that
+        # would push the verdict out of the 200-character summary
+        return Reference(None, source, problem=f"Consul: {str(exc).split('; ')[0]}")
     published = []
     for entry in entries:
         meta = (entry.get("Service") or {}).get("Meta") or {}

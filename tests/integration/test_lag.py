@@ -192,6 +192,15 @@ def test_cascaded_replica_is_judged_against_the_leader(
         judged = check_postgresql(
             "lag", "-w", "1MB", "-c", "2MB", "--consul-service", service, env=env
         )
+        # replica1 itself: receiver down, and behind the leader: no grace for it
+        orphan = check_postgresql(
+            "lag",
+            "--consul-service",
+            service,
+            "-w",
+            "1MB",
+            env={**upstream.env(), **consul_agent.env()},
+        )
     finally:
         consul_agent.api("PUT", f"/v1/agent/service/deregister/{service}")
     with_primary = check_postgresql(
@@ -211,6 +220,10 @@ def test_cascaded_replica_is_judged_against_the_leader(
         f"figures are relative to the upstream 127.0.0.1:{upstream.port}" in line
         for line in alone.long_output
     ), alone.stdout
+    assert orphan.status == "CRITICAL", orphan.stdout
+    assert re.search(
+        r"(no WAL receiver|WAL receiver \w+, not streaming) and \d+\.\d MiB behind", orphan.summary
+    ), orphan.summary
     for run, source in ((judged, "the leader "), (with_primary, "the primary ")):
         assert run.status == "CRITICAL", run.stdout
         assert run.summary.startswith("replay lag "), run.summary

@@ -11,7 +11,7 @@ import pytest
 from checks.plugin import Status
 from checks.postgres.commands.lag import (
     DEFAULTS,
-    ReceiverVerdict,
+    Verdict,
     insufficient_parameters,
     judge_bytes,
     judge_receiver,
@@ -130,15 +130,13 @@ def test_receiver_down_within_the_grace_is_a_warning_then_critical() -> None:
     assert judge_receiver(DOWN, behind, BYTES, 30.0).status is Status.WARNING
     late = replace(DOWN, last_wal_written_age=31.0)
     verdict = judge_receiver(late, behind, BYTES, 30.0)
-    assert verdict == ReceiverVerdict(
-        Status.CRITICAL, "no WAL receiver: nothing from upstream for 31.0s"
-    )
+    assert verdict == Verdict(Status.CRITICAL, "no WAL receiver: nothing from upstream for 31.0s")
 
 
 def test_receiver_down_and_behind_the_leader_gets_no_grace() -> None:
     facts = replace(DOWN, behind_reference_bytes=100 << 20)
     verdict = judge_receiver(facts, judge_bytes(facts, LEADER), BYTES, 30.0)
-    assert verdict == ReceiverVerdict(Status.CRITICAL, "no WAL receiver and 100.0 MiB behind")
+    assert verdict == Verdict(Status.CRITICAL, "no WAL receiver and 100.0 MiB behind")
 
 
 def test_a_log_shipping_standby_needs_no_receiver() -> None:

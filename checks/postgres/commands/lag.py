@@ -130,20 +130,20 @@ def waiting(facts: ReplicaLag, reference: Reference | None) -> bool:
 
 
 @dataclass(frozen=True)
-class ReceiverVerdict:
+class Verdict:
+    """A state the probe decided from several facts (receiver, pause), with its words."""
+
     status: plugin.Status
     text: str | None
 
 
-def judge_receiver(
-    facts: ReplicaLag, behind: Figure, byte_limits: Limits, grace: float
-) -> ReceiverVerdict:
+def judge_receiver(facts: ReplicaLag, behind: Figure, byte_limits: Limits, grace: float) -> Verdict:
     if facts.streaming:
-        return ReceiverVerdict(plugin.Status.OK, None)
+        return Verdict(plugin.Status.OK, None)
     if facts.log_shipping:
-        return ReceiverVerdict(plugin.Status.OK, None)
+        return Verdict(plugin.Status.OK, None)
     if facts.streaming_configured is False and facts.archive_configured is False:
-        return ReceiverVerdict(
+        return Verdict(
             plugin.Status.CRITICAL,
             "no WAL source: neither primary_conninfo nor restore_command is set",
         )
@@ -153,21 +153,19 @@ def judge_receiver(
         else f"WAL receiver {facts.receiver_status}, not streaming"
     )
     if behind.value is not None and behind.value > _limit(byte_limits):
-        return ReceiverVerdict(
-            plugin.Status.CRITICAL, f"{down} and {format_bytes(behind.value)} behind"
-        )
+        return Verdict(plugin.Status.CRITICAL, f"{down} and {format_bytes(behind.value)} behind")
     # How long since anything came from upstream: the newest WAL file's age, or the
     # replica's own uptime if it started since (probes/lag.py).
     ages = [a for a in (facts.last_wal_written_age, facts.server_uptime) if a is not None]
     quiet = min(ages) if ages else None
     if quiet is not None and quiet <= grace:
-        return ReceiverVerdict(
+        return Verdict(
             plugin.Status.WARNING,
             f"{down} (nothing from upstream for {format_duration(quiet)}, "
             f"CRITICAL after {format_duration(grace)})",
         )
     since = f"nothing from upstream for {format_duration(quiet)}" if quiet else "since when unknown"
-    return ReceiverVerdict(plugin.Status.CRITICAL, f"{down}: {since}")
+    return Verdict(plugin.Status.CRITICAL, f"{down}: {since}")
 
 
 def insufficient_parameters(own: dict[str, int], upstream: dict[str, int]) -> list[str]:
@@ -203,8 +201,8 @@ class Lag(plugin.Probe):
         self.reference: Reference | None = None
         self.bytes = Figure(None)
         self.seconds = Figure(None)
-        self.receiver = ReceiverVerdict(plugin.Status.OK, None)
-        self.pause: ReceiverVerdict | None = None
+        self.receiver = Verdict(plugin.Status.OK, None)
+        self.pause: Verdict | None = None
         self.notes: list[str] = []
 
     def _reference(self) -> Reference | None:
@@ -284,10 +282,10 @@ class Lag(plugin.Probe):
                 "last_wal_age", round(facts.last_wal_written_age, 3), "s", min=0
             )
 
-    def _judge_pause(self, facts: ReplicaLag, own: dict[str, int] | None) -> ReceiverVerdict:
+    def _judge_pause(self, facts: ReplicaLag, own: dict[str, int] | None) -> Verdict:
         plain = "WAL replay is paused (pg_wal_replay_resume() resumes it)"
         if own is None:
-            return ReceiverVerdict(plugin.Status.WARNING, plain)
+            return Verdict(plugin.Status.WARNING, plain)
         upstream: dict[str, int] | str | None = None
         if self.reference and self.reference.parameters:
             upstream = self.reference.parameters
@@ -301,15 +299,15 @@ class Lag(plugin.Probe):
         if isinstance(upstream, dict):
             short = insufficient_parameters(own, upstream)
             if short:
-                return ReceiverVerdict(
+                return Verdict(
                     plugin.Status.CRITICAL,
                     "WAL replay paused for insufficient parameter settings: "
                     + ", ".join(short)
-                    + ": raise it on this replica and restart it "
-                    "(resuming replay would shut this standby down)",
+                    + f": raise {'it' if len(short) == 1 else 'them'} on this replica and "
+                    "restart it (resuming replay would shut this standby down)",
                 )
-            return ReceiverVerdict(plugin.Status.WARNING, plain)
-        return ReceiverVerdict(
+            return Verdict(plugin.Status.WARNING, plain)
+        return Verdict(
             plugin.Status.WARNING,
             "WAL replay is paused: by pg_wal_replay_pause(), or for insufficient parameter "
             "settings if the server log says so (then raise that parameter here and restart, "
@@ -388,7 +386,7 @@ class VerdictContext(nagiosplugin.Context):
         self.verdict = verdict
 
     def evaluate(self, metric: nagiosplugin.Metric, resource: Lag) -> nagiosplugin.Result:
-        verdict: ReceiverVerdict | None = getattr(resource, self.verdict)
+        verdict: Verdict | None = getattr(resource, self.verdict)
         if verdict is None or verdict.status is plugin.Status.OK:
             return nagiosplugin.Result(nagiosplugin.Ok, None, metric)
         return nagiosplugin.Result(_STATES[verdict.status], verdict.text, metric)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import click
 import nagiosplugin
@@ -32,7 +32,7 @@ import nagiosplugin
 from checks import plugin
 from checks.postgres.connection import ConnectionSettings, connect
 from checks.postgres.options import connection_options, role_mismatch_option
-from checks.postgres.probes.lag import ReplicaLag, read_lag, read_parameters
+from checks.postgres.probes.lag import ReplicaLag, read_distance, read_lag, read_parameters
 from checks.postgres.probes.lag_reference import (
     Reference,
     leader_from_consul,
@@ -218,38 +218,43 @@ class Lag(plugin.Probe):
         return None
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
-        reference = self.reference = self._reference()
         with connect(self.settings) as conn:
-            facts = self.facts = read_lag(conn, reference.lsn if reference else None)
+            facts = self.facts = read_lag(conn)
             login = conn.info.user
+            if not facts.in_recovery:
+                raise plugin.CheckFailed(
+                    self.on_primary, "primary (not in recovery): no replay lag to measure"
+                )
+            if facts.receiver_hidden:
+                raise plugin.unknown(
+                    f"cannot see pg_stat_wal_receiver details as role {login}: "
+                    f"GRANT pg_monitor TO {login} (or pg_read_all_stats)"
+                )
+            # Only a replica asks: a primary's run never imports an HTTP client. The
+            # distance is taken from the replay position read above, in one snapshot.
+            reference = self.reference = self._reference()
+            if reference and reference.problem:
+                self.notes.append(f"not compared with the primary: {reference.problem}")
+            elif (
+                reference
+                and reference.system_identifier
+                and reference.system_identifier != facts.system_identifier
+            ):
+                self.notes.append(
+                    f"not compared with {reference.source}: another cluster "
+                    f"(system identifier {reference.system_identifier})"
+                )
+                reference = self.reference = None
+            if reference and reference.lsn and facts.replayed_lsn:
+                facts = self.facts = replace(
+                    facts,
+                    behind_reference_bytes=read_distance(conn, reference.lsn, facts.replayed_lsn),
+                )
             own_parameters = (
                 read_parameters(conn)
                 if facts.replay_paused and facts.capabilities.pauses_for_parameters
                 else None
             )
-        if not facts.in_recovery:
-            raise plugin.CheckFailed(
-                self.on_primary, "primary (not in recovery): no replay lag to measure"
-            )
-        if facts.receiver_hidden:
-            raise plugin.unknown(
-                f"cannot see pg_stat_wal_receiver details as role {login}: "
-                f"GRANT pg_monitor TO {login} (or pg_read_all_stats)"
-            )
-        if reference and reference.problem:
-            self.notes.append(f"not compared with the primary: {reference.problem}")
-        elif (
-            reference
-            and reference.system_identifier
-            and reference.system_identifier != facts.system_identifier
-        ):
-            self.notes.append(
-                f"not compared with {reference.source}: another cluster "
-                f"(system identifier {reference.system_identifier})"
-            )
-            reference = self.reference = None
-            # the position was already subtracted on the server; drop that figure
-            facts = self.facts = _without_reference(facts)
         self.bytes = judge_bytes(facts, reference)
         self.seconds = judge_seconds(facts, reference, self.limits["replay_lag_seconds"])
         self.receiver = judge_receiver(
@@ -346,12 +351,6 @@ class Lag(plugin.Probe):
             if figure.note:
                 self.notes.append(figure.note)
         self.details.extend(self.notes)
-
-
-def _without_reference(facts: ReplicaLag) -> ReplicaLag:
-    from dataclasses import replace
-
-    return replace(facts, behind_reference_bytes=None)
 
 
 # --------------------------------------------------------------------------- contexts

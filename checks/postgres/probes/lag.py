@@ -53,8 +53,6 @@ SELECT pg_is_in_recovery() AS in_recovery,
        -- NULL into 0, and ages on the primary's clock go negative on clock skew).
        pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::bigint
            AS received_not_replayed_bytes,
-       pg_wal_lsn_diff(%(reference)s::pg_lsn, pg_last_wal_replay_lsn())::bigint
-           AS behind_reference_bytes,
        extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8
            AS last_replayed_commit_age,
        CASE WHEN receiver.latest_end_lsn > pg_last_wal_replay_lsn()
@@ -186,9 +184,10 @@ def _clamped(value: float | None) -> float | None:
     return None if value is None else max(0, value)
 
 
-def read_lag(conn: psycopg.Connection[dict[str, Any]], reference_lsn: str | None) -> ReplicaLag:
+def read_lag(conn: psycopg.Connection[dict[str, Any]]) -> ReplicaLag:
+    """The replica's facts; ``behind_reference_bytes`` stays None (see read_distance)."""
     version = conn.info.server_version
-    row = fetch_row(conn, lag_sql(version), {"reference": reference_lsn})
+    row = fetch_row(conn, lag_sql(version))
     not_streaming = (
         row["in_recovery"]
         and row["receiver_status"] != "streaming"
@@ -201,7 +200,6 @@ def read_lag(conn: psycopg.Connection[dict[str, Any]], reference_lsn: str | None
     )
     for name in (
         "received_not_replayed_bytes",
-        "behind_reference_bytes",
         "last_replayed_commit_age",
         "waiting_at_least",
         "receiver_message_age",
@@ -216,7 +214,7 @@ def read_lag(conn: psycopg.Connection[dict[str, Any]], reference_lsn: str | None
         received_lsn=row["received_lsn"],
         replayed_lsn=row["replayed_lsn"],
         received_not_replayed_bytes=row["received_not_replayed_bytes"],
-        behind_reference_bytes=row["behind_reference_bytes"],
+        behind_reference_bytes=None,
         last_replayed_commit_age=row["last_replayed_commit_age"],
         waiting_at_least=float(row["waiting_at_least"] or 0.0),
         apply_delay=float(row["apply_delay"] or 0.0),
@@ -232,6 +230,18 @@ def read_lag(conn: psycopg.Connection[dict[str, Any]], reference_lsn: str | None
         archive_configured=row["archive_configured"],
         server_uptime=float(row["server_uptime"] or 0.0),
     )
+
+
+def read_distance(conn: psycopg.Connection[dict[str, Any]], ahead: str, behind: str) -> int:
+    """Bytes from ``behind`` to ``ahead`` (text LSNs), by the server; 0 if not ahead.
+
+    Asked only once the replica knows it is a replica and a reference was found, so a
+    primary's run never pays for the lookup.
+    """
+    row = fetch_row(
+        conn, "SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn)::bigint AS bytes", (ahead, behind)
+    )
+    return max(0, int(row["bytes"]))
 
 
 def read_parameters(conn: psycopg.Connection[dict[str, Any]]) -> dict[str, int]:

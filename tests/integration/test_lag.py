@@ -349,3 +349,65 @@ def test_log_shipping_standby_is_not_a_missing_receiver(make_pg_cluster, tmp_pat
     assert behind.status in ("OK", "WARNING", "CRITICAL"), behind.stdout
     assert "replay_lag_bytes" in behind.perfdata
     assert "behind the primary 127.0.0.1:" in behind.stdout
+
+
+def test_crash_of_an_idle_primary_keeps_a_replica_that_misses_nothing_in_dns(
+    make_pg_cluster, consul_agent: ConsulAgent
+) -> None:
+    """Past the measurable grace, a replica not behind the last known primary position
+    stays WARNING; the first published byte it misses makes it CRITICAL."""
+    cluster: PgCluster = make_pg_cluster(replicas=1)
+    primary, replica = cluster.primary, cluster.replicas[0]
+    cluster.wait_caught_up()
+    last_lsn = primary.scalar("SELECT pg_current_wal_lsn()::text")
+    system_identifier = primary.scalar("SELECT system_identifier::text FROM pg_control_system()")
+    service = "pg-db-lag-crash"
+    registration = {
+        "ID": service,
+        "Name": service,
+        "Port": primary.port,
+        # The old leader's reporter took its tag away when PostgreSQL went: no leader
+        # now, but its last published position is still there.
+        "Tags": [],
+        "Meta": {"pg_wal_lsn": last_lsn, "pg_system_identifier": system_identifier},
+    }
+    consul_agent.api("PUT", "/v1/agent/service/register", json_body=registration)
+    try:
+        primary.kill()  # a crash: no shutdown checkpoint reaches the replica
+        wait_for(
+            lambda: replica.wal_receiver_status() != "streaming", what="receiver gone", timeout=30
+        )
+        wait_for(
+            lambda: replica.scalar(
+                "SELECT now() - max(modification) > interval '1.5 s' FROM pg_ls_waldir()"
+            ),
+            what="no WAL from upstream for 1.5 s",
+            timeout=30,
+        )
+        env = {**replica.env(), **consul_agent.env()}
+        grace = ("--receiver-grace", "1s")
+        alone = check_postgresql("lag", *grace, env=env)
+        known = check_postgresql("lag", *grace, "--consul-service", service, env=env)
+        # a position the replica never got
+        registration["Meta"]["pg_wal_lsn"] = "FF/0"
+        consul_agent.api("PUT", "/v1/agent/service/register", json_body=registration)
+        missing = check_postgresql("lag", *grace, "--consul-service", service, env=env)
+    finally:
+        consul_agent.api("PUT", f"/v1/agent/service/deregister/{service}")
+    replica.promote()
+    promoted = check_postgresql("lag", *grace, "--consul-service", service, env=env)
+
+    assert alone.status == "CRITICAL", alone.stdout
+    assert known.status == "WARNING", known.stdout
+    assert re.match(
+        r"no WAL receiver \(nothing from upstream for \d+\.\ds\), not behind the primary's "
+        r"known position$",
+        known.summary,
+    ), known.summary
+    assert known.perfdata["replay_lag_bytes"].value == 0
+    assert any(
+        line.startswith(f"compared with the last known leader {consul_agent.node_name}")
+        for line in known.long_output
+    ), known.stdout
+    assert missing.status == "CRITICAL", missing.stdout
+    assert promoted.first_line == "PG_LAG OK - primary (not in recovery): no replay lag to measure"

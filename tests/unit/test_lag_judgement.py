@@ -173,3 +173,19 @@ def test_inverted_ranges_do_not_limit() -> None:
     limits = Limits(nagiosplugin.Range("@10:20"), None)
     facts = replace(STREAMING, received_not_replayed_bytes=1, last_replayed_commit_age=50.0)
     assert judge_seconds(facts, None, limits).value == 50.0
+
+
+def test_past_the_grace_but_not_behind_the_known_primary_position_is_a_warning() -> None:
+    # an idle primary crashed long after its last WAL: when the receiver stopped is not
+    # known, but nothing the primary published is missing
+    idle = replace(DOWN, last_wal_written_age=3600.0, behind_reference_bytes=0)
+    verdict = judge_receiver(idle, judge_bytes(idle, LEADER), BYTES, 30.0)
+    assert verdict == Verdict(
+        Status.WARNING,
+        "no WAL receiver (nothing from upstream for 1h 0min), "
+        "not behind the primary's known position",
+    )
+    written = replace(idle, behind_reference_bytes=8192)
+    assert judge_receiver(written, judge_bytes(written, LEADER), BYTES, 30.0).status is (
+        Status.CRITICAL
+    )

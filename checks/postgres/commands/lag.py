@@ -165,6 +165,14 @@ def judge_receiver(facts: ReplicaLag, behind: Figure, byte_limits: Limits, grace
             f"CRITICAL after {format_duration(grace)})",
         )
     since = f"nothing from upstream for {format_duration(quiet)}" if quiet else "since when unknown"
+    if facts.behind_reference_bytes == 0:
+        # Past the measurable grace (an idle primary sent nothing for long, then went
+        # away: nothing on the replica records when its receiver stopped), but it has
+        # everything the primary has published: it misses nothing yet. The first byte
+        # the primary writes and publishes makes this CRITICAL.
+        return Verdict(
+            plugin.Status.WARNING, f"{down} ({since}), not behind the primary's known position"
+        )
     return Verdict(plugin.Status.CRITICAL, f"{down}: {since}")
 
 

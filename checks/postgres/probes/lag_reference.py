@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from checks.plugin import CheckFailed
 from checks.postgres.connection import ConnectionSettings, connect
@@ -60,17 +60,23 @@ def leader_from_consul(
     try:
         with ConsulClient(settings) as client:
             entries = client.health_service(service, tag=tag)
+            published = _published(entries)
+            if not published:
+                # Failing over: the old leader lost its tag, the new one has none yet.
+                # Its last published position, if its reporter left it in the Meta, is
+                # still the last known position of the primary (only a leader publishes).
+                last_known = _published(client.health_service(service))
+                if last_known:
+                    lsn, node, system_identifier = _furthest(last_known)
+                    return Reference(
+                        lsn,
+                        f"the last known {tag} {node} (Consul, none tagged now)",
+                        system_identifier=system_identifier,
+                    )
     except ConsulError as exc:
         # the first clause names the agent and the failure; the rest is advice that
         # would push the verdict out of the 200-character summary
         return Reference(None, source, problem=f"Consul: {str(exc).split('; ')[0]}")
-    published = []
-    for entry in entries:
-        meta = (entry.get("Service") or {}).get("Meta") or {}
-        lsn = meta.get(META_WAL_LSN) or ""
-        if _LSN.match(lsn):
-            node = (entry.get("Node") or {}).get("Node") or "?"
-            published.append((lsn, node, meta.get(META_SYSTEM_IDENTIFIER)))
     if not published:
         why = (
             f"no instance of {service} is tagged {tag}"
@@ -79,8 +85,27 @@ def leader_from_consul(
         )
         return Reference(None, source, problem=f"Consul: {why}")
     # Two leaders is the fence's business; the furthest one is what we may have to reach.
-    lsn, node, system_identifier = max(published, key=lambda item: lsn_order(item[0]))
+    lsn, node, system_identifier = _furthest(published)
     return Reference(lsn, f"the {tag} {node} (Consul)", system_identifier=system_identifier)
+
+
+_Published = tuple[str, str, "str | None"]
+
+
+def _furthest(published: list[_Published]) -> _Published:
+    return max(published, key=lambda item: lsn_order(item[0]))
+
+
+def _published(entries: list[dict[str, Any]]) -> list[_Published]:
+    """(position, node, system identifier) of every instance that publishes a position."""
+    found = []
+    for entry in entries:
+        meta = (entry.get("Service") or {}).get("Meta") or {}
+        lsn = meta.get(META_WAL_LSN) or ""
+        if _LSN.match(lsn):
+            node = (entry.get("Node") or {}).get("Node") or "?"
+            found.append((lsn, node, meta.get(META_SYSTEM_IDENTIFIER)))
+    return found
 
 
 def primary_from_conninfo(conninfo: str, timeout: float) -> Reference:

@@ -107,11 +107,11 @@ def _quiet_spell(replica: PgServer, seconds: float) -> None:
 
 
 def test_long_transaction_after_a_quiet_spell_is_not_minutes_of_lag(make_pg_cluster) -> None:
-    """The quiet spell (here 6 s, the 'minutes' of the report scaled down) is not lag.
+    """The quiet spell (here 8 s, the 'minutes' of the report scaled down) is not lag.
 
     A query on the replica holds back replay of the long transaction's first record (a
     recovery conflict, max_standby_streaming_delay = -1), so WAL is waiting when the check
-    runs; the WAL has waited about a second, the last replayed commit is 6 s old.
+    runs; the WAL has waited about a second, the last replayed commit is 8 s old.
     """
     cluster: PgCluster = make_pg_cluster(replicas=1)
     primary, replica = cluster.primary, cluster.replicas[0]
@@ -119,7 +119,7 @@ def test_long_transaction_after_a_quiet_spell_is_not_minutes_of_lag(make_pg_clus
     primary.execute("CREATE TABLE quiet (x int, pad text)")
     primary.execute("INSERT INTO quiet VALUES (1, '')")
     cluster.wait_caught_up()
-    _quiet_spell(replica, 6)
+    _quiet_spell(replica, 8)
     with replica.connect() as reader, primary.connect() as writer:
         reader.execute("BEGIN")
         reader.execute("SELECT count(*) FROM quiet")
@@ -136,15 +136,15 @@ def test_long_transaction_after_a_quiet_spell_is_not_minutes_of_lag(make_pg_clus
             what="the long transaction's WAL waiting on the replica",
             timeout=30,
         )
-        run = check_postgresql("lag", "-w", "4s", "-c", "5s", env=replica.env())
+        run = check_postgresql("lag", "-w", "6s", "-c", "7s", env=replica.env())
         writer.execute("ROLLBACK")
         reader.execute("ROLLBACK")
-    # Today's figure, the age of the last replayed commit, would be CRITICAL "6.xs".
+    # Today's figure, the age of the last replayed commit, would be CRITICAL "8.xs".
     assert run.status == "OK", run.stdout
     assert run.summary.startswith("replay lag "), run.summary
     assert re.search(
-        r", seconds unknown: last replayed commit [6-9]\.\ds ago, the waiting WAL may be newer "
-        r"\(waited at least \d+ms\)$",
+        r", seconds unknown: last replayed commit (\d+\.\ds|1min \d+s) ago, the waiting WAL "
+        r"may be newer \(waited at least (\d+ms|\d\.\ds)\)$",
         run.summary,
     ), run.summary
     assert "replay_lag_seconds" not in run.perfdata
@@ -284,17 +284,16 @@ def test_delayed_standby_is_judged_beyond_its_delay(make_pg_cluster) -> None:
     while time.monotonic() < deadline:
         primary.execute("INSERT INTO delayed VALUES (1)")
         time.sleep(0.2)
-    run = check_postgresql("lag", "-w", "2s", "-c", "4s", env=replica.env())
+    run = check_postgresql("lag", "-w", "3s", "-c", "4s", env=replica.env())
     # Today: the delay itself counted, CRITICAL "replay lag 5.xs".
     assert run.status == "OK", run.stdout
     assert re.match(
-        r"replay lag (at most )?\d+ms beyond the apply delay of 5\.0s, streaming from ",
-        run.summary,
-    ) or re.match(
-        r"replay lag (at most )?[01]\.\ds beyond the apply delay of 5\.0s, streaming from ",
+        r"replay lag (at most )?(\d+ms|[0-2]\.\ds) beyond the apply delay of 5\.0s, "
+        r"streaming from 127\.0\.0\.1:\d+, bytes not judged: held back by "
+        r"recovery_min_apply_delay$",
         run.summary,
     ), run.summary
-    assert run.perfdata["replay_lag_seconds"].value < 2
+    assert run.perfdata["replay_lag_seconds"].value < 3
     assert run.perfdata["apply_delay"].value == 5
     assert run.perfdata["delayed_bytes"].value > 0
     assert "replay_lag_bytes" not in run.perfdata

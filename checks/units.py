@@ -52,6 +52,8 @@ _SECOND_FACTORS = {
     "h": 3600.0,
     "d": 86400.0,
 }
+# One-letter spellings people carry over from other tools (-w 16M), and what they meant.
+_BARE_PREFIXES = {"k": "kB", "m": "MB", "g": "GB", "t": "TB"}
 _QUANTITY = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*([A-Za-z%]*)\s*$")
 
 
@@ -83,8 +85,15 @@ def parse_quantity(text: str) -> Quantity:
         return Quantity(float(round(number * _BYTE_FACTORS[key])), Unit.BYTES)
     if key in _SECOND_FACTORS:
         return Quantity(number * _SECOND_FACTORS[key], Unit.SECONDS)
-    if key == "m":
-        raise UnitError(f"{text!r}: say 'min' for minutes or 'ms' for milliseconds")
+    if key in _BARE_PREFIXES:
+        # -w 16M means megabytes to anyone coming from other tools; only a lower-case m
+        # may also be minutes or milliseconds.
+        meant = f"'{match.group(1)}{_BARE_PREFIXES[key]}'"
+        if suffix == "m":
+            raise UnitError(
+                f"{text!r}: say {meant} for bytes, 'min' for minutes or 'ms' for milliseconds"
+            )
+        raise UnitError(f"{text!r}: say {meant} for bytes")
     raise UnitError(
         f"{text!r}: unknown unit {suffix!r} (bytes: B kB MB GB TB or KiB MiB GiB TiB, "
         "time: us ms s min h d, percent: %)"

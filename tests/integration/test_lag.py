@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import time
+
 import pytest
 
-from harness.postgres import PgCluster, wait_for
+from harness.consul import ConsulAgent
+from harness.ports import free_port
+from harness.postgres import PgCluster, PgServer, wait_for
 from tests.plugin_run import check_postgresql
 
 # Scenario runs on every supported major, not only the full-suite ones.
@@ -51,13 +56,15 @@ def test_paused_replay_with_writes_passes_byte_and_second_thresholds(
         primary.execute(
             "INSERT INTO lag_probe SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g"
         )
+        # Seconds count how long the waiting WAL has waited: here since the primary wrote
+        # it (latest_end_time), which the replica measures while replay stands still.
         wait_for(
             lambda: replica.scalar(
                 "SELECT pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())"
                 " > 2 * 1024 * 1024"
-                " AND now() - pg_last_xact_replay_timestamp() > interval '2.5 s'"
+                " AND now() - latest_end_time > interval '2.5 s' FROM pg_stat_wal_receiver"
             ),
-            what="WAL received but not replayed",
+            what="WAL received but not replayed for 2.5 s",
             timeout=30,
         )
         run = check_postgresql(
@@ -67,7 +74,7 @@ def test_paused_replay_with_writes_passes_byte_and_second_thresholds(
         replica.resume_replay()
     assert run.status == "CRITICAL"
     assert "replay lag" in run.summary and "(above 2.0 MiB)" in run.summary
-    assert "(above 2.0s)" in run.summary
+    assert re.search(r"replay lag at least \d+\.\ds \(above 2\.0s\)", run.summary), run.summary
     perf = run.perfdata
     assert perf["replay_lag_bytes"].value > 2 * 1024 * 1024
     assert perf["replay_lag_bytes"].uom == "B"
@@ -87,12 +94,322 @@ def test_paused_replay_alone_is_a_warning(pg_cluster: PgCluster) -> None:
     assert run.summary == "WAL replay is paused (pg_wal_replay_resume() resumes it)"
 
 
-def test_no_wal_receiver_is_critical(make_pg_cluster) -> None:
+# --------------------------------------------------------------------------------------
+# Issue 9 and 8: what a replica can and cannot know.
+
+
+def _quiet_spell(replica: PgServer, seconds: float) -> None:
+    wait_for(
+        lambda: replica.scalar(
+            f"SELECT now() - pg_last_xact_replay_timestamp() > interval '{seconds} s'"
+            " AND pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn()"
+        ),
+        what=f"{seconds}s without a commit",
+        timeout=seconds + 30,
+    )
+
+
+def test_long_transaction_after_a_quiet_spell_is_not_minutes_of_lag(make_pg_cluster) -> None:
+    """The quiet spell (here 8 s, the 'minutes' of the report scaled down) is not lag.
+
+    A query on the replica holds back replay of the long transaction's first record (a
+    recovery conflict, max_standby_streaming_delay = -1), so WAL is waiting when the check
+    runs; the WAL has waited about a second, the last replayed commit is 8 s old.
+    """
     cluster: PgCluster = make_pg_cluster(replicas=1)
-    replica = cluster.replicas[0]
-    cluster.primary.stop()
+    primary, replica = cluster.primary, cluster.replicas[0]
+    replica.set_config(max_standby_streaming_delay=-1)
+    primary.execute("CREATE TABLE quiet (x int, pad text)")
+    primary.execute("INSERT INTO quiet VALUES (1, '')")
+    cluster.wait_caught_up()
+    _quiet_spell(replica, 8)
+    with replica.connect() as reader, primary.connect() as writer:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM quiet")
+        writer.execute("BEGIN")
+        writer.execute("LOCK TABLE quiet IN ACCESS EXCLUSIVE MODE")
+        writer.execute(
+            "INSERT INTO quiet SELECT g, repeat('x', 200) FROM generate_series(1, 5000) g"
+        )
+        wait_for(
+            lambda: replica.scalar(
+                "SELECT pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())"
+                " > 512 * 1024"
+            ),
+            what="the long transaction's WAL waiting on the replica",
+            timeout=30,
+        )
+        run = check_postgresql("lag", "-w", "6s", "-c", "7s", env=replica.env())
+        writer.execute("ROLLBACK")
+        reader.execute("ROLLBACK")
+    # Today's figure, the age of the last replayed commit, would be CRITICAL "8.xs".
+    assert run.status == "OK", run.stdout
+    assert run.summary.startswith("replay lag "), run.summary
+    assert re.search(
+        r", seconds unknown: last replayed commit (\d+\.\ds|1min \d+s) ago, the waiting WAL "
+        r"may be newer \(waited at least (\d+ms|\d\.\ds)\)$",
+        run.summary,
+    ), run.summary
+    assert "replay_lag_seconds" not in run.perfdata
+    assert run.perfdata["replay_lag_bytes"].value > 512 * 1024
+
+
+def test_cascaded_replica_is_judged_against_the_leader(
+    make_pg_cluster, consul_agent: ConsulAgent
+) -> None:
+    """replica2 streams from replica1, which lost the primary: replica2 has replayed all
+    it received, but the leader is megabytes ahead."""
+    cluster: PgCluster = make_pg_cluster(replicas=2)
+    primary, upstream, cascaded = cluster.primary, *cluster.replicas
+    cascaded.repoint(upstream)
+    cascaded.wait_until(
+        lambda: cascaded.scalar("SELECT sender_port FROM pg_stat_wal_receiver") == upstream.port,
+        "streaming from replica1",
+    )
+    upstream.set_config(primary_conninfo=f"host=127.0.0.1 port={free_port()} user=replicator")
+    upstream.wait_until(lambda: upstream.wal_receiver_status() != "streaming", "losing primary")
+    primary.execute(
+        "CREATE TABLE ahead AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 20000) g"
+    )
+    leader_lsn = primary.scalar("SELECT pg_current_wal_lsn()::text")
+    system_identifier = primary.scalar("SELECT system_identifier::text FROM pg_control_system()")
+    cascaded.wait_until(
+        lambda: cascaded.scalar("SELECT pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn()"),
+        "replica2 caught up with replica1",
+    )
+    service = "pg-db-lag-cascade"
+    consul_agent.api(
+        "PUT",
+        "/v1/agent/service/register",
+        json_body={
+            "ID": service,
+            "Name": service,
+            "Port": primary.port,
+            "Tags": ["leader"],
+            "Meta": {"pg_wal_lsn": leader_lsn, "pg_system_identifier": system_identifier},
+        },
+    )
+    try:
+        alone = check_postgresql("lag", "-w", "1MB", "-c", "2MB", env=cascaded.env())
+        env = {**cascaded.env(), **consul_agent.env()}
+        judged = check_postgresql(
+            "lag", "-w", "1MB", "-c", "2MB", "--consul-service", service, env=env
+        )
+        # replica1 itself: receiver down, and behind the leader: no grace for it
+        orphan = check_postgresql(
+            "lag",
+            "--consul-service",
+            service,
+            "-w",
+            "1MB",
+            env={**upstream.env(), **consul_agent.env()},
+        )
+    finally:
+        consul_agent.api("PUT", f"/v1/agent/service/deregister/{service}")
+    with_primary = check_postgresql(
+        "lag",
+        "-w",
+        "1MB",
+        "-c",
+        "2MB",
+        "--primary",
+        f"host=127.0.0.1 port={primary.port} dbname=postgres",
+        env=cascaded.env(),
+    )
+    # Alone, it can only say that its figure is relative to its upstream.
+    assert alone.status == "OK"
+    assert alone.perfdata["replay_lag_bytes"].value == 0
+    assert any(
+        f"figures are relative to the upstream 127.0.0.1:{upstream.port}" in line
+        for line in alone.long_output
+    ), alone.stdout
+    assert orphan.status == "CRITICAL", orphan.stdout
+    assert re.search(
+        r"(no WAL receiver|WAL receiver \w+, not streaming) and \d+\.\d MiB behind", orphan.summary
+    ), orphan.summary
+    for run, source in ((judged, "the leader "), (with_primary, "the primary ")):
+        assert run.status == "CRITICAL", run.stdout
+        assert run.summary.startswith("replay lag "), run.summary
+        assert "(above 2.0 MiB)" in run.summary
+        assert run.perfdata["replay_lag_bytes"].value > 2 * 1024 * 1024
+        assert any(line.startswith(f"compared with {source}") for line in run.long_output)
+
+
+def test_a_missing_consul_agent_neither_slows_nor_breaks_the_check(
+    pg_cluster: PgCluster,
+) -> None:
+    env = {**pg_cluster.replicas[0].env(), "CONSUL_HTTP_ADDR": f"127.0.0.1:{free_port()}"}
+    run = check_postgresql("lag", "--consul-service", "pg-db", "-t", "5", env=env)
+    assert run.status == "OK", run.stdout
+    assert "not compared with the primary: Consul: cannot reach the Consul agent" in run.summary
+    assert run.elapsed < 5
+
+
+def test_receiver_down_is_a_warning_within_the_grace_then_critical(make_pg_cluster) -> None:
+    cluster: PgCluster = make_pg_cluster(replicas=1)
+    primary, replica = cluster.primary, cluster.replicas[0]
+    primary.stop()
     wait_for(lambda: replica.wal_receiver_status() != "streaming", what="receiver gone", timeout=30)
+    within = check_postgresql("lag", env=replica.env())
+    wait_for(
+        lambda: replica.scalar(
+            "SELECT now() - max(modification) > interval '1.5 s' FROM pg_ls_waldir()"
+        ),
+        what="no WAL from upstream for 1.5 s",
+        timeout=30,
+    )
+    after = check_postgresql("lag", "--receiver-grace", "1s", env=replica.env())
+    # A promoted replica carries no verdict from its replica days.
+    replica.promote()
+    promoted = check_postgresql("lag", env=replica.env())
+
+    assert within.status == "WARNING", within.stdout  # stays in follower.pg-db
+    assert within.summary.startswith("no WAL receiver (nothing from upstream for ")
+    assert within.summary.endswith(
+        "CRITICAL after 30.0s), lag unknown: no WAL arrives "
+        "(--primary or --consul-service would tell)"
+    )
+    # unknown is left out, never 0
+    assert "replay_lag_bytes" not in within.perfdata
+    assert within.perfdata["receiver_streaming"].value == 0
+    assert after.status == "CRITICAL", after.stdout
+    assert after.summary.startswith("no WAL receiver: nothing from upstream for ")
+    assert promoted.first_line == "PG_LAG OK - primary (not in recovery): no replay lag to measure"
+
+
+def test_delayed_standby_is_judged_beyond_its_delay(make_pg_cluster) -> None:
+    cluster: PgCluster = make_pg_cluster(replicas=1)
+    primary, replica = cluster.primary, cluster.replicas[0]
+    replica.set_config(recovery_min_apply_delay="5s")
+    primary.execute("CREATE TABLE delayed (x int)")
+    # Commits every 0.2 s for 7 s: the last 5 s of them wait on purpose.
+    deadline = time.monotonic() + 7
+    while time.monotonic() < deadline:
+        primary.execute("INSERT INTO delayed VALUES (1)")
+        time.sleep(0.2)
+    run = check_postgresql("lag", "-w", "3s", "-c", "4s", env=replica.env())
+    # Today: the delay itself counted, CRITICAL "replay lag 5.xs".
+    assert run.status == "OK", run.stdout
+    assert re.match(
+        r"replay lag (at most )?(\d+ms|[0-2]\.\ds) beyond the apply delay of 5\.0s, "
+        r"streaming from 127\.0\.0\.1:\d+, bytes not judged: held back by "
+        r"recovery_min_apply_delay$",
+        run.summary,
+    ), run.summary
+    assert run.perfdata["replay_lag_seconds"].value < 3
+    assert run.perfdata["apply_delay"].value == 5
+    assert run.perfdata["delayed_bytes"].value > 0
+    assert "replay_lag_bytes" not in run.perfdata
+
+
+def test_replay_paused_for_insufficient_parameters_names_the_remedy(make_pg_cluster) -> None:
+    cluster: PgCluster = make_pg_cluster(replicas=1)
+    primary, replica = cluster.primary, cluster.replicas[0]
+    if primary.major < 14:
+        pytest.skip("before 14 the standby shuts down instead of pausing")
+    primary.set_config(max_connections=60)
+    replica.wait_until(
+        lambda: replica.scalar("SELECT pg_get_wal_replay_pause_state()") == "paused",
+        "replay to pause on the parameter change",
+    )
     run = check_postgresql("lag", env=replica.env())
-    assert run.status == "CRITICAL"
-    assert "not streaming" in run.summary
-    assert run.perfdata["receiver_streaming"].value == 0
+    assert run.status == "CRITICAL", run.stdout
+    assert run.summary == (
+        "WAL replay paused for insufficient parameter settings: max_connections is 50 here "
+        "but 60 upstream: raise it on this replica and restart it "
+        "(resuming replay would shut this standby down)"
+    )
+    assert "pg_wal_replay_resume" not in run.stdout
+    assert run.perfdata["replay_paused"].value == 1
+
+
+def test_log_shipping_standby_is_not_a_missing_receiver(make_pg_cluster, tmp_path) -> None:
+    cluster: PgCluster = make_pg_cluster(replicas=1)
+    primary, replica = cluster.primary, cluster.replicas[0]
+    archive = cluster.workdir / "archive"
+    archive.mkdir()
+    cluster.os_user.chown(archive)
+    primary.set_config(archive_mode="on", archive_command=f"cp %p {archive}/%f")
+    replica.set_config(primary_conninfo="", restore_command=f"cp {archive}/%f %p")
+    wait_for(lambda: replica.wal_receiver_status() is None, what="receiver gone", timeout=30)
+    primary.execute("CREATE TABLE shipped AS SELECT g FROM generate_series(1, 1000) g")
+    primary.execute("SELECT pg_switch_wal()")
+    alone = check_postgresql("lag", env=replica.env())
+    behind = check_postgresql(
+        "lag",
+        "--primary",
+        f"host=127.0.0.1 port={primary.port} dbname=postgres",
+        env=replica.env(),
+    )
+    # Today: CRITICAL "no WAL receiver" for as long as it runs.
+    assert alone.status == "OK", alone.stdout
+    assert alone.summary == (
+        "log-shipping standby (restore_command), lag unknown: nothing to "
+        "compare with (--primary or --consul-service would tell)"
+    )
+    assert "replay_lag_bytes" not in alone.perfdata
+    assert behind.status in ("OK", "WARNING", "CRITICAL"), behind.stdout
+    assert "replay_lag_bytes" in behind.perfdata
+    assert "behind the primary 127.0.0.1:" in behind.stdout
+
+
+def test_crash_of_an_idle_primary_keeps_a_replica_that_misses_nothing_in_dns(
+    make_pg_cluster, consul_agent: ConsulAgent
+) -> None:
+    """Past the measurable grace, a replica not behind the last known primary position
+    stays WARNING; the first published byte it misses makes it CRITICAL."""
+    cluster: PgCluster = make_pg_cluster(replicas=1)
+    primary, replica = cluster.primary, cluster.replicas[0]
+    cluster.wait_caught_up()
+    last_lsn = primary.scalar("SELECT pg_current_wal_lsn()::text")
+    system_identifier = primary.scalar("SELECT system_identifier::text FROM pg_control_system()")
+    service = "pg-db-lag-crash"
+    registration = {
+        "ID": service,
+        "Name": service,
+        "Port": primary.port,
+        # The old leader's reporter took its tag away when PostgreSQL went: no leader
+        # now, but its last published position is still there.
+        "Tags": [],
+        "Meta": {"pg_wal_lsn": last_lsn, "pg_system_identifier": system_identifier},
+    }
+    consul_agent.api("PUT", "/v1/agent/service/register", json_body=registration)
+    try:
+        primary.kill()  # a crash: no shutdown checkpoint reaches the replica
+        wait_for(
+            lambda: replica.wal_receiver_status() != "streaming", what="receiver gone", timeout=30
+        )
+        wait_for(
+            lambda: replica.scalar(
+                "SELECT now() - max(modification) > interval '1.5 s' FROM pg_ls_waldir()"
+            ),
+            what="no WAL from upstream for 1.5 s",
+            timeout=30,
+        )
+        env = {**replica.env(), **consul_agent.env()}
+        grace = ("--receiver-grace", "1s")
+        alone = check_postgresql("lag", *grace, env=env)
+        known = check_postgresql("lag", *grace, "--consul-service", service, env=env)
+        # a position the replica never got
+        registration["Meta"]["pg_wal_lsn"] = "FF/0"
+        consul_agent.api("PUT", "/v1/agent/service/register", json_body=registration)
+        missing = check_postgresql("lag", *grace, "--consul-service", service, env=env)
+    finally:
+        consul_agent.api("PUT", f"/v1/agent/service/deregister/{service}")
+    replica.promote()
+    promoted = check_postgresql("lag", *grace, "--consul-service", service, env=env)
+
+    assert alone.status == "CRITICAL", alone.stdout
+    assert known.status == "WARNING", known.stdout
+    assert re.match(
+        r"no WAL receiver \(nothing from upstream for \d+\.\ds\), not behind the primary's "
+        r"known position$",
+        known.summary,
+    ), known.summary
+    assert known.perfdata["replay_lag_bytes"].value == 0
+    assert any(
+        line.startswith(f"compared with the last known leader {consul_agent.node_name}")
+        for line in known.long_output
+    ), known.stdout
+    assert missing.status == "CRITICAL", missing.stdout
+    assert promoted.first_line == "PG_LAG OK - primary (not in recovery): no replay lag to measure"

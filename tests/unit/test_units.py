@@ -43,8 +43,15 @@ def test_parse_quantity_refuses(text: str) -> None:
 
 
 def test_bare_m_is_refused_with_a_hint() -> None:
-    with pytest.raises(UnitError, match="'min' for minutes or 'ms'"):
+    with pytest.raises(UnitError, match="'5MB' for bytes, 'min' for minutes or 'ms'"):
         parse_quantity("5m")
+
+
+@pytest.mark.parametrize(("text", "meant"), [("16M", "16MB"), ("2k", "2kB"), ("1G", "1GB")])
+def test_one_letter_byte_units_are_answered_with_the_byte_unit(text: str, meant: str) -> None:
+    with pytest.raises(UnitError) as refused:
+        parse_quantity(text)
+    assert str(refused.value) == f"{text!r}: say '{meant}' for bytes"
 
 
 def test_bytes_are_whole_numbers() -> None:

@@ -1,14 +1,30 @@
-"""``lag``: how far behind is this replica, from its own point of view.
+"""``lag``: how far behind is this replica, and can it catch up?
 
-Two metrics share seconds as their unit here: replay lag (the headline, ``-w/-c``) and the
-age of the WAL receiver's last message, which on an idle primary climbs to about half of
-``wal_receiver_timeout`` before resetting without anything being wrong (DESIGN.md §3). That
-one gets its own options, with defaults derived from the server's ``wal_receiver_timeout``.
+The figures and what each can know (docs/design.md §3, §9; the man page words them):
+
+- Bytes: WAL this replica has not replayed, measured against the furthest position it
+  knows of: what it received, and the leader's published position (Consul) or a primary
+  given with ``--primary``. Without such a reference the figure is relative to the
+  upstream, which for a cascaded standby may itself be behind.
+- Seconds: how long the WAL now waiting to be replayed has waited. The replica only has
+  bounds (probes/lag.py): at most the age of the last replayed commit, at least the time
+  since the primary reported a position replay has not reached. The upper bound is
+  reported while it is within the thresholds (then the verdict is sure); past them, only
+  a lower bound that is itself past them is, because after a quiet spell the upper bound
+  is the quiet spell, not lag. Otherwise the figure is left out and the summary says why.
+- A configured ``recovery_min_apply_delay`` is not lag: seconds count beyond it, and
+  received-but-delayed WAL is reported apart.
+
+The age of the WAL receiver's last message shares seconds with the headline but on an
+idle primary climbs to about half of ``wal_receiver_timeout`` before resetting (§3), so it
+has its own options, with defaults derived from the server.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 
 import click
 import nagiosplugin
@@ -16,75 +32,371 @@ import nagiosplugin
 from checks import plugin
 from checks.postgres.connection import ConnectionSettings, connect
 from checks.postgres.options import connection_options, role_mismatch_option
-from checks.postgres.probes.lag import ReplicaLag, read_lag
+from checks.postgres.probes.lag import ReplicaLag, read_distance, read_lag, read_parameters
+from checks.postgres.probes.lag_reference import (
+    Reference,
+    leader_from_consul,
+    primary_from_conninfo,
+    upstream_parameters,
+)
 from checks.thresholds import Limits, ThresholdType, assign, range_options, threshold_options
-from checks.units import Unit, format_bytes, format_duration
+from checks.units import Unit, UnitError, format_bytes, format_duration, parse_quantity
 
 NAME = "PG_LAG"
 DEFAULTS = {
     "replay_lag_bytes": Limits(nagiosplugin.Range("67108864"), nagiosplugin.Range("1073741824")),
     "replay_lag_seconds": Limits(nagiosplugin.Range("60"), nagiosplugin.Range("300")),
 }
+# A primary restart takes the WAL receiver down until it reconnects: the startup process
+# retries every wal_retrieve_retry_interval (5 s by default), and the checks run every
+# 10 s in the shipped snippets. 30 s covers a restart with room to spare.
+DEFAULT_RECEIVER_GRACE = 30.0
+# Shares of --timeout for the optional lookups, so the replica's own answer always fits.
+CONSUL_BUDGET_SHARE = 0.2
+CONSUL_BUDGET_MAX = 2.0
+PRIMARY_BUDGET_SHARE = 0.3
+
+
+# --------------------------------------------------------------------------- judgement
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A number the check vouches for, how (exact / at most / at least), or why it has none."""
+
+    value: float | None
+    bound: str = ""  # "", "at most", "at least"
+    note: str | None = None
+
+
+def _limit(limits: Limits) -> float:
+    """The lowest value the thresholds would flag (inf when none would)."""
+    ends = [r.end for r in (limits.warning, limits.critical) if r is not None and not r.invert]
+    return min(ends, default=math.inf)
+
+
+def judge_seconds(facts: ReplicaLag, reference: Reference | None, limits: Limits) -> Figure:
+    has_reference = bool(reference and reference.lsn)
+    if not waiting(facts, reference):
+        if facts.streaming or has_reference:
+            return Figure(0.0)
+        # Nothing received waits, but nothing says we are caught up either: judge_bytes
+        # words why.
+        return Figure(None)
+    delay = facts.apply_delay
+    at_least = max(0.0, facts.waiting_at_least - delay)
+    at_most = facts.last_replayed_commit_age
+    limit = _limit(limits)
+    if at_most is None:
+        if at_least > 0:
+            return Figure(at_least, "at least")
+        return Figure(
+            None,
+            note="seconds unknown: no transaction replayed since this server started",
+        )
+    beyond = max(0.0, at_most - delay)
+    if beyond <= limit:
+        return Figure(beyond, "at most" if beyond > at_least else "")
+    if at_least > limit:
+        return Figure(at_least, "at least")
+    return Figure(
+        None,
+        note=(
+            f"seconds unknown: last replayed commit {format_duration(at_most)} ago, "
+            f"the waiting WAL may be newer (waited at least {format_duration(at_least)})"
+        ),
+    )
+
+
+def judge_bytes(facts: ReplicaLag, reference: Reference | None) -> Figure:
+    behind = facts.behind_reference_bytes if reference and reference.lsn else None
+    received = facts.received_not_replayed_bytes
+    if facts.apply_delay > 0:
+        # WAL held back on purpose is not lag: only what has not even arrived is.
+        if behind is None:
+            return Figure(None, note="bytes not judged: held back by recovery_min_apply_delay")
+        return Figure(max(0, behind - (received or 0)))
+    if behind is not None:
+        return Figure(max(behind, received or 0))
+    if not facts.streaming:
+        why = "nothing to compare with" if facts.log_shipping else "no WAL arrives"
+        return Figure(None, note=f"lag unknown: {why} (--primary or --consul-service would tell)")
+    return Figure(received or 0)
+
+
+def waiting(facts: ReplicaLag, reference: Reference | None) -> bool:
+    behind = facts.behind_reference_bytes if reference and reference.lsn else 0
+    return bool(facts.received_not_replayed_bytes) or bool(behind)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A state the probe decided from several facts (receiver, pause), with its words."""
+
+    status: plugin.Status
+    text: str | None
+
+
+def judge_receiver(facts: ReplicaLag, behind: Figure, byte_limits: Limits, grace: float) -> Verdict:
+    if facts.streaming:
+        return Verdict(plugin.Status.OK, None)
+    if facts.log_shipping:
+        return Verdict(plugin.Status.OK, None)
+    if facts.streaming_configured is False and facts.archive_configured is False:
+        return Verdict(
+            plugin.Status.CRITICAL,
+            "no WAL source: neither primary_conninfo nor restore_command is set",
+        )
+    down = (
+        "no WAL receiver"
+        if facts.receiver_status is None
+        else f"WAL receiver {facts.receiver_status}, not streaming"
+    )
+    if behind.value is not None and behind.value > _limit(byte_limits):
+        return Verdict(plugin.Status.CRITICAL, f"{down} and {format_bytes(behind.value)} behind")
+    # How long since anything came from upstream: the newest WAL file's age, or the
+    # replica's own uptime if it started since (probes/lag.py).
+    ages = [a for a in (facts.last_wal_written_age, facts.server_uptime) if a is not None]
+    quiet = min(ages) if ages else None
+    if quiet is not None and quiet <= grace:
+        return Verdict(
+            plugin.Status.WARNING,
+            f"{down} (nothing from upstream for {format_duration(quiet)}, "
+            f"CRITICAL after {format_duration(grace)})",
+        )
+    since = f"nothing from upstream for {format_duration(quiet)}" if quiet else "since when unknown"
+    if facts.behind_reference_bytes == 0:
+        # Past the measurable grace (an idle primary sent nothing for long, then went
+        # away: nothing on the replica records when its receiver stopped), but it has
+        # everything the primary has published: it misses nothing yet. The first byte
+        # the primary writes and publishes makes this CRITICAL.
+        return Verdict(
+            plugin.Status.WARNING, f"{down} ({since}), not behind the primary's known position"
+        )
+    return Verdict(plugin.Status.CRITICAL, f"{down}: {since}")
+
+
+def insufficient_parameters(own: dict[str, int], upstream: dict[str, int]) -> list[str]:
+    return [
+        f"{name} is {own[name]} here but {upstream[name]} upstream"
+        for name in own
+        if upstream.get(name, 0) > own[name]
+    ]
+
+
+# --------------------------------------------------------------------------- probe
 
 
 class Lag(plugin.Probe):
-    def __init__(self, settings: ConnectionSettings, on_primary: plugin.Status) -> None:
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        on_primary: plugin.Status,
+        *,
+        limits: dict[str, Limits],
+        grace: float,
+        primary: str | None,
+        consul: tuple[str, str, object] | None,
+    ) -> None:
         super().__init__()
         self.settings = settings
         self.on_primary = on_primary
+        self.limits = limits
+        self.grace = grace
+        self.primary = primary
+        self.consul = consul
         self.facts: ReplicaLag | None = None
+        self.reference: Reference | None = None
+        self.bytes = Figure(None)
+        self.seconds = Figure(None)
+        self.receiver = Verdict(plugin.Status.OK, None)
+        self.pause: Verdict | None = None
+        self.notes: list[str] = []
+
+    def _reference(self) -> Reference | None:
+        timeout = self.settings.timeout
+        if self.primary:
+            return primary_from_conninfo(self.primary, timeout * PRIMARY_BUDGET_SHARE)
+        if self.consul:
+            service, tag, consul_settings = self.consul
+            if isinstance(consul_settings, plugin.CheckFailed):
+                return Reference(None, f"the {tag} in Consul", problem=consul_settings.message)
+            budget = min(CONSUL_BUDGET_MAX, timeout * CONSUL_BUDGET_SHARE)
+            return leader_from_consul(service, tag, consul_settings, budget)  # type: ignore[arg-type]
+        return None
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
         with connect(self.settings) as conn:
             facts = self.facts = read_lag(conn)
             login = conn.info.user
-        if not facts.in_recovery:
-            raise plugin.CheckFailed(
-                self.on_primary, "primary (not in recovery): no replay lag to measure"
+            if not facts.in_recovery:
+                raise plugin.CheckFailed(
+                    self.on_primary, "primary (not in recovery): no replay lag to measure"
+                )
+            if facts.receiver_hidden:
+                raise plugin.unknown(
+                    f"cannot see pg_stat_wal_receiver details as role {login}: "
+                    f"GRANT pg_monitor TO {login} (or pg_read_all_stats)"
+                )
+            # Only a replica asks: a primary's run never imports an HTTP client. The
+            # distance is taken from the replay position read above, in one snapshot.
+            reference = self.reference = self._reference()
+            if reference and reference.problem:
+                self.notes.append(f"not compared with the primary: {reference.problem}")
+            elif (
+                reference
+                and reference.system_identifier
+                and reference.system_identifier != facts.system_identifier
+            ):
+                self.notes.append(
+                    f"not compared with {reference.source}: another cluster "
+                    f"(system identifier {reference.system_identifier})"
+                )
+                reference = self.reference = None
+            if reference and reference.lsn and facts.replayed_lsn:
+                facts = self.facts = replace(
+                    facts,
+                    behind_reference_bytes=read_distance(conn, reference.lsn, facts.replayed_lsn),
+                )
+            own_parameters = (
+                read_parameters(conn)
+                if facts.replay_paused and facts.capabilities.pauses_for_parameters
+                else None
             )
-        if facts.receiver_hidden:
-            raise plugin.unknown(
-                f"cannot see pg_stat_wal_receiver details as role {login}: "
-                f"GRANT pg_monitor TO {login} (or pg_read_all_stats)"
+        self.bytes = judge_bytes(facts, reference)
+        self.seconds = judge_seconds(facts, reference, self.limits["replay_lag_seconds"])
+        self.receiver = judge_receiver(
+            facts, self.bytes, self.limits["replay_lag_bytes"], self.grace
+        )
+        if facts.replay_paused:
+            self.pause = self._judge_pause(facts, own_parameters)
+        self._describe(facts, reference)
+
+        if self.bytes.value is not None:
+            yield nagiosplugin.Metric("replay_lag_bytes", int(self.bytes.value), "B", min=0)
+        if self.seconds.value is not None:
+            yield nagiosplugin.Metric(
+                "replay_lag_seconds", round(self.seconds.value, 3), "s", min=0
+            )
+        yield nagiosplugin.Metric("replay_paused", int(facts.replay_paused), min=0, max=1)
+        yield nagiosplugin.Metric("receiver_streaming", int(facts.streaming), min=0, max=1)
+        if facts.receiver_message_age is not None:
+            yield nagiosplugin.Metric(
+                "receiver_message_age", round(facts.receiver_message_age, 3), "s", min=0
+            )
+        if facts.apply_delay > 0:
+            yield nagiosplugin.Metric("apply_delay", facts.apply_delay, "s", min=0)
+            if facts.received_not_replayed_bytes is not None:
+                yield nagiosplugin.Metric(
+                    "delayed_bytes", facts.received_not_replayed_bytes, "B", min=0
+                )
+        if facts.last_wal_written_age is not None:
+            yield nagiosplugin.Metric(
+                "last_wal_age", round(facts.last_wal_written_age, 3), "s", min=0
+            )
+
+    def _judge_pause(self, facts: ReplicaLag, own: dict[str, int] | None) -> Verdict:
+        plain = "WAL replay is paused (pg_wal_replay_resume() resumes it)"
+        if own is None:
+            return Verdict(plugin.Status.WARNING, plain)
+        upstream: dict[str, int] | str | None = None
+        if self.reference and self.reference.parameters:
+            upstream = self.reference.parameters
+        elif facts.sender_host and facts.sender_port:
+            upstream = upstream_parameters(
+                self.settings,
+                facts.sender_host,
+                facts.sender_port,
+                self.settings.timeout * PRIMARY_BUDGET_SHARE,
+            )
+        if isinstance(upstream, dict):
+            short = insufficient_parameters(own, upstream)
+            if short:
+                return Verdict(
+                    plugin.Status.CRITICAL,
+                    "WAL replay paused for insufficient parameter settings: "
+                    + ", ".join(short)
+                    + f": raise {'it' if len(short) == 1 else 'them'} on this replica and "
+                    "restart it (resuming replay would shut this standby down)",
+                )
+            return Verdict(plugin.Status.WARNING, plain)
+        return Verdict(
+            plugin.Status.WARNING,
+            "WAL replay is paused: by pg_wal_replay_pause(), or for insufficient parameter "
+            "settings if the server log says so (then raise that parameter here and restart, "
+            "resuming would shut this standby down)",
+        )
+
+    def _describe(self, facts: ReplicaLag, reference: Reference | None) -> None:
+        if facts.streaming:
+            self.details.append(f"WAL receiver: streaming from {facts.sender or '?'}")
+        elif facts.log_shipping:
+            self.details.append("WAL source: restore_command (log shipping, no WAL receiver)")
+        else:
+            self.details.append(f"WAL receiver: {facts.receiver_status or 'none'}")
+        if reference and reference.lsn:
+            self.details.append(f"compared with {reference.source} at {reference.lsn}")
+        elif facts.streaming:
+            self.details.append(
+                f"figures are relative to the upstream {facts.sender}: a standby there may "
+                "itself be behind the primary (use --primary or --consul-service)"
             )
         self.details.append(
-            f"WAL receiver: {facts.receiver_status or 'none'}"
-            + (f" from {facts.sender}" if facts.sender else "")
+            f"received {facts.received_lsn or 'nothing (not streaming)'}, "
+            f"replayed {facts.replayed_lsn}"
         )
+        if facts.last_replayed_commit_age is not None:
+            self.details.append(
+                f"last replayed commit: {format_duration(facts.last_replayed_commit_age)} ago"
+            )
+        if facts.apply_delay > 0:
+            self.details.append(f"recovery_min_apply_delay: {format_duration(facts.apply_delay)}")
         if facts.wal_receiver_timeout:
             self.details.append(
                 f"wal_receiver_timeout: {format_duration(facts.wal_receiver_timeout)}"
             )
-        yield nagiosplugin.Metric("replay_lag_bytes", facts.replay_lag_bytes, "B", min=0)
-        yield nagiosplugin.Metric(
-            "replay_lag_seconds", round(facts.replay_lag_seconds, 3), "s", min=0
-        )
-        yield nagiosplugin.Metric("replay_paused", int(facts.replay_paused), min=0, max=1)
-        yield nagiosplugin.Metric(
-            "receiver_streaming", int(facts.receiver_status == "streaming"), min=0, max=1
-        )
-        if facts.receiver_message_age is not None:
-            yield nagiosplugin.Metric(
-                "receiver_message_age",
-                round(max(0.0, facts.receiver_message_age), 3),
-                "s",
-                min=0,
-            )
+        for figure in (self.bytes, self.seconds):
+            if figure.note:
+                self.notes.append(figure.note)
+        self.details.extend(self.notes)
 
 
-class ReceiverContext(nagiosplugin.Context):
-    """CRITICAL unless the WAL receiver streams: without it the replica falls behind forever."""
+# --------------------------------------------------------------------------- contexts
+
+
+class LagMetricContext(plugin.MetricContext):
+    """A threshold metric whose text says which bound it is ("at least 3.0s")."""
+
+    def __init__(self, name: str, limits: Limits, unit: Unit, figure: str) -> None:
+        super().__init__(name, limits, label="replay lag", unit=unit)
+        self.figure = figure
 
     def evaluate(self, metric: nagiosplugin.Metric, resource: Lag) -> nagiosplugin.Result:
-        if metric.value:
+        figure: Figure = getattr(resource, self.figure)
+        # one metric per context: the label may carry this run's bound
+        self.label = f"replay lag {figure.bound}" if figure.bound else "replay lag"
+        return super().evaluate(metric, resource)
+
+
+_STATES = {
+    plugin.Status.WARNING: nagiosplugin.Warn,
+    plugin.Status.CRITICAL: nagiosplugin.Critical,
+    plugin.Status.UNKNOWN: nagiosplugin.Unknown,
+}
+
+
+class VerdictContext(nagiosplugin.Context):
+    """A 0/1 metric whose state the probe judged (receiver, pause); hint from the verdict."""
+
+    def __init__(self, name: str, verdict: str) -> None:
+        super().__init__(name)
+        self.verdict = verdict
+
+    def evaluate(self, metric: nagiosplugin.Metric, resource: Lag) -> nagiosplugin.Result:
+        verdict: Verdict | None = getattr(resource, self.verdict)
+        if verdict is None or verdict.status is plugin.Status.OK:
             return nagiosplugin.Result(nagiosplugin.Ok, None, metric)
-        status = resource.facts.receiver_status if resource.facts else None
-        hint = (
-            "no WAL receiver: not streaming from any primary"
-            if status is None
-            else f"WAL receiver {status}, not streaming"
-        )
-        return nagiosplugin.Result(nagiosplugin.Critical, hint, metric)
+        return nagiosplugin.Result(_STATES[verdict.status], verdict.text, metric)
 
     def performance(self, metric: nagiosplugin.Metric, resource: object):
         return nagiosplugin.Performance(metric.name, metric.value, min=0, max=1)
@@ -95,7 +407,7 @@ class ReceiverAgeContext(plugin.MetricContext):
 
     def __init__(self, limits: Limits) -> None:
         super().__init__(
-            "receiver_message_age", limits, label="last message from primary", unit=Unit.SECONDS
+            "receiver_message_age", limits, label="last message from upstream", unit=Unit.SECONDS
         )
         self.derive = limits == Limits()
 
@@ -111,15 +423,57 @@ class LagSummary(plugin.Summary):
     probe: Lag
 
     def ok(self, results: nagiosplugin.Results) -> str:
-        facts = self.probe.facts
+        probe = self.probe
+        facts = probe.facts
         assert facts is not None
-        text = (
-            f"replay lag {format_bytes(facts.replay_lag_bytes)}, "
-            f"{format_duration(facts.replay_lag_seconds)}, streaming"
-        )
-        if facts.sender:
-            text += f" from {facts.sender}"
-        return text
+        parts = []
+        if probe.bytes.value is not None:
+            parts.append(format_bytes(probe.bytes.value))
+        if probe.seconds.value is not None:
+            bound = f"{probe.seconds.bound} " if probe.seconds.bound else ""
+            parts.append(bound + format_duration(probe.seconds.value))
+        texts = []
+        if parts:
+            text = "replay lag " + ", ".join(parts)
+            if facts.apply_delay > 0:
+                text += f" beyond the apply delay of {format_duration(facts.apply_delay)}"
+            if probe.reference and probe.reference.lsn:
+                text += f" behind {probe.reference.source}"
+            texts.append(text)
+        if facts.streaming:
+            texts.append(f"streaming from {facts.sender}")
+        elif facts.log_shipping:
+            texts.append("log-shipping standby (restore_command)")
+        return ", ".join([*texts, *probe.notes])
+
+    def problem(self, results: nagiosplugin.Results) -> str:
+        return _with_notes(super().problem(results), self.probe.notes)
+
+
+def _with_notes(text: str, notes: list[str]) -> str:
+    return ", ".join([text, *notes])
+
+
+# --------------------------------------------------------------------------- command
+
+
+def _grace(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    try:
+        quantity = parse_quantity(value)
+    except UnitError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if quantity.unit not in (Unit.SECONDS, Unit.NUMBER) or quantity.value < 0:
+        raise click.BadParameter(f"{value!r} must be a duration such as 30s or 2min")
+    return quantity.value
+
+
+def _consul_settings(address: str | None):
+    from checks.consul import ConsulError, ConsulSettings
+
+    try:
+        return ConsulSettings.from_env(address=address)
+    except ConsulError as exc:
+        return plugin.unknown(f"Consul settings: {exc}")
 
 
 @click.command("lag", context_settings=plugin.CONTEXT_SETTINGS)
@@ -136,6 +490,34 @@ class LagSummary(plugin.Summary):
     default_warning="above wal_receiver_timeout",
     default_critical="above twice wal_receiver_timeout",
 )
+@click.option(
+    "--receiver-grace",
+    default=f"{DEFAULT_RECEIVER_GRACE:g}s",
+    show_default=True,
+    metavar="DURATION",
+    callback=_grace,
+    help="How long a WAL receiver may be down, counted from the last WAL received, "
+    "while the replica is not behind: WARNING until then, CRITICAL after.",
+)
+@click.option(
+    "--primary",
+    metavar="CONNINFO",
+    help="Compare with this primary: a conninfo, URI or service name (passwords from "
+    "~/.pgpass, PGPASSFILE or the service file, never the command line).",
+)
+@click.option(
+    "--consul-service",
+    metavar="NAME",
+    help="Compare with the WAL position the leader of this Consul service publishes "
+    "(Meta pg_wal_lsn), asked from the local agent. Off unless given.",
+)
+@click.option("--leader-tag", default="leader", show_default=True, help="The leader's tag.")
+@click.option(
+    "--consul-addr",
+    metavar="ADDR",
+    help="Agent HTTP address: host:port, http(s)://host:port or unix:///path "
+    "(default: CONSUL_HTTP_ADDR, then 127.0.0.1:8500). Token: CONSUL_HTTP_TOKEN(_FILE).",
+)
 @role_mismatch_option("primary")
 def command(
     settings: ConnectionSettings,
@@ -144,13 +526,21 @@ def command(
     critical,
     receiver_age_warning,
     receiver_age_critical,
+    receiver_grace: float,
+    primary: str | None,
+    consul_service: str | None,
+    leader_tag: str,
+    consul_addr: str | None,
     role_mismatch: plugin.Status,
 ) -> plugin.Report:
-    """Replica lag: WAL received but not replayed, in bytes and seconds; WAL receiver state.
+    """Replica lag: WAL not yet replayed, in bytes and seconds; WAL receiver state.
 
-    Seconds are 0 whenever everything received has been replayed, so an idle primary is
-    not lag. Replay paused is WARNING; no streaming WAL receiver is CRITICAL.
-    Defaults: warning above 64MB or 60s, critical above 1GB or 300s.
+    Bytes count against the furthest position known: received WAL, and with --primary or
+    --consul-service the primary's. Seconds are how long the waiting WAL has waited, left
+    out when the replica cannot know. A receiver down is WARNING within --receiver-grace,
+    CRITICAL after or when behind. Replay paused is WARNING, CRITICAL when paused for
+    insufficient parameter settings. Defaults: warning above 64MB or 60s, critical above
+    1GB or 300s.
     """
     limits = assign(
         warning,
@@ -159,28 +549,33 @@ def command(
         defaults=DEFAULTS,
     )
     receiver_limits = Limits.given(receiver_age_warning, receiver_age_critical)
+    consul = (
+        (consul_service, leader_tag, _consul_settings(consul_addr))
+        if consul_service and not primary
+        else None
+    )
 
     def build() -> nagiosplugin.Check:
-        probe = Lag(settings, role_mismatch)
-        return nagiosplugin.Check(
+        probe = Lag(
+            settings,
+            role_mismatch,
+            limits=limits,
+            grace=receiver_grace,
+            primary=primary,
+            consul=consul,
+        )
+        return plugin.Check(
             probe,
-            plugin.MetricContext(
-                "replay_lag_bytes", limits["replay_lag_bytes"], label="replay lag", unit=Unit.BYTES
+            LagMetricContext("replay_lag_bytes", limits["replay_lag_bytes"], Unit.BYTES, "bytes"),
+            LagMetricContext(
+                "replay_lag_seconds", limits["replay_lag_seconds"], Unit.SECONDS, "seconds"
             ),
-            plugin.MetricContext(
-                "replay_lag_seconds",
-                limits["replay_lag_seconds"],
-                label="replay lag",
-                unit=Unit.SECONDS,
-            ),
-            plugin.FlagContext(
-                "replay_paused",
-                bad_value=True,
-                state=plugin.Status.WARNING,
-                hint="WAL replay is paused (pg_wal_replay_resume() resumes it)",
-            ),
-            ReceiverContext("receiver_streaming"),
+            VerdictContext("replay_paused", "pause"),
+            VerdictContext("receiver_streaming", "receiver"),
             ReceiverAgeContext(receiver_limits),
+            plugin.FactContext("apply_delay"),
+            plugin.FactContext("delayed_bytes"),
+            plugin.FactContext("last_wal_age"),
             LagSummary(probe),
         )
 

@@ -302,11 +302,11 @@ def test_delayed_standby_is_judged_beyond_its_delay(make_pg_cluster) -> None:
     assert "replay_lag_bytes" not in run.perfdata
 
 
+# before 14 the standby shuts down instead of pausing
+@pytest.mark.pg(">= 14")
 def test_replay_paused_for_insufficient_parameters_names_the_remedy(make_pg_cluster) -> None:
     cluster: PgCluster = make_pg_cluster(replicas=1)
     primary, replica = cluster.primary, cluster.replicas[0]
-    if primary.major < 14:
-        pytest.skip("before 14 the standby shuts down instead of pausing")
     primary.set_config(max_connections=60)
     replica.wait_until(
         lambda: replica.scalar("SELECT pg_get_wal_replay_pause_state()") == "paused",

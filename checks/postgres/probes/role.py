@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from checks.postgres.connection import fetch_row, query
+from checks.postgres.server_settings import is_login_source
 
 if TYPE_CHECKING:
     import psycopg
@@ -51,12 +52,6 @@ WHERE name = 'default_transaction_read_only' AND applied
 ORDER BY seqno DESC
 LIMIT 1
 """
-
-# pg_settings.source values of the layers made for one login, above the server's own
-# configuration: ALTER DATABASE/ROLE ... SET, the client's startup options, SET.
-LOGIN_SOURCES = frozenset(
-    {"database", "user", "database user", "client", "session", "interactive", "test"}
-)
 
 
 @dataclass(frozen=True)
@@ -89,7 +84,7 @@ class RoleFacts:
     @property
     def login_setting(self) -> bool:
         """Our session's default_transaction_read_only comes from a per-login layer."""
-        return self.read_only_source in LOGIN_SOURCES
+        return is_login_source(self.read_only_source)
 
     def read_only_note(self) -> str | None:
         """Why writable is what it is, when our session would suggest otherwise."""
@@ -113,7 +108,7 @@ def read_role(conn: psycopg.Connection[dict[str, Any]]) -> RoleFacts:
     source = str(row["read_only_source"])
     session_read_only = bool(row["session_read_only"])
     read_only, known = session_read_only, True
-    if source in LOGIN_SOURCES:
+    if is_login_source(source):
         read_only, known = bool(row["built_in_read_only"]), False
         if row["can_read_files"]:
             # a later line of the configuration files overrides an earlier one

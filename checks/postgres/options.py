@@ -95,6 +95,5 @@ def connection_options(command: Callable[..., Any], **help_texts: str) -> Callab
 # libpq itself cannot give up a connection attempt sooner than after 2 s.
 POSTGRES_TIMEOUT = TimeoutType(
     minimum=1.0,
-    why_minimum="a busy server takes longer to connect, and libpq gives up a connect "
-    "only after 2s",
+    why_minimum="a busy server takes longer to connect, and libpq gives up a connect only after 2s",
 )

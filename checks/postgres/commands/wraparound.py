@@ -48,7 +48,9 @@ class Wraparound(plugin.Probe):
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
         with connect(self.settings) as conn:
-            databases, holder = read_wraparound(conn)
+            facts = read_wraparound(conn)
+            login = conn.info.user
+        databases, holder = facts.databases, facts.holder
         self.databases, self.holder = databases, holder
         if not databases:
             raise plugin.unknown("internal error: pg_database is empty")
@@ -58,6 +60,12 @@ class Wraparound(plugin.Probe):
             f"autovacuum_freeze_max_age {oldest.freeze_max_age:,}: anti-wraparound vacuum "
             "starts past it"
         )
+        if facts.hidden_sessions:
+            self.details.append(
+                f"{facts.hidden_sessions} other sessions' transactions are hidden from role "
+                f"{login}, which may hold the xmin horizon back unseen: GRANT pg_monitor TO "
+                f"{login} (or pg_read_all_stats)"
+            )
         if holder is None:
             self.details.append(
                 "nothing holds the xmin horizon back: vacuum can freeze every database"

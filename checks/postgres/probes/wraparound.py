@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from checks.postgres.connection import query
+from checks.postgres.probes.connections import HIDDEN_SESSIONS_SQL
 
 if TYPE_CHECKING:
     import psycopg
@@ -54,7 +55,7 @@ _HOLDER = """(SELECT row_to_json(h) FROM (
 WRAPAROUND_SQL = f"""
 SELECT datname, age(datfrozenxid)::bigint AS xid_age, mxid_age(datminmxid)::bigint AS mxid_age,
        current_setting('autovacuum_freeze_max_age')::bigint AS freeze_max_age,
-       {_HOLDER} AS holder
+       {_HOLDER} AS holder, ({HIDDEN_SESSIONS_SQL})::int AS hidden_sessions
 FROM pg_database
 ORDER BY age(datfrozenxid) DESC, datname
 """
@@ -95,14 +96,27 @@ class DatabaseAge:
         return 100.0 * self.mxid_age / WRAPAROUND_LIMIT
 
 
-def read_wraparound(
-    conn: psycopg.Connection[dict[str, Any]],
-) -> tuple[list[DatabaseAge], HorizonHolder | None]:
-    """Every database, oldest first, and what holds the xmin horizon back (None: nothing)."""
+@dataclass(frozen=True)
+class WraparoundFacts:
+    databases: list[DatabaseAge]  # oldest first
+    holder: HorizonHolder | None  # None: nothing holds the xmin horizon back
+    # sessions whose transactions this role cannot see (no pg_read_all_stats)
+    hidden_sessions: int = 0
+
+
+def read_wraparound(conn: psycopg.Connection[dict[str, Any]]) -> WraparoundFacts:
     rows = query(conn, WRAPAROUND_SQL)
-    holder = rows[0]["holder"] if rows else None
-    databases = [DatabaseAge(**{k: v for k, v in row.items() if k != "holder"}) for row in rows]
-    return databases, HorizonHolder(**holder) if holder else None
+    first = rows[0] if rows else {}
+    server_columns = ("holder", "hidden_sessions")
+    databases = [
+        DatabaseAge(**{k: v for k, v in row.items() if k not in server_columns}) for row in rows
+    ]
+    holder = first.get("holder")
+    return WraparoundFacts(
+        databases=databases,
+        holder=HorizonHolder(**holder) if holder else None,
+        hidden_sessions=int(first.get("hidden_sessions") or 0),
+    )
 
 
 def holds_back(holder: HorizonHolder | None, oldest: DatabaseAge) -> bool:

@@ -12,6 +12,7 @@ from checks.postgres.connection import ConnectionSettings, connect
 from checks.postgres.options import connection_options, role_mismatch_option
 from checks.postgres.probes.standbys import (
     Standby,
+    Upstream,
     looks_mangled,
     read_standbys,
     server_shown_name,
@@ -109,36 +110,7 @@ class Standbys(plugin.Probe):
         self.synchronous_commit = upstream.synchronous_commit
         senders = upstream.standbys + receivers + upstream.logical
         self.commit_sync = sum(s.streaming and s.synchronous for s in senders)
-        if upstream.synchronous_standby_names.strip() and not upstream.in_recovery:
-            waits = (
-                f"commits wait for {self.required_sync} synchronous standby(s)"
-                if upstream.commits_wait
-                else f"commits do not wait (synchronous_commit = {upstream.synchronous_commit}"
-                "), only transactions that ask for it"
-            )
-            self.details.append(
-                f"synchronous_standby_names = '{upstream.synchronous_standby_names}': "
-                f"{waits}, {self.commit_sync} synchronous streaming"
-            )
-            if not upstream.synchronous_standby_names.isascii():
-                self.details.append(
-                    "synchronous_standby_names has non-ASCII characters: the server shows "
-                    "them in application_name as "
-                    f"{chr(92) + 'xHH' if version >= 160000 else '?'}, so that name never "
-                    "matches: give the standby an ASCII application_name"
-                )
-        if not upstream.synchronous_commit_known:
-            self.details.append(
-                "synchronous_commit is set for this login (role, database or client), which "
-                "hides the server's own value: taken as the default (on)"
-            )
-        for sender in senders:
-            if looks_mangled(sender.application_name, version):
-                self.details.append(
-                    f"application_name '{sender.application_name}' may have had non-ASCII "
-                    "characters the server replaced: name it that way in --standby and "
-                    "synchronous_standby_names, or give it an ASCII name"
-                )
+        self.details += self._notes(upstream, senders)
         streaming = [s for s in standbys if s.streaming]
         # aggregates first: the first line and the perfdata get cut when there are many
         yield nagiosplugin.Metric("standbys", len(streaming), min=0)
@@ -223,6 +195,42 @@ class Standbys(plugin.Probe):
                 f"({receiver.client_addr or 'local'}): {receiver.state}, "
                 f"{receiver.sync_state}, {flushed}"
             )
+
+    def _notes(self, upstream: Upstream, senders: list[Standby]) -> list[str]:
+        """What commits wait for, and names the server rewrote, in words."""
+        notes: list[str] = []
+        version = upstream.server_version
+        if upstream.synchronous_standby_names.strip() and not upstream.in_recovery:
+            waits = (
+                f"commits wait for {self.required_sync} synchronous standby(s)"
+                if upstream.commits_wait
+                else f"commits do not wait (synchronous_commit = {upstream.synchronous_commit}"
+                "), only transactions that ask for it"
+            )
+            notes.append(
+                f"synchronous_standby_names = '{upstream.synchronous_standby_names}': "
+                f"{waits}, {self.commit_sync} synchronous streaming"
+            )
+            if not upstream.synchronous_standby_names.isascii():
+                notes.append(
+                    "synchronous_standby_names has non-ASCII characters: the server shows "
+                    "them in application_name as "
+                    f"{chr(92) + 'xHH' if version >= 160000 else '?'}, so that name never "
+                    "matches: give the standby an ASCII application_name"
+                )
+        if not upstream.synchronous_commit_known:
+            notes.append(
+                "synchronous_commit is set for this login (role, database or client), which "
+                "hides the server's own value: taken as the default (on)"
+            )
+        for sender in senders:
+            if looks_mangled(sender.application_name, version):
+                notes.append(
+                    f"application_name '{sender.application_name}' may have had non-ASCII "
+                    "characters the server replaced: name it that way in --standby and "
+                    "synchronous_standby_names, or give it an ASCII name"
+                )
+        return notes
 
     @staticmethod
     def _lag_metrics(label: str, standby: Standby) -> Iterator[nagiosplugin.Metric]:

@@ -130,12 +130,6 @@ def _is_conninfo(text: str) -> bool:
     return "=" in text or text.startswith(("postgresql://", "postgres://"))
 
 
-def _redact(conninfo: str) -> str:
-    """A conninfo fit for output: no password, whatever form it came in."""
-    conninfo = re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", conninfo)
-    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", conninfo)
-
-
 def connect(
     settings: ConnectionSettings, *, capture_stderr: bool = True
 ) -> psycopg.Connection[dict[str, Any]]:

@@ -8,7 +8,6 @@ from psycopg.conninfo import conninfo_to_dict
 
 from checks.postgres.connection import (
     ConnectionSettings,
-    _redact,
     describe_connect_error,
     explain_connect_error,
     settings_problem,
@@ -76,7 +75,6 @@ def test_target_names_the_server_without_libpq(monkeypatch: pytest.MonkeyPatch) 
 def test_passwords_never_reach_the_output(conninfo: str) -> None:
     shown = ConnectionSettings(dbname=conninfo).target()
     assert "s3cret" not in shown and "s3 cret" not in shown
-    assert _redact(conninfo).count("***") == 1
 
 
 @pytest.mark.parametrize(

@@ -126,6 +126,14 @@ class ConnectionSettings:
         return make_conninfo(base, **params)
 
 
+def reached(conn: psycopg.Connection[Any]) -> str:
+    """The server a connection reached, named as :meth:`ConnectionSettings.target` does."""
+    host, port = conn.info.host, conn.info.port
+    if host.startswith("/"):
+        return f"{host.rstrip('/')}/.s.PGSQL.{port}"
+    return f"{host}:{port}"
+
+
 def _is_conninfo(text: str) -> bool:
     return "=" in text or text.startswith(("postgresql://", "postgres://"))
 
@@ -331,11 +339,10 @@ def query(
         ) from None
     except errors.QueryCanceled:
         raise critical(
-            f"query on {conn.info.host}:{conn.info.port} cancelled by statement_timeout: "
-            "server too slow or blocked"
+            f"query on {reached(conn)} cancelled by statement_timeout: server too slow or blocked"
         ) from None
     except psycopg.OperationalError as exc:
-        raise critical(f"connection to {conn.info.host}:{conn.info.port} lost: {exc}") from None
+        raise critical(f"connection to {reached(conn)} lost: {exc}") from None
     except psycopg.Error as exc:
         raise unknown(f"query failed: {exc.diag.message_primary or exc}") from None
 

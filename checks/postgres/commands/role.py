@@ -121,5 +121,5 @@ def command(settings: ConnectionSettings, verbose: int, expect: str) -> plugin.R
         )
 
     return plugin.run_check(
-        NAME, build, timeout=settings.timeout, target=settings.target(), verbose=verbose
+        NAME, build, timeout=settings.timeout, target=settings.target, verbose=verbose
     )

@@ -20,11 +20,13 @@ from checks.plugin import (
     FactContext,
     MetricContext,
     Report,
+    Status,
     Summary,
     common_options,
     run_check,
     run_cli,
     version_option,
+    worst,
 )
 from checks.thresholds import (
     Limits,
@@ -81,7 +83,9 @@ class MemSummary(Summary):
         return self.probe.headline
 
     def problem(self, results: nagiosplugin.Results) -> str:
-        return f"{super().problem(results)} - {self.probe.headline}"
+        status = worst(Status.of(r.state) for r in results)
+        said = {r.metric.name for r in results if Status.of(r.state) is status and r.metric}
+        return f"{super().problem(results)}, {self.probe.headline_without(said)}"
 
 
 def _floor(threshold: Threshold | None) -> nagiosplugin.Range | None:

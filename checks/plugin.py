@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import enum
+import math
 import os
 import re
 import sys
@@ -79,14 +80,16 @@ def perfdata_label(name: str, taken: set[str], *, fallback: str) -> str:
 class CheckFailed(Exception):
     """Raised by a probe when the question cannot be answered; ends the check with this."""
 
-    def __init__(self, status: Status, message: str) -> None:
+    def __init__(self, status: Status, message: str, details: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        # long-output lines: what the one-line message had to shorten
+        self.details = list(details)
 
 
-def critical(message: str) -> CheckFailed:
-    return CheckFailed(Status.CRITICAL, message)
+def critical(message: str, details: Sequence[str] = ()) -> CheckFailed:
+    return CheckFailed(Status.CRITICAL, message, details)
 
 
 def unknown(message: str) -> CheckFailed:
@@ -246,7 +249,9 @@ def evaluate(name: str, check: nagiosplugin.Check, *, verbose: int = 0) -> Repor
     try:
         check()
     except CheckFailed as failure:
-        return Report(name, failure.status, failure.message, details=_details(check))
+        return Report(
+            name, failure.status, failure.message, details=failure.details + _details(check)
+        )
     except Exception as exc:  # an internal error must still end as a plugin answer
         return internal_error(name, exc, verbose=verbose)
     results = check.results
@@ -286,7 +291,7 @@ class Watchdog:
     that writes the answer and calls ``os._exit`` always does.
     """
 
-    def __init__(self, name: str, timeout: float, target: str) -> None:
+    def __init__(self, name: str, timeout: float, target: str | Callable[[], str]) -> None:
         self.name = name
         self.timeout = timeout
         self.target = target
@@ -311,13 +316,22 @@ class Watchdog:
             self._done = True
             return True
 
+    def _target(self) -> str:
+        """What was asked, worked out only now: the happy path never pays for it."""
+        if not callable(self.target):
+            return self.target
+        try:
+            return self.target()
+        except Exception:
+            return "the server"
+
     def _expire(self) -> None:
         if not self.finish():
             return
         report = Report(
             self.name,
             Status.CRITICAL,
-            f"timeout: no answer from {self.target} within {self.timeout:g}s",
+            f"timeout: no answer from {self._target()} within {self.timeout:g}s",
         )
         os.write(1, report.render().encode())
         os._exit(int(Status.CRITICAL))
@@ -325,16 +339,74 @@ class Watchdog:
 
 VERBOSE_HELP = "More output: -v every metric, -vvv tracebacks."
 
+# The longest --timeout: a day. No scheduler waits that long for a check (Consul, Nagios
+# and Icinga kill one at their own, far shorter, timeout), and PostgreSQL's
+# statement_timeout, derived from it, stops at 2^31 - 1 ms (24.8 days).
+MAX_TIMEOUT = 86400.0
+MIN_TIMEOUT = 0.1
+
+
+class TimeoutType(click.ParamType):
+    """``-t``: seconds (``10``, ``2.5``) or a duration (``30s``, ``2min``), finite, between
+    a minimum the tool can work within and a day; anything else a usage error."""
+
+    name = "SECONDS"
+
+    def __init__(self, minimum: float = MIN_TIMEOUT, why_minimum: str = "") -> None:
+        self.minimum = minimum
+        self.why_minimum = why_minimum
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None):
+        if isinstance(value, float):
+            return value
+        text = str(value).strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            seconds = self._duration(text, param, ctx)
+        if math.isnan(seconds):
+            self.fail(f"{text!r} is not a number of seconds (e.g. 10)", param, ctx)
+        if seconds > MAX_TIMEOUT:
+            self.fail(
+                f"{text} is more than a day ({MAX_TIMEOUT:g} seconds), the longest timeout: "
+                "no monitoring system waits that long for a check",
+                param,
+                ctx,
+            )
+        if seconds <= 0:
+            self.fail(f"{text}: a timeout is a positive number of seconds", param, ctx)
+        if seconds < self.minimum:
+            why = f": {self.why_minimum}" if self.why_minimum else ""
+            self.fail(
+                f"{text} seconds is too short, give at least {self.minimum:g}{why}", param, ctx
+            )
+        return seconds
+
+    def _duration(self, text: str, param, ctx) -> float:
+        from checks.units import Unit, UnitError, parse_quantity
+
+        try:
+            quantity = parse_quantity(text)
+        except UnitError:
+            quantity = None
+        if quantity is None or quantity.unit is not Unit.SECONDS:
+            self.fail(f"{text!r} is not a number of seconds (e.g. 10 or 30s)", param, ctx)
+        return float(quantity.value)
+
 
 def common_options(
-    command: Callable, *, timeout_help: str = TIMEOUT_HELP, verbose_help: str = VERBOSE_HELP
+    command: Callable,
+    *,
+    timeout_help: str = TIMEOUT_HELP,
+    verbose_help: str = VERBOSE_HELP,
+    timeout_type: TimeoutType | None = None,
 ) -> Callable:
     """``-t/--timeout`` and ``-v/--verbose``, on every check (the reporter words them its way)."""
     command = click.option("-v", "--verbose", count=True, help=verbose_help)(command)
     return click.option(
         "-t",
         "--timeout",
-        type=click.FloatRange(min=0.1),
+        type=timeout_type or TimeoutType(),
         default=10.0,
         show_default=True,
         help=timeout_help,
@@ -385,7 +457,7 @@ def run_check(
     build: Callable[[], nagiosplugin.Check],
     *,
     timeout: float,
-    target: str,
+    target: str | Callable[[], str],
     verbose: int = 0,
 ) -> Report:
     """Build and evaluate a check under the ``--timeout`` watchdog."""
@@ -393,7 +465,7 @@ def run_check(
         try:
             check = build()
         except CheckFailed as failure:
-            report = Report(name, failure.status, failure.message)
+            report = Report(name, failure.status, failure.message, details=failure.details)
         else:
             report = evaluate(name, check, verbose=verbose)
         if not watchdog.finish():

@@ -61,11 +61,18 @@ class MemoryProbe(Probe):
 
     @property
     def headline(self) -> str:
+        return self.headline_without(())
+
+    def headline_without(self, said: Collection[str]) -> str:
+        """The headline without what the named metrics' results already say: a problem
+        line reads 'used 78.1% (above 75.0%), 4.2 GiB available of ...', not 78.1% twice."""
         s = self.snapshot
-        return (
-            f"{_percent(s.used, s.total):.1f}% used, {format_bytes(s.available)} available"
-            f" of {format_bytes(s.total)} ({s.label})"
-        )
+        parts = []
+        if not {"used_percent", "used_bytes"} & set(said):
+            parts.append(f"{_percent(s.used, s.total):.1f}% used")
+        if "available_bytes" not in said:
+            parts.append(f"{format_bytes(s.available)} available")
+        return f"{', '.join(parts)} of {format_bytes(s.total)} ({s.label})"
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
         s, host = self.snapshot, self.snapshot.host

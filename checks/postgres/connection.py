@@ -46,13 +46,62 @@ class ConnectionSettings:
     def connect_timeout(self) -> int:
         return max(MIN_CONNECT_TIMEOUT, int(self.timeout * BUDGET_SHARE))
 
-    def target(self, environ: Mapping[str, str] = os.environ) -> str:
-        """``host:port`` as a person would name the server, without asking libpq."""
-        if self.dbname and _is_conninfo(self.dbname):
-            return _redact(self.dbname)
-        host = self.host or environ.get("PGHOST") or "local socket"
-        port = self.port or environ.get("PGPORT") or 5432
-        return f"{host}:{port}"
+    def target(self) -> str:
+        """The server or servers libpq will try, as ``host:port`` (``, ``-joined).
+
+        Asked of libpq itself (PQconninfoParse, then PQconndefaults for what the conninfo
+        leaves out), so that a service file, a PGHOST list or a ``-d`` conninfo name the
+        servers really tried, and the conninfo itself (maybe a password) is never echoed.
+        """
+        try:
+            view = self.libpq_view()
+        except Exception:  # a conninfo libpq rejects: connect() will say why
+            return "the server given by -d"
+        hosts = (view.get("host") or view.get("hostaddr") or "").split(",")
+        ports = (view.get("port") or "5432").split(",")
+        if len(ports) == 1:
+            ports *= len(hosts)
+        named = []
+        for host, port in zip(hosts, ports, strict=False):
+            port = port or "5432"
+            if not host:
+                named.append(f"local socket:{port}")
+            elif host.startswith("/"):
+                named.append(f"{host.rstrip('/')}/.s.PGSQL.{port}")
+            else:
+                named.append(f"{host}:{port}")
+        return ", ".join(dict.fromkeys(named))
+
+    def libpq_view(self) -> dict[str, str]:
+        """The connection parameters as libpq will use them: the conninfo's own, then a
+        service file's (``service=`` in it, or PGSERVICE), then PG* variables and
+        libpq's defaults. Only parses and reads files: nothing is connected."""
+        from psycopg import pq
+
+        conninfo = self.conninfo()
+        given = {
+            o.keyword.decode(): o.val.decode()
+            for o in pq.Conninfo.parse(conninfo.encode())
+            if o.val is not None
+        }
+        service = given.get("service")
+        saved = os.environ.get("PGSERVICE")
+        try:
+            if service:
+                # PQconndefaults reads a service only from PGSERVICE
+                os.environ["PGSERVICE"] = service
+            defaults = {
+                o.keyword.decode(): o.val.decode()
+                for o in pq.Conninfo.get_defaults()
+                if o.val is not None
+            }
+        finally:
+            if service:
+                if saved is None:
+                    del os.environ["PGSERVICE"]
+                else:
+                    os.environ["PGSERVICE"] = saved
+        return {**defaults, **given}
 
     def conninfo(self) -> str:
         from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -80,14 +129,16 @@ class ConnectionSettings:
         return make_conninfo(base, **params)
 
 
+def reached(conn: psycopg.Connection[Any]) -> str:
+    """The server a connection reached, named as :meth:`ConnectionSettings.target` does."""
+    host, port = conn.info.host, conn.info.port
+    if host.startswith("/"):
+        return f"{host.rstrip('/')}/.s.PGSQL.{port}"
+    return f"{host}:{port}"
+
+
 def _is_conninfo(text: str) -> bool:
     return "=" in text or text.startswith(("postgresql://", "postgres://"))
-
-
-def _redact(conninfo: str) -> str:
-    """A conninfo fit for output: no password, whatever form it came in."""
-    conninfo = re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", conninfo)
-    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", conninfo)
 
 
 def connect(
@@ -119,7 +170,8 @@ def connect(
         also = f" (libpq: {'; '.join(libpq_said)})" if libpq_said else ""
         if problem := settings_problem(exc):
             raise unknown(f"bad connection settings: {problem}{also}") from None
-        raise critical(describe_connect_error(exc, settings) + also) from None
+        summary, details = explain_connect_error(exc, settings)
+        raise critical(summary + also, details) from None
     # libpq learnt the version at login: checking it costs no query.
     if (version := conn.info.server_version) < OLDEST_SUPPORTED_MAJOR * 10000:
         conn.close()
@@ -186,31 +238,109 @@ def settings_problem(exc: BaseException) -> str | None:
     return message.strip()
 
 
-_SERVER_AT = re.compile(
-    r'connection to server at "(?P<host>[^"]*)"(?: \([^)]*\))?, port (?P<port>\d+) failed: '
+# One attempt of libpq's: 'connection to server at "db1" (10.0.0.5), port 5432 failed: '
+_ATTEMPT = re.compile(
+    r'connection to server (?:at "(?P<host>[^"]*)"(?: \([^)]*\))?, port (?P<port>\d+)'
+    r'|on socket "(?P<socket>[^"]*)") failed: '
 )
-_SERVER_ON_SOCKET = re.compile(r'connection to server on socket "(?P<socket>[^"]*)" failed: ')
+# psycopg 3.2+ tries each host itself and lists them: "- host: 'db1', port: '5432', ..."
+_PSYCOPG_ATTEMPT = re.compile(
+    r"^- host: (?:'(?P<host>[^']*)'|None), port: (?:'(?P<port>[^']*)'|None), "
+    r"hostaddr: (?:'[^']*'|None): "
+)
+
+_PSYCOPG_LIST = "Multiple connection attempts failed. All failures were:"
+
+
+@dataclass
+class _Attempt:
+    where: str
+    reason: str
+    details: list[str]
+
+    def text(self) -> str:
+        detail = f" ({' '.join(self.details)})" if self.details else ""
+        return f"{self.where}: {self.reason}{detail}"
+
+
+def connect_attempts(text: str) -> list[_Attempt]:
+    """Every server libpq (or psycopg) tried, with its reason and DETAIL lines, in order.
+
+    The same failure reported twice (psycopg repeats the last one; libpq tries each
+    address of a host name) is kept once.
+    """
+    attempts: list[_Attempt] = []
+    current: _Attempt | None = None
+    # psycopg puts the last failure first, then every one in order
+    _, listed, every = text.partition(_PSYCOPG_LIST)
+    for raw in (every if listed else text).splitlines():
+        line = raw.strip()
+        if match := _ATTEMPT.search(line):
+            where = match["socket"] or f"{match['host']}:{match['port']}"
+            current = _Attempt(where, line[match.end() :], [])
+            attempts.append(current)
+        elif match := _PSYCOPG_ATTEMPT.match(line):
+            # a failure without libpq's own "connection to server" words (a timeout)
+            reason = line[match.end() :].removeprefix("connection failed:").strip()
+            host = match["host"] or "local socket"
+            current = _Attempt(f"{host}:{match['port'] or 5432}", reason, [])
+            attempts.append(current)
+        elif line.startswith("DETAIL:") and current is not None:
+            current.details.append(" ".join(line.removeprefix("DETAIL:").split()))
+    unique: dict[str, _Attempt] = {}
+    for attempt in attempts:
+        attempt.reason = " ".join(attempt.reason.replace("FATAL:", "").split())
+        unique.setdefault(attempt.text(), attempt)
+    return list(unique.values())
+
+
+RESERVED_ROLE = "pg_use_reserved_connections"
 
 
 def describe_connect_error(exc: BaseException, settings: ConnectionSettings) -> str:
-    """``cannot connect to 127.0.0.1:5432: Connection refused`` from libpq's longer text."""
+    """``cannot connect to 127.0.0.1:5432: Connection refused`` from libpq's longer text;
+    every server tried when there were several, each with libpq's DETAIL."""
+    return explain_connect_error(exc, settings)[0]
+
+
+def explain_connect_error(
+    exc: BaseException, settings: ConnectionSettings
+) -> tuple[str, list[str]]:
+    """The one-line message, and with several servers one long-output line for each
+    (the first line may be cut at its length limit)."""
     text = str(exc).strip()
     text = text.removeprefix("connection failed:").strip()
-    # libpq lists one attempt per line (several hosts, IPv4 and IPv6); the last one is
-    # the attempt that finally failed, the others are usually the same story.
-    attempts = [line.strip() for line in text.splitlines() if "failed:" in line]
-    line = attempts[-1] if attempts else text.splitlines()[0] if text else type(exc).__name__
-    where = settings.target()
-    if match := _SERVER_AT.search(line):
-        where = f"{match['host']}:{match['port']}"
-        line = line[match.end() :]
-    elif match := _SERVER_ON_SOCKET.search(line):
-        where = match["socket"]
-        line = line[match.end() :]
-    reason = " ".join(line.replace("FATAL:", "").split()) or "no reason given"
-    if "timeout expired" in reason or type(exc).__name__ == "ConnectionTimeout":
-        reason = f"no answer within {settings.connect_timeout}s"
-    return f"cannot connect to {where}: {reason}"
+    attempts = connect_attempts(text)
+    if not attempts:
+        first = text.splitlines()[0] if text else type(exc).__name__
+        reason = " ".join(first.replace("FATAL:", "").split())
+        attempts = [_Attempt(settings.target(), reason, [])]
+    user = None
+    for attempt in attempts:
+        if not attempt.reason:
+            attempt.reason = "no reason given"
+        timed_out = type(exc).__name__ == "ConnectionTimeout" and len(attempts) == 1
+        if "timeout expired" in attempt.reason or timed_out:
+            attempt.reason = f"no answer within {settings.connect_timeout}s"
+        if RESERVED_ROLE in attempt.reason:
+            # PostgreSQL 16+: only reserved_connections slots are left, for members of
+            # pg_use_reserved_connections
+            if user is None:
+                user = _login_user(settings)
+            attempt.details.append(f"GRANT {RESERVED_ROLE} TO {user}")
+    if len(attempts) == 1:
+        return f"cannot connect to {attempts[0].text()}", []
+    summary = f"cannot connect to any of {len(attempts)} servers: " + ", ".join(
+        a.text() for a in attempts
+    )
+    return summary, [f"cannot connect to {a.text()}" for a in attempts]
+
+
+def _login_user(settings: ConnectionSettings) -> str:
+    try:
+        return settings.libpq_view().get("user") or "the check's role"
+    except Exception:
+        return settings.user or "the check's role"
 
 
 def query(
@@ -232,11 +362,10 @@ def query(
         ) from None
     except errors.QueryCanceled:
         raise critical(
-            f"query on {conn.info.host}:{conn.info.port} cancelled by statement_timeout: "
-            "server too slow or blocked"
+            f"query on {reached(conn)} cancelled by statement_timeout: server too slow or blocked"
         ) from None
     except psycopg.OperationalError as exc:
-        raise critical(f"connection to {conn.info.host}:{conn.info.port} lost: {exc}") from None
+        raise critical(f"connection to {reached(conn)} lost: {exc}") from None
     except psycopg.Error as exc:
         raise unknown(f"query failed: {exc.diag.message_primary or exc}") from None
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from checks.plugin import Status, common_options
+from checks.plugin import Status, TimeoutType, common_options
 from checks.postgres.connection import ConnectionSettings
 
 ROLE_MISMATCH_STATES = {
@@ -87,4 +87,13 @@ def connection_options(command: Callable[..., Any], **help_texts: str) -> Callab
         ]
     ):
         wrapper = option(wrapper)
-    return common_options(wrapper, **help_texts)
+    return common_options(wrapper, timeout_type=POSTGRES_TIMEOUT, **help_texts)
+
+
+# Below a second a healthy server would be reported as timed out whenever connecting
+# (TCP, TLS, SCRAM authentication) and the query take a little longer on a busy host;
+# libpq itself cannot give up a connection attempt sooner than after 2 s.
+POSTGRES_TIMEOUT = TimeoutType(
+    minimum=1.0,
+    why_minimum="a busy server takes longer to connect, and libpq gives up a connect only after 2s",
+)

@@ -16,6 +16,12 @@ EXPECTED = {
     ("replica", "role"): "OK",
     ("replica", "lag"): "OK",
     ("replica", "standbys"): "OK",
+    ("primary", "slots"): "OK",
+    ("replica", "slots"): "OK",
+    ("primary", "wraparound"): "OK",
+    ("replica", "wraparound"): "OK",
+    ("primary", "transactions"): "OK",
+    ("replica", "transactions"): "OK",
 }
 
 
@@ -43,3 +49,15 @@ def test_missing_pg_monitor_is_unknown_naming_the_privilege(
         f"cannot see {view} details as role nopriv: GRANT pg_monitor TO nopriv "
         "(or pg_read_all_stats)"
     )
+
+
+def test_wraparound_without_pg_monitor_says_what_it_cannot_see(pg_cluster: PgCluster) -> None:
+    """The XID ages are everyone's to read; what holds them back may be another role's
+    session, hidden without pg_read_all_stats: the long output says so."""
+    run = check_postgresql("wraparound", env=pg_cluster.primary.env("nopriv"))
+    assert run.status == "OK", run.stdout
+    assert any(
+        "transactions are hidden from role nopriv" in line
+        and line.endswith("GRANT pg_monitor TO nopriv (or pg_read_all_stats)")
+        for line in run.long_output
+    ), run.stdout

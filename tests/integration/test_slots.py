@@ -166,10 +166,14 @@ def test_slot_whose_name_extends_an_active_one_is_the_one_named(pg_cluster: PgCl
 
 
 def test_slot_past_max_slot_wal_keep_size_goes_unreserved_then_lost(make_pg_cluster) -> None:
-    # max_wal_size well above the few segments switched here: a checkpoint requested by WAL
-    # volume would make the slots lost before the test has seen them unreserved.
+    # no checkpoint but the test's own: one between "unreserved" and the check would make
+    # the slots lost before the check sees them unreserved (seen on a loaded host)
     with make_pg_cluster(
-        replicas=0, max_slot_wal_keep_size="1MB", wal_level="logical", max_wal_size="1GB"
+        replicas=0,
+        max_slot_wal_keep_size="1MB",
+        wal_level="logical",
+        max_wal_size="1GB",
+        checkpoint_timeout="1h",
     ) as cluster:
         primary = cluster.primary
         primary.execute("SELECT pg_create_physical_replication_slot('doomed', true)")
@@ -190,20 +194,16 @@ def test_slot_past_max_slot_wal_keep_size_goes_unreserved_then_lost(make_pg_clus
                 "SELECT wal_status FROM pg_replication_slots WHERE slot_name = %s", [slot]
             )
 
-        # the server reports a negative safe_wal_size for it: neither judged nor shown
+        # the server reports a negative safe_wal_size for it: neither judged nor shown;
+        # it holds nothing and waits for its standby: not used yet, not "inactive"
         run = check_postgresql(
             "slots", "--slot", "never_used", "--safe-wal-critical", "50MB:", env=primary.env()
         )
-        assert run.status == "WARNING", run.stdout
-        assert re.fullmatch(
-            r"slot never_used inactive( for \S+)?, reserves no WAL yet", run.summary
-        )
+        assert run.status == "OK", run.stdout
+        assert run.summary == "1 slot (1 not used yet), none reserves WAL yet"
+        assert run.perfdata["inactive_slots"].value == 0
         assert "never_used_safe_wal_size" not in run.perfdata
-        assert len(run.long_output) == 1
-        assert re.fullmatch(
-            r"slot never_used \(physical\): inactive( for \S+)?, reserves no WAL yet",
-            run.long_output[0],
-        )
+        assert run.long_output == ["slot never_used (physical): not used yet, reserves no WAL yet"]
         assert "0 B" not in run.stdout and "-" not in run.stdout.split(" - ", 1)[1]
 
         # past the keep size, but the segments are still there until a checkpoint
@@ -218,7 +218,7 @@ def test_slot_past_max_slot_wal_keep_size_goes_unreserved_then_lost(make_pg_clus
         # several slots: counted, the worse problem first, then the one holding most WAL
         assert run.summary.startswith(
             "2 of 3 slots past max_slot_wal_keep_size (wal_status unreserved), "
-            "3 of 3 slots inactive, most WAL held by "
+            "2 of 3 slots inactive, most WAL held by "
         ), run.summary
         run = check_postgresql("slots", "--slot", "doomed", env=primary.env())
         assert "slot doomed past max_slot_wal_keep_size (wal_status unreserved)" in run.summary
@@ -274,17 +274,56 @@ def test_dozens_of_slots_are_counted_worst_first(make_pg_cluster) -> None:
         run = check_postgresql("slots", env=primary.env())
     assert run.status == "WARNING", run.stdout
     assert re.fullmatch(
-        r"37 of 37 slots inactive, most WAL held by zz_oldest \(\d+\.\d (KiB|MiB)\)", run.summary
+        r"19 of 37 slots inactive, most WAL held by zz_oldest \(\d+\.\d (KiB|MiB)\)", run.summary
     ), run.summary
     slot_lines = [line for line in run.long_output if line.startswith("slot ")]
     assert re.match(r"slot zz_oldest \(physical\): inactive( for \S+)?, retains ", slot_lines[0])
     # the slots that reserve no WAL come after those that hold some
     holds = ["reserves no WAL yet" not in line for line in slot_lines]
+    assert not any("inactive" in line for line in slot_lines if "reserves no WAL" in line)
     assert holds == sorted(holds, reverse=True)
     # perfdata too long for the 4 KB output: the healthiest slots' go, never the aggregates
     assert run.long_output[0] == "(perfdata truncated to fit the 4 KB output limit)"
     perf = run.perfdata
-    assert (perf["slots"].value, perf["inactive_slots"].value) == (37, 37)
+    # the 18 created without reserving WAL are not used yet, not inactive
+    assert (perf["slots"].value, perf["inactive_slots"].value) == (37, 19)
     assert perf["max_retained_bytes"].value == perf["zz_oldest_retained_bytes"].value > 0
     assert perf["max_retained_bytes"].uom == "B"
     assert len(run.stdout.encode()) < 4000
+
+
+def test_inactivity_after_a_restart_is_a_lower_bound(make_pg_cluster, pg_install) -> None:
+    """PostgreSQL 17+ sets inactive_since of every slot to the server's start: a slot left
+    for days reads "inactive for 2s" after a restart. The check says it is at least that."""
+    if pg_install.major < 17:
+        pytest.skip("inactive_since is PostgreSQL 17+")
+    with make_pg_cluster(replicas=0) as cluster:
+        primary = cluster.primary
+        primary.execute("SELECT pg_create_physical_replication_slot('left_behind', true)")
+        fresh = check_postgresql("slots", env=primary.env())
+        assert re.fullmatch(r"slot left_behind inactive for \S+, retaining .*", fresh.summary), (
+            fresh.stdout
+        )
+        primary.restart()
+        wait_for(
+            lambda: primary.scalar(
+                "SELECT now() - inactive_since > interval '1 s' FROM pg_replication_slots "
+                "WHERE slot_name = 'left_behind'"
+            ),
+            what="the slot to be inactive for a second since the restart",
+            timeout=20,
+        )
+        run = check_postgresql("slots", "--inactive-critical", "500ms", env=primary.env())
+        # at least 1s, over 500ms: CRITICAL, and says it knows only a lower bound
+        assert run.status == "CRITICAL", run.stdout
+        assert re.fullmatch(
+            r"slot left_behind inactive for at least \d+\.\ds \(since the server started\), "
+            r"retaining \S+ \S+ \(over 500ms\)",
+            run.summary,
+        ), run.summary
+        assert run.long_output[0].startswith("slot left_behind (physical): inactive for at least ")
+        # a slot made after the start has its own inactive_since
+        primary.execute("SELECT pg_create_physical_replication_slot('newer', true)")
+        both = check_postgresql("slots", env=primary.env())
+        newer = [line for line in both.long_output if line.startswith("slot newer ")]
+        assert newer and "since the server started" not in newer[0], both.stdout

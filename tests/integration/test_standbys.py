@@ -6,6 +6,8 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from harness.postgres import PgCluster
 from tests.plugin_run import check_postgresql
 
@@ -138,3 +140,176 @@ def test_pg_receivewal_is_a_wal_receiver_not_a_standby(
             ),
             "pg_receivewal's WAL sender to exit",
         )
+
+
+def test_commits_that_do_not_wait_are_not_critical(
+    make_pg_cluster: Callable[..., PgCluster],
+) -> None:
+    """synchronous_commit = local server-wide: a missing synchronous standby makes no
+    commit wait, so it is a WARNING that says so, not "commits wait"."""
+    with make_pg_cluster(replicas=1, synchronous_commit="local") as cluster:
+        cluster.primary.set_config(synchronous_standby_names='FIRST 1 ("replica 9")')
+        run = check_postgresql("standbys", env=cluster.primary.env())
+        assert run.status == "WARNING", run.stdout
+        assert run.summary == (
+            "1 synchronous standby(s) named, 0 streaming: commits do not wait "
+            "(synchronous_commit local)"
+        )
+        assert run.perfdata["sync_standbys"].value == 0
+        assert run.perfdata["sync_standbys"].crit == ""
+        assert any(
+            "commits do not wait (synchronous_commit = local)" in line for line in run.long_output
+        ), run.stdout
+        # a login's own synchronous_commit hides the server's from a pg_monitor role:
+        # the check assumes the default (on) and says why
+        own = check_postgresql(
+            "standbys",
+            env={**cluster.primary.env(), "PGOPTIONS": "-c synchronous_commit=local"},
+        )
+        assert own.status == "CRITICAL", own.stdout
+        assert own.summary == "commits wait: 1 synchronous standby(s) required, 0 streaming"
+        assert any(
+            line.startswith("synchronous_commit is set for this login") for line in own.long_output
+        ), own.stdout
+        cluster.primary.set_config(synchronous_commit="off")
+        off = check_postgresql("standbys", env=cluster.primary.env())
+        assert off.status == "WARNING"
+        assert off.summary.endswith("commits do not wait (synchronous_commit off)")
+
+
+@pytest.fixture(scope="module")
+def publisher(make_pg_cluster: Callable[..., PgCluster]) -> PgCluster:
+    """A primary (wal_level logical) with one physical standby, for logical and delayed
+    standbys; tests leave it with exactly that."""
+    return make_pg_cluster(replicas=1, wal_level="logical")
+
+
+def test_logical_subscriber_is_not_a_standby(
+    publisher: PgCluster, make_pg_cluster: Callable[..., PgCluster]
+) -> None:
+    primary = publisher.primary
+    primary.execute("CREATE PUBLICATION everything FOR ALL TABLES")
+    with make_pg_cluster(replicas=0) as subscriber_cluster:
+        subscriber = subscriber_cluster.primary
+        subscriber.execute(
+            "CREATE SUBSCRIPTION shop CONNECTION "
+            f"'host={primary.host} port={primary.port} user=postgres dbname=postgres' "
+            "PUBLICATION everything"
+        )
+        try:
+            primary.wait_until(
+                lambda: primary.scalar(
+                    "SELECT count(*) FROM pg_stat_replication "
+                    "WHERE application_name = 'shop' AND state = 'streaming'"
+                ),
+                "the subscription to stream",
+            )
+            run = check_postgresql("standbys", env=primary.env())
+            assert run.status == "OK", run.stdout
+            assert run.first_line.startswith(
+                "PG_STANDBYS OK - 1 streaming (replica1), replay lag at most "
+            )
+            assert ", 1 logical (not counted) |" in run.first_line
+            assert run.perfdata["standbys"].value == 1
+            assert not [label for label in run.perfdata if label.startswith("shop")]
+            assert any(
+                line.startswith("logical replication (not a standby): shop (127.0.0.1): streaming")
+                for line in run.long_output
+            ), run.stdout
+            strict = check_postgresql("standbys", "--min-standbys", "2", env=primary.env())
+            assert strict.status == "CRITICAL"
+            assert strict.summary == "streaming standbys 1 (below 2)"
+        finally:
+            subscriber.execute("DROP SUBSCRIPTION shop")
+            primary.execute("DROP PUBLICATION everything")
+
+
+class _Committer:
+    """Commits on the primary every few tenths of a second, so that replay lag is measured
+    continuously (pg_stat_replication clears it once a standby is idle and caught up)."""
+
+    def __init__(self, primary) -> None:
+        import threading
+
+        self.primary = primary
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with self.primary.connect() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS ticks (at timestamptz)")
+            while not self.stop.wait(0.3):
+                conn.execute("INSERT INTO ticks VALUES (now())")
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+
+# 'délai': the server shows non-ASCII characters of application_name rewritten
+DELAYED = "d\u00e9lai"
+DELAY_SECONDS = 5
+
+
+def test_delayed_standby_judged_beyond_its_delay_or_excluded(publisher: PgCluster) -> None:
+    primary = publisher.primary
+    delayed = publisher.add_replica("replica2", wait=False)
+    delayed.set_config(
+        recovery_min_apply_delay=f"{DELAY_SECONDS}s",
+        primary_conninfo=primary.replication_conninfo(application_name=DELAYED),
+    )
+    shown = "d??lai" if primary.major < 16 else "d\\xc3\\xa9lai"
+    try:
+        with _Committer(primary):
+            primary.wait_until(
+                lambda: primary.scalar(
+                    "SELECT extract(epoch FROM replay_lag) > %s FROM pg_stat_replication "
+                    "WHERE application_name = %s",
+                    [DELAY_SECONDS, shown],
+                ),
+                "the delayed standby's replay lag to show its delay",
+                timeout=60,
+            )
+            thresholds = ("-w", "3s", "-c", f"{DELAY_SECONDS - 1}s")
+            plain = check_postgresql("standbys", *thresholds, env=primary.env())
+            assert plain.status == "CRITICAL", plain.stdout
+            assert plain.summary.startswith(f"{shown} replay lag ")
+
+            run = check_postgresql(
+                "standbys",
+                *thresholds,
+                "--delayed",
+                f"{DELAYED}={DELAY_SECONDS}s",
+                env=primary.env(),
+            )
+            assert run.status == "OK", run.stdout
+            assert run.summary.startswith("2 streaming (")
+            assert ", 1 delayed on purpose" in run.summary
+            perf = run.perfdata
+            beyond = [v for k, v in perf.items() if k.endswith("_replay_lag_beyond_delay")]
+            assert len(beyond) == 1 and beyond[0].value < 3 and beyond[0].crit == "4"
+            assert any(k.endswith("_flush_lag_bytes") for k in perf)
+            assert perf["standbys"].value == 2
+            assert any(
+                line.startswith(f"'{DELAYED}' is shown by the server as '{shown}'")
+                for line in run.long_output
+            ), run.stdout
+
+            excluded = check_postgresql(
+                "standbys", *thresholds, "--exclude", DELAYED, env=primary.env()
+            )
+            assert excluded.status == "OK", excluded.stdout
+            assert excluded.summary.startswith("1 streaming (replica1), replay lag at most ")
+            assert excluded.summary.endswith(", 1 excluded")
+            assert excluded.perfdata["standbys"].value == 1
+            assert any(
+                line.startswith(f"excluded (--exclude): {shown} ") for line in excluded.long_output
+            ), excluded.stdout
+    finally:
+        delayed.stop()
+        publisher.replicas.remove(delayed)
+        primary.execute("SELECT pg_drop_replication_slot('replica2')")

@@ -181,3 +181,32 @@ def test_prepared_transaction_left_behind_is_judged(make_pg_cluster) -> None:
             ), run.stdout
         finally:
             primary.execute("COMMIT PREPARED 'forgotten_tx'")
+
+
+def test_one_session_oldest_in_both_ways_is_named_once(pg_primary: PgServer) -> None:
+    with _session(pg_primary, "lone_idler") as idle:
+        pid = idle.info.backend_pid
+        idle.execute("SELECT txid_current()")
+        try:
+            wait_for(
+                lambda: pg_primary.scalar(
+                    "SELECT now() - state_change > interval '1.5 s' FROM pg_stat_activity "
+                    "WHERE pid = %s AND state = 'idle in transaction'",
+                    [pid],
+                ),
+                what="the session to be idle in its transaction for 1.5s",
+                timeout=20,
+            )
+            run = check_postgresql(
+                "transactions", "-w", "1s", "--idle-warning", "1s", env=pg_primary.env()
+            )
+        finally:
+            idle.rollback()
+    assert run.status == "WARNING", run.stdout
+    assert re.fullmatch(
+        rf"pid {pid} \(lone_idler\) in transaction for \d+\.\ds \(above 1\.0s\), "
+        r"idle for \d+\.\ds \(above 1\.0s\)",
+        run.summary,
+    ), run.summary
+    assert run.summary.count(f"pid {pid}") == 1
+    assert run.perfdata["oldest_idle_in_xact_age"].value >= 1.5

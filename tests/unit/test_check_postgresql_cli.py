@@ -22,6 +22,17 @@ from tests.plugin_run import check_postgresql
         (["alive", "-w", "20:10"], "start 20 must not be greater than end 10"),
         (["role", "--expect", "leader"], "'leader' is not one of"),
         (["alive", "-t", "0"], "Invalid value for '-t' / '--timeout'"),
+        (["alive", "-t", "3000000"], "3000000 is more than a day (86400 seconds)"),
+        (["alive", "-t", "1e20"], "1e20 is more than a day (86400 seconds)"),
+        (["alive", "-t", "inf"], "inf is more than a day (86400 seconds)"),
+        (["alive", "-t", "nan"], "'nan' is not a number of seconds"),
+        (["alive", "-t", "-3"], "-3: a timeout is a positive number of seconds"),
+        (["alive", "-t", "16MB"], "'16MB' is not a number of seconds"),
+        (
+            ["alive", "-t", "0.1"],
+            "0.1 seconds is too short, give at least 1: a busy server takes longer to "
+            "connect, and libpq gives up a connect only after 2s",
+        ),
         (["alive", "-p", "notaport"], "Invalid value for '-p' / '--port'"),
     ],
 )
@@ -57,3 +68,18 @@ def test_help_and_usage_errors_do_not_import_psycopg(args: list[str]) -> None:
     )
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
     assert not {name for name in imported if name.split(".")[0] == "psycopg"}
+
+
+@pytest.mark.parametrize("value", ["3000000", "1e20", "inf", "nan", "0.1"])
+def test_timeouts_never_reach_the_server(value: str) -> None:
+    """Refused before anything is imported or connected: no internal error, no CRITICAL,
+    nothing on stderr (a Timer thread once died there on inf and nan)."""
+    run = check_postgresql("alive", "-t", value, env={"PGHOST": "192.0.2.1"})
+    assert run.code == 3 and run.stderr == "" and "internal error" not in run.stdout
+
+
+def test_timeout_takes_a_duration() -> None:
+    from checks.plugin import TimeoutType
+
+    assert TimeoutType().convert("2min", None, None) == 120.0
+    assert TimeoutType().convert("2.5", None, None) == 2.5

@@ -100,7 +100,10 @@ def test_v2_container_thresholds(capsys) -> None:
     assert run(capsys, "--root", root)[0] == 0
     code, out = run(capsys, "--root", root, "-w", "75")
     assert code == 1
-    assert out.startswith("MEM WARNING - used 78.1% (above 75.0%) - 78.1% used")
+    # the percentage once: the headline goes on with what the problem did not say
+    first = out.split(" | ")[0]
+    assert first.startswith("MEM WARNING - used 78.1% (above 75.0%), ")
+    assert first.count("78.1%") == 1 and " available of " in first
     code, out = run(capsys, "--root", root, "-w", "50%", "-c", "70%")
     assert code == 2
     assert perfdata(out)["used_percent"] == "78.1%;50;70;0;100"

@@ -61,8 +61,9 @@ def test_worst_first() -> None:
         "unreserved",
         "big",
         "small",
-        "never",
+        # not used yet: holds nothing, ranks with the healthy ones
         "active",
+        "never",
     ]
 
 
@@ -99,3 +100,12 @@ def test_many_inactive_slots_are_counted() -> None:
         )
     text = SlotsSummary(probe).problem(results)
     assert text == "35 of 37 slots inactive, most WAL held by standby_34 (34.0 KiB)"
+
+
+def test_not_used_yet_invalidated_and_synced_slots_are_not_judged_inactive() -> None:
+    never = slot("never", reserves_wal=False, retained_bytes=None, wal_status=None)
+    assert not never.judged_inactive
+    invalid = slot("conflicted", slot_type="logical", invalidation_reason="rows_removed")
+    assert invalid.invalidated and not invalid.judged_inactive and not invalid.never_reserved
+    assert not slot("failover", slot_type="logical", synced=True).judged_inactive
+    assert slot("left", inactive_seconds=60.0).judged_inactive

@@ -12,7 +12,9 @@ from checks.postgres.commands import standbys as cmd
 from checks.postgres.probes.standbys import (
     Standby,
     Upstream,
+    looks_mangled,
     required_sync_standbys,
+    server_shown_name,
     worst_first,
 )
 
@@ -50,6 +52,7 @@ def standby(
     lag: int | None = 0,
     seconds: float = 0.0,
     receiver: bool = False,
+    logical: bool = False,
 ) -> Standby:
     return Standby(
         pid=abs(hash(name)) % 100000,
@@ -58,6 +61,7 @@ def standby(
         state=state,
         sync_state=sync_state,
         wal_receiver=receiver,
+        logical=logical,
         replay_lag_bytes=None if receiver else lag,
         flush_lag_bytes=0,
         write_lag_seconds=0.0,
@@ -78,12 +82,21 @@ def test_worst_first_puts_not_streaming_then_largest_lag_first() -> None:
     assert [s.application_name for s in ordered] == ["c", "b", "d", "a"]
 
 
-def upstream(*senders: Standby, names: str = "", in_recovery: bool = False) -> Upstream:
+def upstream(
+    *senders: Standby,
+    names: str = "",
+    in_recovery: bool = False,
+    synchronous_commit: str = "on",
+    version: int = 150000,
+) -> Upstream:
     return Upstream(
         in_recovery=in_recovery,
         synchronous_standby_names=names,
-        standbys=worst_first([s for s in senders if not s.wal_receiver]),
+        standbys=worst_first([s for s in senders if not s.wal_receiver and not s.logical]),
         wal_receivers=[s for s in senders if s.wal_receiver],
+        logical=[s for s in senders if s.logical],
+        synchronous_commit=synchronous_commit,
+        server_version=version,
     )
 
 
@@ -185,3 +198,88 @@ def test_summary_stays_short_with_many_standbys(monkeypatch: pytest.MonkeyPatch)
     assert report.summary == "12 streaming, replay lag at most 12.0 KiB, 0ms (worst: replica12)"
     few = run(monkeypatch, upstream(standby("b"), standby("a")))
     assert few.summary.startswith("2 streaming (a, b), replay lag at most")
+
+
+@pytest.mark.parametrize("setting", ["local", "off"])
+def test_missing_synchronous_standby_without_waiting_commits_is_a_warning(
+    monkeypatch: pytest.MonkeyPatch, setting: str
+) -> None:
+    up = upstream(standby("replica1"), names="replica9", synchronous_commit=setting)
+    report = run(monkeypatch, up)
+    assert report.status is plugin.Status.WARNING
+    assert report.summary == (
+        f"1 synchronous standby(s) named, 0 streaming: commits do not wait "
+        f"(synchronous_commit {setting})"
+    )
+    assert "sync_standbys=0;;;0" in report.perfdata
+    # the user's own --sync is still the user's word
+    assert run(monkeypatch, up, "--sync", "1").status is plugin.Status.CRITICAL
+
+
+@pytest.mark.parametrize("setting", ["on", "remote_write", "remote_apply"])
+def test_waiting_commits_stay_critical(monkeypatch: pytest.MonkeyPatch, setting: str) -> None:
+    up = upstream(standby("replica1"), names="replica9", synchronous_commit=setting)
+    assert run(monkeypatch, up).status is plugin.Status.CRITICAL
+
+
+def test_logical_sender_is_listed_not_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    up = upstream(standby("replica1"), standby("sub", logical=True))
+    report = run(monkeypatch, up, "--min-standbys", "2")
+    assert report.summary == "streaming standbys 1 (below 2)"
+    ok = run(monkeypatch, up)
+    assert ok.summary.endswith(", 1 logical (not counted)")
+    assert not any(p.startswith("sub_") for p in ok.perfdata)
+
+
+def test_synchronous_logical_sender_releases_commits(monkeypatch: pytest.MonkeyPatch) -> None:
+    up = upstream(standby("replica1"), standby("sub", logical=True, sync_state="sync"), names="sub")
+    assert run(monkeypatch, up).status is plugin.Status.OK
+
+
+def test_excluded_standby_is_neither_counted_nor_judged(monkeypatch: pytest.MonkeyPatch) -> None:
+    up = upstream(standby("replica1"), standby("dr", lag=5 * 2**30, seconds=900))
+    report = run(monkeypatch, up, "--exclude", "dr")
+    assert report.status is plugin.Status.OK, report.summary
+    assert report.summary.endswith(", 1 excluded")
+    assert "standbys=1;;1:;0" in report.perfdata
+    assert not any(p.startswith("dr_") for p in report.perfdata)
+
+
+def test_delayed_standby_is_judged_beyond_its_delay(monkeypatch: pytest.MonkeyPatch) -> None:
+    up = upstream(standby("replica1"), standby("dr", lag=5 * 2**30, seconds=130))
+    assert run(monkeypatch, up).status is plugin.Status.CRITICAL
+    report = run(monkeypatch, up, "--delayed", "dr=2min")
+    assert report.status is plugin.Status.OK, report.summary
+    assert "dr_replay_lag_beyond_delay=10.0s;60;300;0" in report.perfdata
+    assert "dr_flush_lag_bytes=0B;67108864;1073741824;0" in report.perfdata
+    assert "dr_replay_lag_bytes=5368709120B;;;0" in report.perfdata
+    assert ", 1 delayed on purpose" in report.summary
+    late = run(monkeypatch, upstream(standby("dr", seconds=500)), "--delayed", "dr=2min")
+    assert late.status is plugin.Status.CRITICAL
+    assert late.summary == "dr replay lag beyond its delay 6min 20s (above 5min 0s)"
+
+
+@pytest.mark.parametrize("value", ["dr", "=2min", "dr=16MB", "dr=soon"])
+def test_delayed_needs_name_and_duration(value: str) -> None:
+    import click
+
+    with pytest.raises(click.BadParameter):
+        cmd.parse_delays(None, None, (value,))  # type: ignore[arg-type]
+
+
+def test_server_shown_names() -> None:
+    assert server_shown_name("replica1", 150000) == "replica1"
+    assert server_shown_name("r\u00e9plica", 150000) == "r??plica"
+    assert server_shown_name("r\u00e9plica", 160000) == "r\\xc3\\xa9plica"
+    assert looks_mangled("r??plica", 150000)
+    assert not looks_mangled("r??plica", 160000)
+    assert looks_mangled("r\\xc3\\xa9plica", 180000)
+
+
+def test_expected_non_ascii_name_matches_as_the_server_shows_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    up = upstream(standby("r??plica"))
+    report = run(monkeypatch, up, "--standby", "r\u00e9plica")
+    assert report.status is plugin.Status.OK, report.summary
+    assert any("is shown by the server as 'r??plica'" in line for line in report.details)

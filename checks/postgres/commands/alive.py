@@ -9,7 +9,7 @@ import click
 import nagiosplugin
 
 from checks import plugin
-from checks.postgres.connection import ConnectionSettings, connect
+from checks.postgres.connection import ConnectionSettings, connect, reached
 from checks.postgres.options import connection_options
 from checks.postgres.probes.alive import read_liveness
 from checks.thresholds import (
@@ -32,6 +32,9 @@ class Alive(plugin.Probe):
         self.settings = settings
         self.role = ""
         self.version = 0
+        # the server actually reached: from a host list or a service file, the one that
+        # answered
+        self.reached = ""
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
         # psycopg's import (~0.1 s, far more on a busy host) is Python's cost, not the
@@ -43,6 +46,7 @@ class Alive(plugin.Probe):
         with connect(self.settings) as conn:
             connect_seconds = time.monotonic() - started
             facts = read_liveness(conn)
+            self.reached = reached(conn)
         self.role = "replica" if facts.in_recovery else "primary"
         self.version = facts.server_version
         yield nagiosplugin.Metric("connect_time", round(connect_seconds, 3), "s", min=0)
@@ -56,10 +60,7 @@ class AliveSummary(plugin.Summary):
         # no timings: they differ every run, and Consul holds back output-only changes
         # for minutes, so its catalog would show stale figures (they are in perfdata)
         version = f"{self.probe.version // 10000}.{self.probe.version % 10000}"
-        return (
-            f"{self.probe.settings.target()} accepts connections "
-            f"(PostgreSQL {version}, {self.probe.role})"
-        )
+        return f"{self.probe.reached} accepts connections (PostgreSQL {version}, {self.probe.role})"
 
 
 @click.command("alive", context_settings=plugin.CONTEXT_SETTINGS)
@@ -98,5 +99,5 @@ def command(
         )
 
     return plugin.run_check(
-        NAME, build, timeout=settings.timeout, target=settings.target(), verbose=verbose
+        NAME, build, timeout=settings.timeout, target=settings.target, verbose=verbose
     )

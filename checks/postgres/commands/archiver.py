@@ -172,5 +172,5 @@ def command(
         )
 
     return plugin.run_check(
-        NAME, build, timeout=settings.timeout, target=settings.target(), verbose=verbose
+        NAME, build, timeout=settings.timeout, target=settings.target, verbose=verbose
     )

@@ -119,5 +119,5 @@ def command(settings: ConnectionSettings, verbose: int, warning, critical) -> pl
         )
 
     return plugin.run_check(
-        NAME, build, timeout=settings.timeout, target=settings.target(), verbose=verbose
+        NAME, build, timeout=settings.timeout, target=settings.target, verbose=verbose
     )

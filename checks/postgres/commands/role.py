@@ -31,11 +31,7 @@ class Role(plugin.Probe):
         self.details += [
             f"role: {facts.role} ({'in recovery' if facts.in_recovery else 'not in recovery'})",
             f"writable: {'yes' if facts.writable else 'no'}"
-            + (
-                " (default_transaction_read_only is on)"
-                if facts.is_primary and facts.read_only
-                else ""
-            ),
+            + (f" ({note})" if (note := facts.read_only_note()) else ""),
             f"timeline: {facts.timeline}",
             f"system identifier: {facts.system_identifier}",
         ]
@@ -64,7 +60,9 @@ class WritableContext(nagiosplugin.Context):
         if metric.value or facts is None or not facts.is_primary:
             return nagiosplugin.Result(nagiosplugin.Ok, None, metric)
         return nagiosplugin.Result(
-            nagiosplugin.Critical, "primary is read-only (default_transaction_read_only)", metric
+            nagiosplugin.Critical,
+            "primary is read-only (default_transaction_read_only is on in its configuration)",
+            metric,
         )
 
     def performance(self, metric: nagiosplugin.Metric, resource: object):
@@ -123,5 +121,5 @@ def command(settings: ConnectionSettings, verbose: int, expect: str) -> plugin.R
         )
 
     return plugin.run_check(
-        NAME, build, timeout=settings.timeout, target=settings.target(), verbose=verbose
+        NAME, build, timeout=settings.timeout, target=settings.target, verbose=verbose
     )

@@ -82,7 +82,7 @@ class Slots(plugin.Probe):
     def _aggregates(slots: list[Slot]) -> Iterator[nagiosplugin.Metric]:
         yield nagiosplugin.Metric("slots", len(slots), min=0, context="slot_fact")
         yield nagiosplugin.Metric(
-            "inactive_slots", sum(not s.active for s in slots), min=0, context="slot_fact"
+            "inactive_slots", sum(s.judged_inactive for s in slots), min=0, context="slot_fact"
         )
         yield nagiosplugin.Metric(
             "max_retained_bytes",
@@ -105,6 +105,10 @@ class Slots(plugin.Probe):
             yield nagiosplugin.Metric(
                 f"{label}_wal_status", slot.wal_status, context="slot_wal_status"
             )
+        if slot.invalidation_reason and not slot.lost:
+            yield nagiosplugin.Metric(
+                f"{label}_invalidated", slot.invalidation_reason, context="slot_invalidated"
+            )
         if slot.safe_wal_size is not None:
             yield nagiosplugin.Metric(
                 f"{label}_safe_wal_size",
@@ -117,11 +121,29 @@ class Slots(plugin.Probe):
         return self.owner[metric.name]
 
 
+def inactive_for(slot: Slot) -> str:
+    """``inactive for 5min``; after a restart (17+) only a lower bound is known."""
+    if slot.inactive_seconds is None:
+        return "inactive"
+    if slot.inactive_at_start:
+        # PostgreSQL 17+ resets inactive_since to the server's start
+        return (
+            f"inactive for at least {format_duration(slot.inactive_seconds)} "
+            "(since the server started)"
+        )
+    return f"inactive for {format_duration(slot.inactive_seconds)}"
+
+
 def _describe(slot: Slot) -> str:
     kind = f"{'temporary ' if slot.temporary else ''}{slot.slot_type}"
-    state = f"active (pid {slot.active_pid})" if slot.active else "inactive"
-    if not slot.active and slot.inactive_seconds is not None:
-        state += f" for {format_duration(slot.inactive_seconds)}"
+    if slot.active:
+        state = f"active (pid {slot.active_pid})"
+    elif slot.never_reserved:
+        state = "not used yet"
+    elif slot.synced:
+        state = "synced from the primary (failover slot)"
+    else:
+        state = inactive_for(slot)
     parts = [f"slot {slot.slot_name} ({kind}): {state}"]
     if slot.retained_bytes is not None:
         parts.append(f"retains {format_bytes(slot.retained_bytes)}")
@@ -152,16 +174,13 @@ class InactiveContext(nagiosplugin.Context):
         self.critical_after = critical_after
 
     def evaluate(self, metric: nagiosplugin.Metric, resource: Slots) -> nagiosplugin.Result:
-        if metric.value:
-            return nagiosplugin.Result(nagiosplugin.Ok, None, metric)
         slot = resource.slot_of(metric)
-        text = f"slot {slot.slot_name} inactive"
-        if slot.inactive_seconds is not None:
-            text += f" for {format_duration(slot.inactive_seconds)}"
+        if metric.value or not slot.judged_inactive:
+            # a slot not used yet holds nothing; an invalidated one is judged as such
+            return nagiosplugin.Result(nagiosplugin.Ok, None, metric)
+        text = f"slot {slot.slot_name} {inactive_for(slot)}"
         if slot.retained_bytes:
             text += f", retaining {format_bytes(slot.retained_bytes)}"
-        elif slot.never_reserved:
-            text += ", reserves no WAL yet"
         if (
             self.critical_after is not None
             and slot.inactive_seconds is not None
@@ -192,6 +211,25 @@ class WalStatusContext(nagiosplugin.Context):
 
 _STATES = {plugin.Status.WARNING: nagiosplugin.Warn, plugin.Status.CRITICAL: nagiosplugin.Critical}
 
+INVALIDATED_HINTS = {
+    "physical": "its standby needs a new base backup",
+    "logical": "drop and recreate the slot and resync its subscriber",
+}
+
+
+class InvalidatedContext(nagiosplugin.Context):
+    """17+: a slot invalidated for a reason other than lost WAL (rows_removed,
+    wal_level_insufficient, idle_timeout...) can never be used again: CRITICAL."""
+
+    def evaluate(self, metric: nagiosplugin.Metric, resource: Slots) -> nagiosplugin.Result:
+        slot = resource.slot_of(metric)
+        hint = INVALIDATED_HINTS.get(slot.slot_type, INVALIDATED_HINTS["physical"])
+        return nagiosplugin.Result(
+            nagiosplugin.Critical,
+            f"slot {slot.slot_name} invalidated ({metric.value}): {hint}",
+            metric,
+        )
+
 
 class SlotsSummary(plugin.Summary):
     probe: Slots
@@ -201,12 +239,22 @@ class SlotsSummary(plugin.Summary):
         if not slots:
             return "no replication slots"
         count = f"{len(slots)} slot{'s' if len(slots) > 1 else ''}"
+        active = sum(s.active for s in slots)
+        if active == len(slots):
+            count += " active"
+        else:
+            kinds = [
+                (active, "active"),
+                (sum(s.never_reserved for s in slots), "not used yet"),
+                (sum(s.synced and not s.active for s in slots), "synced from the primary"),
+            ]
+            count += f" ({', '.join(f'{n} {words}' for n, words in kinds if n)})"
         held = [s for s in slots if s.retained_bytes is not None]
         if not held:
-            return f"{count} active, none reserves WAL yet"
+            return f"{count}, none reserves WAL yet"
         most = max(held, key=lambda s: (s.retained_bytes or 0, s.slot_name))
         return (
-            f"{count} active, most WAL retained by {most.slot_name}: "
+            f"{count}, most WAL retained by {most.slot_name}: "
             f"{format_bytes(most.retained_bytes or 0)}"
         )
 
@@ -246,6 +294,8 @@ def _problem_words(result: nagiosplugin.Result) -> tuple[int, str]:
     context = result.metric.context
     if context == "slot_wal_status" and result.metric.value == "lost":
         return 0, "lost their WAL (wal_status lost)"
+    if context == "slot_invalidated":
+        return 0, f"invalidated ({result.metric.value})"
     if context == "slot_wal_status":
         return 1, f"past max_slot_wal_keep_size (wal_status {result.metric.value})"
     if context == "slot_retained":
@@ -295,9 +345,11 @@ def command(
 ) -> plugin.Report:
     """Replication slots: WAL retained by each, inactive slots, wal_status, safe_wal_size.
 
-    Inactive is WARNING (CRITICAL after --inactive-critical on 17+); wal_status
-    'unreserved' is WARNING and 'lost' CRITICAL (13+). Defaults for the WAL a slot
-    retains: warning above 1GB, critical above 8GB. No slot at all is OK.
+    Inactive is WARNING (CRITICAL after --inactive-critical on 17+); a slot not used yet
+    (reserving no WAL) is not inactive, and after a restart 17+ knows only a lower bound.
+    wal_status 'unreserved' is WARNING, 'lost' and any other invalidation CRITICAL.
+    Defaults for the WAL a slot retains: warning above 1GB, critical above 8GB. No slot at
+    all is OK.
     """
     limits = assign(
         warning,
@@ -322,9 +374,10 @@ def command(
             ),
             InactiveContext("slot_active", critical_after),
             WalStatusContext("slot_wal_status"),
+            InvalidatedContext("slot_invalidated"),
             SlotsSummary(probe),
         )
 
     return plugin.run_check(
-        NAME, build, timeout=settings.timeout, target=settings.target(), verbose=verbose
+        NAME, build, timeout=settings.timeout, target=settings.target, verbose=verbose
     )

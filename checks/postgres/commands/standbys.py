@@ -10,9 +10,22 @@ import nagiosplugin
 from checks import plugin
 from checks.postgres.connection import ConnectionSettings, connect
 from checks.postgres.options import connection_options, role_mismatch_option
-from checks.postgres.probes.standbys import Standby, read_standbys
+from checks.postgres.probes.standbys import (
+    Standby,
+    Upstream,
+    looks_mangled,
+    read_standbys,
+    server_shown_name,
+)
 from checks.thresholds import Limits, assign, threshold_options
-from checks.units import Unit, format_bytes, format_duration, format_value
+from checks.units import (
+    Unit,
+    UnitError,
+    format_bytes,
+    format_duration,
+    format_value,
+    parse_quantity,
+)
 
 NAME = "PG_STANDBYS"
 DEFAULTS = {
@@ -29,90 +42,115 @@ class Standbys(plugin.Probe):
         settings: ConnectionSettings,
         expected_names: tuple[str, ...],
         on_replica: plugin.Status,
+        *,
+        excluded: tuple[str, ...] = (),
+        delays: dict[str, float] | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings
         self.expected_names = expected_names
         self.on_replica = on_replica
+        self.excluded_names = excluded
+        self.delays = delays or {}
         self.standbys: list[Standby] = []
         self.wal_receivers: list[Standby] = []
-        # synchronous standbys commits wait for (synchronous_standby_names), and how many
-        # WAL senders satisfy them (a synchronous pg_receivewal does too)
+        self.logical: list[Standby] = []
+        self.excluded: list[Standby] = []
+        # application_name as the server shows it -> the delay given by --delayed
+        self.delay_of: dict[str, float] = {}
+        # synchronous standbys synchronous_standby_names names, how many of them commits
+        # wait for by the server's synchronous_commit, and how many WAL senders satisfy
+        # them (a synchronous pg_receivewal or logical subscriber does too)
+        self.named_sync = 0
         self.required_sync = 0
         self.commit_sync = 0
+        self.synchronous_commit = "on"
         # metric name -> the application_name it belongs to, for the words in the output
         self.owners: dict[str, str] = {}
+
+    def _shown(self, names: tuple[str, ...] | list[str], version: int) -> dict[str, str]:
+        """Each name the user gave -> as the server shows it; notes the ones that differ."""
+        shown = {name: server_shown_name(name, version) for name in names}
+        for name, as_shown in shown.items():
+            if as_shown != name:
+                self.details.append(
+                    f"'{name}' is shown by the server as '{as_shown}': PostgreSQL replaces "
+                    "non-ASCII characters in application_name, so that is the name matched"
+                )
+        return shown
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
         with connect(self.settings) as conn:
             upstream = read_standbys(conn)
             login = conn.info.user
-        standbys = self.standbys = upstream.standbys  # worst first
+        version = upstream.server_version
+        excluded = set(self._shown(self.excluded_names, version).values())
+        self.delay_of = {
+            server_shown_name(name, version): delay for name, delay in self.delays.items()
+        }
+        self._shown(list(self.delays), version)
+        self.excluded = [s for s in upstream.standbys if s.application_name in excluded]
+        standbys = self.standbys = [  # worst first
+            s for s in upstream.standbys if s.application_name not in excluded
+        ]
         receivers = self.wal_receivers = upstream.wal_receivers
-        if upstream.in_recovery and not standbys and not receivers:
+        self.logical = upstream.logical
+        if upstream.in_recovery and not upstream.standbys and not receivers:
             # a cascading replica with standbys of its own is checked like a primary
             raise plugin.CheckFailed(
                 self.on_replica, "replica (in recovery) with no standbys of its own"
             )
-        if any(s.hidden for s in standbys):
+        if any(s.hidden for s in upstream.standbys + upstream.logical):
             raise plugin.unknown(
                 f"cannot see pg_stat_replication details as role {login}: "
                 f"GRANT pg_monitor TO {login} (or pg_read_all_stats)"
             )
+        self.named_sync = upstream.named_sync
         self.required_sync = upstream.required_sync
-        self.commit_sync = sum(s.streaming and s.synchronous for s in standbys + receivers)
-        if upstream.synchronous_standby_names.strip() and not upstream.in_recovery:
-            self.details.append(
-                f"synchronous_standby_names = '{upstream.synchronous_standby_names}': "
-                f"commits wait for {self.required_sync} synchronous standby(s), "
-                f"{self.commit_sync} streaming"
-            )
+        self.synchronous_commit = upstream.synchronous_commit
+        senders = upstream.standbys + receivers + upstream.logical
+        self.commit_sync = sum(s.streaming and s.synchronous for s in senders)
+        self.details += self._notes(upstream, senders)
         streaming = [s for s in standbys if s.streaming]
         # aggregates first: the first line and the perfdata get cut when there are many
         yield nagiosplugin.Metric("standbys", len(streaming), min=0)
         yield nagiosplugin.Metric("sync_standbys", sum(s.synchronous for s in streaming), min=0)
-        known = [s.replay_lag_bytes for s in standbys if s.replay_lag_bytes is not None]
+        known = [
+            s.replay_lag_bytes
+            for s in standbys
+            if s.replay_lag_bytes is not None and s.application_name not in self.delay_of
+        ]
         if known:
             yield nagiosplugin.Metric(
                 "max_replay_lag_bytes", max(known), "B", min=0, context="standby_lag_fact"
             )
-        for name in self.expected_names:
-            present = any(s.application_name == name for s in streaming)
+        for name, shown in self._shown(self.expected_names, version).items():
+            present = any(s.application_name == shown for s in streaming)
             yield nagiosplugin.Metric(f"expected_{name}", int(present), context="expected")
         taken: set[str] = set()
         for standby in standbys:
             label = plugin.perfdata_label(standby.application_name, taken, fallback="standby")
+            delay = self.delay_of.get(standby.application_name)
             replay = (
                 "replay position not reported yet"
                 if standby.replay_lag_bytes is None
                 else f"replay {format_bytes(standby.replay_lag_bytes)} / "
                 f"{format_duration(standby.replay_lag_seconds)} behind"
             )
+            if delay is not None:
+                replay += f" (delayed {format_duration(delay)} on purpose)"
             self.details.append(
                 f"{standby.application_name} ({standby.client_addr or 'local'}): "
                 f"{standby.state}, {standby.sync_state}, {replay}, write "
                 f"{format_duration(standby.write_lag_seconds)}, flush "
                 f"{format_duration(standby.flush_lag_seconds)}"
             )
-            metrics = []
-            if standby.replay_lag_bytes is not None:
-                metrics.append(
-                    nagiosplugin.Metric(
-                        f"{label}_replay_lag_bytes",
-                        standby.replay_lag_bytes,
-                        "B",
-                        min=0,
-                        context="standby_replay_bytes",
-                    )
-                )
+            metrics = (
+                list(self._delayed_metrics(label, standby, delay))
+                if delay is not None
+                else list(self._lag_metrics(label, standby))
+            )
             metrics += [
-                nagiosplugin.Metric(
-                    f"{label}_replay_lag",
-                    round(standby.replay_lag_seconds, 3),
-                    "s",
-                    min=0,
-                    context="standby_replay_seconds",
-                ),
                 nagiosplugin.Metric(
                     f"{label}_write_lag",
                     round(standby.write_lag_seconds, 3),
@@ -131,6 +169,21 @@ class Standbys(plugin.Probe):
             for metric in metrics:
                 self.owners[metric.name] = standby.application_name
                 yield metric
+        for standby in self.excluded:
+            self.details.append(
+                f"excluded (--exclude): {standby.application_name} "
+                f"({standby.client_addr or 'local'}): {standby.state}, {standby.sync_state}"
+            )
+        for sender in self.logical:
+            self.details.append(
+                f"logical replication (not a standby): {sender.application_name} "
+                f"({sender.client_addr or 'local'}): {sender.state}, {sender.sync_state}, "
+                + (
+                    "position not reported yet"
+                    if sender.flush_lag_bytes is None
+                    else f"confirmed {format_bytes(sender.flush_lag_bytes)} behind"
+                )
+            )
         for receiver in receivers:
             flushed = (
                 "flush position not reported"
@@ -143,6 +196,98 @@ class Standbys(plugin.Probe):
                 f"{receiver.sync_state}, {flushed}"
             )
 
+    def _notes(self, upstream: Upstream, senders: list[Standby]) -> list[str]:
+        """What commits wait for, and names the server rewrote, in words."""
+        notes: list[str] = []
+        version = upstream.server_version
+        if upstream.synchronous_standby_names.strip() and not upstream.in_recovery:
+            waits = (
+                f"commits wait for {self.required_sync} synchronous standby(s)"
+                if upstream.commits_wait
+                else f"commits do not wait (synchronous_commit = {upstream.synchronous_commit}"
+                "), only transactions that ask for it"
+            )
+            notes.append(
+                f"synchronous_standby_names = '{upstream.synchronous_standby_names}': "
+                f"{waits}, {self.commit_sync} synchronous streaming"
+            )
+            if not upstream.synchronous_standby_names.isascii():
+                notes.append(
+                    "synchronous_standby_names has non-ASCII characters: the server shows "
+                    "them in application_name as "
+                    f"{chr(92) + 'xHH' if version >= 160000 else '?'}, so that name never "
+                    "matches: give the standby an ASCII application_name"
+                )
+        if not upstream.synchronous_commit_known:
+            notes.append(
+                "synchronous_commit is set for this login (role, database or client), which "
+                "hides the server's own value: taken as the default (on)"
+            )
+        for sender in senders:
+            if looks_mangled(sender.application_name, version):
+                notes.append(
+                    f"application_name '{sender.application_name}' may have had non-ASCII "
+                    "characters the server replaced: name it that way in --standby and "
+                    "synchronous_standby_names, or give it an ASCII name"
+                )
+        return notes
+
+    @staticmethod
+    def _lag_metrics(label: str, standby: Standby) -> Iterator[nagiosplugin.Metric]:
+        if standby.replay_lag_bytes is not None:
+            yield nagiosplugin.Metric(
+                f"{label}_replay_lag_bytes",
+                standby.replay_lag_bytes,
+                "B",
+                min=0,
+                context="standby_replay_bytes",
+            )
+        yield nagiosplugin.Metric(
+            f"{label}_replay_lag",
+            round(standby.replay_lag_seconds, 3),
+            "s",
+            min=0,
+            context="standby_replay_seconds",
+        )
+
+    @staticmethod
+    def _delayed_metrics(
+        label: str, standby: Standby, delay: float
+    ) -> Iterator[nagiosplugin.Metric]:
+        """A standby that applies WAL late on purpose (recovery_min_apply_delay): the WAL
+        it holds unreplayed is its delay, not lag. Judged: how far behind it has flushed
+        (it must still receive at once) and replay lag beyond its delay."""
+        if standby.flush_lag_bytes is not None:
+            yield nagiosplugin.Metric(
+                f"{label}_flush_lag_bytes",
+                standby.flush_lag_bytes,
+                "B",
+                min=0,
+                context="delayed_flush_bytes",
+            )
+        yield nagiosplugin.Metric(
+            f"{label}_replay_lag_beyond_delay",
+            round(max(0.0, standby.replay_lag_seconds - delay), 3),
+            "s",
+            min=0,
+            context="delayed_replay_seconds",
+        )
+        if standby.replay_lag_bytes is not None:
+            yield nagiosplugin.Metric(
+                f"{label}_replay_lag_bytes",
+                standby.replay_lag_bytes,
+                "B",
+                min=0,
+                context="standby_lag_fact",
+            )
+        yield nagiosplugin.Metric(
+            f"{label}_replay_lag",
+            round(standby.replay_lag_seconds, 3),
+            "s",
+            min=0,
+            context="standby_lag_fact",
+        )
+
 
 class StandbyLagContext(plugin.MetricContext):
     """One context for every standby's metric of a kind; the text names the standby."""
@@ -154,7 +299,13 @@ class StandbyLagContext(plugin.MetricContext):
 
 
 class SyncContext(plugin.MetricContext):
-    """Synchronous standbys: at least ``--sync``, by default as many as commits wait for."""
+    """Synchronous standbys: at least ``--sync``, by default as many as commits wait for.
+
+    With synchronous_commit local or off server-wide, commits do not wait for the
+    standbys synchronous_standby_names names: one missing is WARNING (only transactions
+    that ask for synchronous commit wait, and data is not protected as the setting says),
+    not the CRITICAL "commits wait".
+    """
 
     def __init__(self, name: str, minimum: int | None) -> None:
         super().__init__(name, label="synchronous standbys", unit=Unit.NUMBER)
@@ -165,24 +316,37 @@ class SyncContext(plugin.MetricContext):
             return self.minimum
         return getattr(resource, "required_sync", 0)
 
+    def _missing(self, resource: object) -> tuple[int, int]:
+        """(named, streaming) when fewer synchronous standbys stream than are named."""
+        named = getattr(resource, "named_sync", 0)
+        have = getattr(resource, "commit_sync", 0)
+        return (named, have) if have < named else (0, 0)
+
     def evaluate(self, metric: nagiosplugin.Metric, resource: object) -> nagiosplugin.Result:
         required = self._required(resource)
         if self.minimum is not None:
             if metric.value < required:
                 return nagiosplugin.Result(nagiosplugin.Critical, f"below {required}", metric)
             return nagiosplugin.Result(nagiosplugin.Ok, None, metric)
-        have = getattr(resource, "commit_sync", metric.value)
-        if have < required:
-            # describe() words it: the metric alone would not say that commits hang
-            return nagiosplugin.Result(nagiosplugin.Critical, None, metric)
+        named, _ = self._missing(resource)
+        if named:
+            # describe() words it: the metric alone would not say whether commits hang
+            state = nagiosplugin.Critical if required else nagiosplugin.Warn
+            return nagiosplugin.Result(state, None, metric)
         return nagiosplugin.Result(nagiosplugin.Ok, None, metric)
 
     def describe(self, metric: nagiosplugin.Metric) -> str:
         resource = metric.resource
         required = self._required(resource)
-        have = getattr(resource, "commit_sync", metric.value)
-        if self.minimum is None and have < required:
-            return f"commits wait: {required} synchronous standby(s) required, {have} streaming"
+        named, have = self._missing(resource)
+        if self.minimum is None and named:
+            if required:
+                return f"commits wait: {required} synchronous standby(s) required, {have} streaming"
+            setting = getattr(resource, "synchronous_commit", "local")
+            return (
+                f"{named} synchronous standby(s) named, {have} streaming: commits do not "
+                f"wait (synchronous_commit {setting})"
+            )
         return super().describe(metric)
 
     def performance(self, metric: nagiosplugin.Metric, resource: object):
@@ -208,20 +372,54 @@ class StandbysSummary(plugin.Summary):
     probe: Standbys
 
     def ok(self, results: nagiosplugin.Results) -> str:
-        streaming = [s for s in self.probe.standbys if s.streaming]  # worst first
-        receivers = len(self.probe.wal_receivers)
-        extra = f", {receivers} WAL receiver(s)" if receivers else ""
+        probe = self.probe
+        streaming = [s for s in probe.standbys if s.streaming]  # worst first
+        extra = ""
+        if probe.logical:
+            extra += f", {len(probe.logical)} logical (not counted)"
+        if probe.wal_receivers:
+            extra += f", {len(probe.wal_receivers)} WAL receiver(s)"
+        if probe.excluded:
+            extra += f", {len(probe.excluded)} excluded"
         if not streaming:
             return f"no standby streaming{extra}"
-        worst_bytes = max(s.replay_lag_bytes or 0 for s in streaming)
-        worst_seconds = max(s.replay_lag_seconds for s in streaming)
-        lag = f"replay lag at most {format_bytes(worst_bytes)}, {format_duration(worst_seconds)}"
-        if len(streaming) > NAMES_IN_SUMMARY:
-            return (
-                f"{len(streaming)} streaming, {lag} (worst: {streaming[0].application_name}){extra}"
+        # a standby delayed on purpose is behind by its delay: the figures leave it out
+        prompt = [s for s in streaming if s.application_name not in probe.delay_of]
+        delayed = len(streaming) - len(prompt)
+        lag = ""
+        if prompt:
+            worst_bytes = max(s.replay_lag_bytes or 0 for s in prompt)
+            worst_seconds = max(s.replay_lag_seconds for s in prompt)
+            lag = (
+                f", replay lag at most {format_bytes(worst_bytes)}, "
+                f"{format_duration(worst_seconds)}"
             )
+        if delayed:
+            lag += f", {delayed} delayed on purpose"
+        if len(streaming) > NAMES_IN_SUMMARY:
+            worst = streaming[0].application_name
+            return f"{len(streaming)} streaming{lag} (worst: {worst}){extra}"
         names = ", ".join(sorted(s.application_name for s in streaming))
-        return f"{len(streaming)} streaming ({names}), {lag}{extra}"
+        return f"{len(streaming)} streaming ({names}){lag}{extra}"
+
+
+def parse_delays(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, float]:
+    """``--delayed NAME=DURATION`` values -> {name: seconds}."""
+    delays: dict[str, float] = {}
+    for value in values:
+        name, sep, duration = value.rpartition("=")
+        try:
+            if not sep or not name:
+                raise UnitError("give NAME=DURATION, e.g. replica3=2min")
+            quantity = parse_quantity(duration)
+            if quantity.unit not in (Unit.SECONDS, Unit.NUMBER) or quantity.value < 0:
+                raise UnitError(f"{duration!r} is not a duration (2min, 1h)")
+        except UnitError as exc:
+            raise click.BadParameter(f"{value!r}: {exc}", ctx, param) from None
+        delays[name] = float(quantity.value)
+    return delays
 
 
 @click.command("standbys", context_settings=plugin.CONTEXT_SETTINGS)
@@ -252,6 +450,23 @@ class StandbysSummary(plugin.Summary):
     metavar="APPLICATION_NAME",
     help="A standby that must be streaming; repeatable.",
 )
+@click.option(
+    "--exclude",
+    "excluded",
+    multiple=True,
+    metavar="APPLICATION_NAME",
+    help="Leave this standby out: not counted, not judged, listed as excluded; repeatable.",
+)
+@click.option(
+    "--delayed",
+    "delays",
+    multiple=True,
+    metavar="APPLICATION_NAME=DURATION",
+    callback=parse_delays,
+    help="This standby applies WAL DURATION late on purpose (its recovery_min_apply_delay, "
+    "e.g. replica3=2min): -w/-c judge its flush lag in bytes and its replay lag beyond "
+    "DURATION; repeatable.",
+)
 @role_mismatch_option("replica without standbys of its own")
 def command(
     settings: ConnectionSettings,
@@ -261,6 +476,8 @@ def command(
     min_standbys: int,
     min_sync: int | None,
     expected_names: tuple[str, ...],
+    excluded: tuple[str, ...],
+    delays: dict[str, float],
     role_mismatch: plugin.Status,
 ) -> plugin.Report:
     """The primary's view of its standbys (pg_stat_replication): count, sync state, lag.
@@ -269,8 +486,11 @@ def command(
     worst first, labelled by application_name: replay lag in bytes and seconds, write and
     flush lag in seconds. Defaults: warning above 64MB or 60s of replay lag, critical
     above 1GB or 300s; CRITICAL below --min-standbys streaming standbys, and when fewer
-    synchronous standbys stream than synchronous_standby_names makes commits wait for.
-    WAL receivers (pg_receivewal, barman: no replay position) are listed, not counted.
+    synchronous standbys stream than synchronous_standby_names makes commits wait for
+    (WARNING when synchronous_commit is local or off, so commits do not wait).
+    WAL receivers (pg_receivewal, barman: no replay position) and logical replication
+    (subscribers, pg_recvlogical) are listed, not counted. --exclude leaves a standby out;
+    --delayed judges a standby delayed on purpose beyond its delay.
     """
     limits = assign(
         warning,
@@ -280,7 +500,7 @@ def command(
     )
 
     def build() -> nagiosplugin.Check:
-        probe = Standbys(settings, expected_names, role_mismatch)
+        probe = Standbys(settings, expected_names, role_mismatch, excluded=excluded, delays=delays)
         return plugin.Check(
             probe,
             plugin.MetricContext(
@@ -303,10 +523,22 @@ def command(
                 label="replay lag",
                 unit=Unit.SECONDS,
             ),
+            StandbyLagContext(
+                "delayed_flush_bytes",
+                limits["standby_replay_bytes"],
+                label="flush lag",
+                unit=Unit.BYTES,
+            ),
+            StandbyLagContext(
+                "delayed_replay_seconds",
+                limits["standby_replay_seconds"],
+                label="replay lag beyond its delay",
+                unit=Unit.SECONDS,
+            ),
             plugin.FactContext("standby_lag_fact"),
             StandbysSummary(probe),
         )
 
     return plugin.run_check(
-        NAME, build, timeout=settings.timeout, target=settings.target(), verbose=verbose
+        NAME, build, timeout=settings.timeout, target=settings.target, verbose=verbose
     )

@@ -26,6 +26,10 @@ DEFAULT_IDLE = Limits(nagiosplugin.Range("300"), nagiosplugin.Range("1800"))
 # A prepared transaction left behind holds back the xmin horizon and its locks, across
 # restarts, with nobody attached: worth a look after minutes.
 DEFAULT_PREPARED = Limits(nagiosplugin.Range("300"), nagiosplugin.Range("1800"))
+# The XIDs a prepared transaction pins: vacuum cannot freeze past it. Critical at half of
+# autovacuum_freeze_max_age's default (200M), where anti-wraparound vacuum would soon run
+# over and over for nothing.
+DEFAULT_PREPARED_XIDS = Limits(nagiosplugin.Range("10000000"), nagiosplugin.Range("100000000"))
 
 
 class TransactionsProbe(plugin.Probe):
@@ -60,7 +64,13 @@ class TransactionsProbe(plugin.Probe):
             self.details.append(
                 f"prepared transactions: {facts.prepared}, oldest "
                 f"{facts.oldest_prepared.describe()}, "
-                f"{format_duration(facts.oldest_prepared.age)} (pg_prepared_xacts)"
+                f"{format_duration(facts.oldest_prepared.age)}, XID age "
+                f"{facts.oldest_prepared.xid_age:,} (pg_prepared_xacts)"
+            )
+        pinning = facts.pinning_prepared
+        if pinning is not None and pinning.gid != getattr(facts.oldest_prepared, "gid", None):
+            self.details.append(
+                f"oldest XID pinned by {pinning.describe()}: XID age {pinning.xid_age:,}"
             )
         oldest_age = facts.oldest.xact_age if facts.oldest else 0.0
         idle_age = facts.oldest_idle.idle_age if facts.oldest_idle else 0.0
@@ -75,6 +85,9 @@ class TransactionsProbe(plugin.Probe):
         yield nagiosplugin.Metric("prepared_xacts", facts.prepared, min=0, context="xact_fact")
         yield nagiosplugin.Metric(
             "oldest_prepared_age", round(facts.oldest_prepared_age or 0.0, 3), "s", min=0
+        )
+        yield nagiosplugin.Metric(
+            "prepared_xid_age", pinning.xid_age if pinning else 0, min=0, max=2**31
         )
 
 
@@ -103,8 +116,41 @@ class PreparedAgeContext(plugin.MetricContext):
         return f"{prepared.describe()} prepared {format_duration(metric.value)} ago"
 
 
+class PreparedXidContext(plugin.MetricContext):
+    """The text names the prepared transaction that pins the oldest XID."""
+
+    def describe(self, metric: nagiosplugin.Metric) -> str:
+        pinning = metric.resource.facts.pinning_prepared
+        if pinning is None:
+            return "no prepared transaction"
+        return f"{pinning.describe()} pins XIDs {pinning.xid_age:,} transactions old"
+
+
 class TransactionsSummary(plugin.Summary):
     probe: TransactionsProbe
+
+    def problem(self, results: nagiosplugin.Results) -> str:
+        """One session both oldest in transaction and oldest idle in it is named once:
+        ``pid 42 (psql) in transaction for 40min (above 30min), idle for 35min (...)``."""
+        status = plugin.worst(plugin.Status.of(r.state) for r in results)
+        bad = [r for r in results if plugin.Status.of(r.state) is status]
+        facts = self.probe.facts
+        oldest = facts.oldest if facts else None
+        idle = facts.oldest_idle if facts else None
+        named = {r.metric.name for r in bad}
+        same = (
+            oldest is not None
+            and idle is not None
+            and oldest.pid == idle.pid
+            and {"oldest_xact_age", "oldest_idle_in_xact_age"} <= named
+        )
+        texts = []
+        for result in bad:
+            text = str(result)
+            if same and idle is not None and result.metric.name == "oldest_idle_in_xact_age":
+                text = text.replace(f"{idle.describe()} idle in transaction for", "idle for", 1)
+            texts.append(text)
+        return ", ".join(texts)
 
     def ok(self, results: nagiosplugin.Results) -> str:
         facts = self.probe.facts
@@ -145,6 +191,13 @@ class TransactionsSummary(plugin.Summary):
     default_warning="above 5min",
     default_critical="above 30min",
 )
+@range_options(
+    "prepared-xids",
+    ThresholdType(unit=Unit.NUMBER),
+    "the XID age of the prepared transaction pinning the oldest XID (transactions begun since)",
+    default_warning="above 10000000",
+    default_critical="above 100000000",
+)
 def command(
     settings: ConnectionSettings,
     verbose: int,
@@ -154,6 +207,8 @@ def command(
     idle_critical,
     prepared_warning,
     prepared_critical,
+    prepared_xids_warning,
+    prepared_xids_critical,
 ) -> plugin.Report:
     """Oldest open transaction and oldest session idle in transaction, with pid and name.
 
@@ -161,7 +216,9 @@ def command(
     left out. -w/-c apply to the oldest transaction (default: warning above 30min, critical
     above 2h); --idle-warning/--idle-critical to the oldest idle-in-transaction session;
     --prepared-warning/--prepared-critical to the oldest prepared transaction, which holds
-    back vacuum and keeps its locks across restarts with no session attached.
+    back vacuum and keeps its locks across restarts with no session attached;
+    --prepared-xids-warning/--prepared-xids-critical to the XIDs it pins (its XID age:
+    transactions begun since, default warning above 10000000, critical above 100000000).
     """
     limits = assign(
         warning,
@@ -172,6 +229,9 @@ def command(
     )
     idle_limits = Limits.given(idle_warning, idle_critical, DEFAULT_IDLE)
     prepared_limits = Limits.given(prepared_warning, prepared_critical, DEFAULT_PREPARED)
+    prepared_xid_limits = Limits.given(
+        prepared_xids_warning, prepared_xids_critical, DEFAULT_PREPARED_XIDS
+    )
 
     def build() -> nagiosplugin.Check:
         probe = TransactionsProbe(settings)
@@ -195,10 +255,16 @@ def command(
                 label="prepared transaction",
                 unit=Unit.SECONDS,
             ),
+            PreparedXidContext(
+                "prepared_xid_age",
+                prepared_xid_limits,
+                label="prepared transaction XID age",
+                unit=Unit.NUMBER,
+            ),
             plugin.FactContext("xact_fact"),
             TransactionsSummary(probe),
         )
 
     return plugin.run_check(
-        NAME, build, timeout=settings.timeout, target=settings.target(), verbose=verbose
+        NAME, build, timeout=settings.timeout, target=settings.target, verbose=verbose
     )

@@ -12,7 +12,13 @@ import nagiosplugin
 from checks import plugin
 from checks.postgres.connection import ConnectionSettings, connect
 from checks.postgres.options import connection_options
-from checks.postgres.probes.wraparound import WRAPAROUND_LIMIT, DatabaseAge, read_wraparound
+from checks.postgres.probes.wraparound import (
+    WRAPAROUND_LIMIT,
+    DatabaseAge,
+    HorizonHolder,
+    holds_back,
+    read_wraparound,
+)
 from checks.thresholds import Limits, ThresholdType, assign, range_options, threshold_options
 from checks.units import Unit
 
@@ -30,6 +36,7 @@ class Wraparound(plugin.Probe):
         super().__init__()
         self.settings = settings
         self.databases: list[DatabaseAge] = []
+        self.holder: HorizonHolder | None = None
 
     @property
     def oldest(self) -> DatabaseAge:
@@ -41,7 +48,10 @@ class Wraparound(plugin.Probe):
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
         with connect(self.settings) as conn:
-            databases = self.databases = read_wraparound(conn)
+            facts = read_wraparound(conn)
+            login = conn.info.user
+        databases, holder = facts.databases, facts.holder
+        self.databases, self.holder = databases, holder
         if not databases:
             raise plugin.unknown("internal error: pg_database is empty")
         oldest = self.oldest
@@ -50,6 +60,25 @@ class Wraparound(plugin.Probe):
             f"autovacuum_freeze_max_age {oldest.freeze_max_age:,}: anti-wraparound vacuum "
             "starts past it"
         )
+        if facts.hidden_sessions:
+            self.details.append(
+                f"{facts.hidden_sessions} other sessions' transactions are hidden from role "
+                f"{login}, which may hold the xmin horizon back unseen: GRANT pg_monitor TO "
+                f"{login} (or pg_read_all_stats)"
+            )
+        if holder is None:
+            self.details.append(
+                "nothing holds the xmin horizon back: vacuum can freeze every database"
+            )
+        else:
+            self.details.append(
+                f"oldest xmin held by {holder.describe()}: XID age {holder.age:,}"
+                + (
+                    f", vacuum cannot freeze {oldest.datname} past it"
+                    if holds_back(holder, oldest)
+                    else ""
+                )
+            )
         for database in databases[:TOP_DATABASES]:
             self.details.append(
                 f"{database.datname}: XID age {database.xid_age:,} ({database.xid_percent:.1f}%)"
@@ -60,6 +89,13 @@ class Wraparound(plugin.Probe):
         yield nagiosplugin.Metric("xid_age_pct", round(oldest.xid_percent, 2), "%", min=0, max=100)
         yield nagiosplugin.Metric(
             "xid_age", oldest.xid_age, min=0, max=WRAPAROUND_LIMIT, context="xid_age"
+        )
+        yield nagiosplugin.Metric(
+            "xmin_horizon_age",
+            holder.age if holder else 0,
+            min=0,
+            max=WRAPAROUND_LIMIT,
+            context="xmin_horizon_age",
         )
         yield nagiosplugin.Metric(
             "mxid_age_pct", round(oldest_mxid.mxid_percent, 2), "%", min=0, max=100
@@ -91,6 +127,25 @@ class MxidAgeContext(plugin.MetricContext):
         )
 
 
+class WraparoundSummary(plugin.Summary):
+    """A problem with the XID age names what holds the oldest XID back, when something
+    does: that, not vacuum, is what the DBA has to deal with."""
+
+    probe: Wraparound
+
+    def problem(self, results: nagiosplugin.Results) -> str:
+        text = super().problem(results)
+        status = plugin.worst(plugin.Status.of(r.state) for r in results)
+        xid_problem = any(
+            r.metric.name in ("xid_age_pct", "xid_age") and plugin.Status.of(r.state) is status
+            for r in results
+        )
+        holder = self.probe.holder
+        if xid_problem and holder is not None and holds_back(holder, self.probe.oldest):
+            text += f", held back by {holder.describe()} (XID age {holder.age:,})"
+        return text
+
+
 @click.command("wraparound", context_settings=plugin.CONTEXT_SETTINGS)
 @connection_options
 @threshold_options(
@@ -113,6 +168,9 @@ def command(
     At 2^31 transactions the server stops accepting writes. Defaults: warning above 50%,
     critical above 75% of 2^31. Multixact IDs wrap at 2^31 too: --mxid-warning and
     --mxid-critical judge the oldest mxid_age(datminmxid), in % (default 50% and 75%).
+    A problem names what holds the oldest XID back (a replication slot's xmin or
+    catalog_xmin, a prepared transaction, a session's transaction, a standby's
+    hot_standby_feedback); perfdata xmin_horizon_age is its XID age.
     """
     limits = assign(
         warning,
@@ -131,9 +189,10 @@ def command(
             AgeContext("xid_age", limits["xid_age"], label="XID age", unit=Unit.NUMBER),
             MxidAgeContext("mxid_age_pct", mxid_limits, label="multixact age", unit=Unit.PERCENT),
             plugin.FactContext("mxid_age"),
-            plugin.Summary(),
+            plugin.FactContext("xmin_horizon_age"),
+            WraparoundSummary(probe),
         )
 
     return plugin.run_check(
-        NAME, build, timeout=settings.timeout, target=settings.target(), verbose=verbose
+        NAME, build, timeout=settings.timeout, target=settings.target, verbose=verbose
     )

@@ -3,8 +3,8 @@
 Retained WAL is measured from the slot's ``restart_lsn`` to where this server is (its
 current WAL on a primary, its replayed WAL on a replica), by the server
 (``pg_wal_lsn_diff``). Versions add what they know: 13 ``wal_status`` and
-``safe_wal_size`` (with ``max_slot_wal_keep_size``), 17 ``inactive_since`` and
-``invalidation_reason``. ``pg_replication_slots`` is readable by every role.
+``safe_wal_size`` (with ``max_slot_wal_keep_size``), 17 ``inactive_since``,
+``invalidation_reason`` and ``synced``. ``pg_replication_slots`` is readable by every role.
 
 A slot created without reserving WAL (``restart_lsn`` NULL until a standby or decoder
 first uses it) holds nothing: its retained bytes and ``safe_wal_size`` are NULL here
@@ -38,11 +38,24 @@ ORDER BY slot_name
 """
 _SINCE_13 = "wal_status, safe_wal_size"
 _BEFORE_13 = "NULL::text AS wal_status, NULL::bigint AS safe_wal_size"
-_SINCE_17 = (
-    "extract(epoch FROM greatest(now(), inactive_since) - inactive_since)::float8"
-    " AS inactive_seconds, invalidation_reason"
+# A server start sets inactive_since of every slot it loads from disk to that moment (17,
+# 18): before the server was ready for clients (when the postmaster starts its launchers),
+# no slot can have been created or released, so such an inactive_since says "since the
+# start", a lower bound. Without a launcher (a standby, autovacuum off), a second after
+# the postmaster started stands in.
+_SINCE_17 = """extract(epoch FROM greatest(now(), inactive_since) - inactive_since)::float8
+           AS inactive_seconds, invalidation_reason,
+       inactive_since < (SELECT coalesce(min(backend_start),
+                                         pg_postmaster_start_time() + interval '1 s')
+                         FROM pg_stat_activity
+                         WHERE backend_type IN ('autovacuum launcher',
+                                                'logical replication launcher'))
+           AS inactive_at_start,
+       synced"""
+_BEFORE_17 = (
+    "NULL::float8 AS inactive_seconds, NULL::text AS invalidation_reason,"
+    " false AS inactive_at_start, false AS synced"
 )
-_BEFORE_17 = "NULL::float8 AS inactive_seconds, NULL::text AS invalidation_reason"
 
 
 def slots_sql(server_version: int) -> str:
@@ -71,6 +84,10 @@ class Slot:
     # 17+: seconds since the slot became inactive; None when active or not known
     inactive_seconds: float | None
     invalidation_reason: str | None
+    # 17+: inactive_since is the server's start: inactive at least that long, maybe longer
+    inactive_at_start: bool | None = False
+    # 17+: a failover slot a standby keeps in sync with its primary's; never active there
+    synced: bool | None = False
 
     @property
     def lost(self) -> bool:
@@ -83,16 +100,28 @@ class Slot:
     @property
     def never_reserved(self) -> bool:
         """No WAL reserved yet (created without reserving, never used); not a lost slot."""
-        return not self.reserves_wal and not self.lost
+        return not self.reserves_wal and not self.invalidated
+
+    @property
+    def invalidated(self) -> bool:
+        """Unusable for good: lost its WAL, or invalidated for another reason (17+)."""
+        return self.lost or bool(self.invalidation_reason)
+
+    @property
+    def judged_inactive(self) -> bool:
+        """Inactive in a way worth a look: not a slot that never reserved WAL (it holds
+        nothing), not an invalidated one (judged as such), not a synced failover slot on a
+        standby (never active there by design)."""
+        return not (self.active or self.never_reserved or self.invalidated or self.synced)
 
     @property
     def badness(self) -> tuple[int, int, str]:
         """Sort key, worst first: lost, unreserved, inactive by WAL retained, the rest."""
-        if self.lost:
+        if self.invalidated:
             rank = 0
         elif self.unreserved:
             rank = 1
-        elif not self.active:
+        elif self.judged_inactive:
             rank = 2
         else:
             rank = 3

@@ -5,6 +5,8 @@ an idle-in-transaction session also holds its locks while doing nothing. Only cl
 backends count: autovacuum and WAL senders have their own checks. Prepared transactions
 (``pg_prepared_xacts``, readable by every role) belong to no session: they hold back the
 xmin horizon and keep their locks across restarts until someone commits or rolls them back.
+How far they hold it back is the age of their XID (``age(transaction)``), which grows with
+the server's write rate, not with the clock: they are judged by both.
 """
 
 from __future__ import annotations
@@ -40,8 +42,16 @@ SELECT ({HIDDEN_SESSIONS_SQL})::int AS hidden,
        (SELECT count(*) FROM pg_prepared_xacts)::int AS prepared,
        (SELECT row_to_json(p) FROM (
             SELECT gid, owner, database,
-                   extract(epoch FROM greatest(now(), prepared) - prepared)::float8 AS age
-            FROM pg_prepared_xacts ORDER BY prepared, gid LIMIT 1) AS p) AS oldest_prepared
+                   extract(epoch FROM greatest(now(), prepared) - prepared)::float8 AS age,
+                   age(transaction)::bigint AS xid_age
+            FROM pg_prepared_xacts ORDER BY prepared, gid LIMIT 1) AS p) AS oldest_prepared,
+       -- the one pinning the oldest XID: it may have begun long before it was prepared
+       (SELECT row_to_json(p) FROM (
+            SELECT gid, owner, database,
+                   extract(epoch FROM greatest(now(), prepared) - prepared)::float8 AS age,
+                   age(transaction)::bigint AS xid_age
+            FROM pg_prepared_xacts ORDER BY age(transaction) DESC, gid LIMIT 1) AS p)
+           AS pinning_prepared
 """
 
 
@@ -70,6 +80,9 @@ class PreparedXact:
     owner: str | None
     database: str | None
     age: float
+    # transactions begun since this one: its XID holds the xmin horizon (and so vacuum's
+    # freezing, and wraparound) back by that much
+    xid_age: int = 0
 
     def describe(self) -> str:
         """``prepared transaction 'tx42' (app@shop)``: what COMMIT/ROLLBACK PREPARED needs."""
@@ -85,6 +98,7 @@ class Transactions:
     oldest_idle: Session | None
     prepared: int
     oldest_prepared: PreparedXact | None
+    pinning_prepared: PreparedXact | None = None
 
     @property
     def oldest_prepared_age(self) -> float | None:
@@ -101,4 +115,7 @@ def read_transactions(conn: psycopg.Connection[dict[str, Any]]) -> Transactions:
         oldest_idle=Session(**row["oldest_idle"]) if row["oldest_idle"] else None,
         prepared=row["prepared"],
         oldest_prepared=PreparedXact(**row["oldest_prepared"]) if row["oldest_prepared"] else None,
+        pinning_prepared=(
+            PreparedXact(**row["pinning_prepared"]) if row["pinning_prepared"] else None
+        ),
     )

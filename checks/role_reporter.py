@@ -353,10 +353,14 @@ class LeaderLock:
         try:
             return self.client.kv_put(self.key, value, acquire=self.session, datacenter=self.dc)
         except ConsulError as exc:
-            if exc.status == 500 and "session" in str(exc).lower():
-                # invalidated between the renew and now: a new session next time
-                self.session = None
-            raise
+            if exc.status != 500 or "invalid session" not in str(exc).lower():
+                raise
+        # Invalidated since the last renew (its TTL ran out, a bound check went critical,
+        # the servers lost their state): one new session, one more try.
+        log.warning("Consul session %s is gone; creating a new one", self.session)
+        self.session = None
+        self.ensure_session()
+        return self.client.kv_put(self.key, value, acquire=self.session, datacenter=self.dc)
 
     def release(self) -> None:
         if self.session is not None:
@@ -914,10 +918,15 @@ def cli(
 
 
 def _service_name(consul_settings: ConsulSettings, service_id: str, *, wait: bool) -> str:
-    """The service's name, for the default lock key. Every instance must derive the same
-    key, so a daemon waits for an agent that does not answer yet rather than guess; on
-    any other error the id stands in and preflight() reports the error."""
+    """The service's name, for the default lock key.
+
+    Every instance must derive the same key, so nothing stands in for the name: a daemon
+    waits for an agent that does not answer yet, and an agent that answers with an error
+    ends the start in one line (what preflight() would say). Only --once, which holds no
+    lock beyond its run, falls back to the id when the agent is away.
+    """
     logged = False
+    where = f"the Consul agent at {consul_settings.address}"
     with ConsulClient(consul_settings) as client:
         while True:
             try:
@@ -930,8 +939,12 @@ def _service_name(consul_settings: ConsulSettings, service_id: str, *, wait: boo
                     logged = True
                 time.sleep(UNREACHABLE_RETRY_SECONDS)
                 continue
-            except ConsulError:
-                return service_id
+            except ConsulNotFound:
+                raise click.ClickException(
+                    f"service {service_id} is not registered on {where}: wrong --service-id?"
+                ) from None
+            except ConsulError as exc:
+                raise click.ClickException(str(exc)) from None
             return str(service.get("Service") or service_id)
 
 

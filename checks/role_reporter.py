@@ -382,13 +382,25 @@ class LockWatch(threading.Thread):
         self.options = options
         self.wake = wake
         self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._entry: dict[str, Any] | None = None
+        self._known = False
+
+    def current(self) -> tuple[bool, dict[str, Any] | None]:
+        """(whether the last answer is current, the key's entry in it)."""
+        with self._lock:
+            return self._known, self._entry
+
+    def _publish(self, known: bool, entry: dict[str, Any] | None) -> None:
+        with self._lock:
+            self._known, self._entry = known, entry
 
     def run(self) -> None:
         index = 0
         with ConsulClient(self.settings) as client:
             while not self.stopping.is_set():
                 try:
-                    _, new_index = client.kv_get(
+                    entry, new_index = client.kv_get(
                         self.options.lock_key,
                         datacenter=self.options.lock_datacenter,
                         index=index or None,
@@ -397,9 +409,11 @@ class LockWatch(threading.Thread):
                 except ConsulError as exc:
                     # the main loop reports Consul trouble; here only wait and retry
                     log.debug("lock watch: %s", exc)
+                    self._publish(False, None)
                     index = 0
                     self.stopping.wait(UNREACHABLE_RETRY_SECONDS)
                     continue
+                self._publish(True, entry)
                 if index and new_index != index:
                     self.wake.set()
                 # an index that went backwards (a restored or new cluster): start over
@@ -450,6 +464,7 @@ class Reporter:
         # Called once per loop when the loop made progress: the hook for a watchdog ping
         # (sd_notify WATCHDOG=1), so a hung loop is what stops the pings.
         self.on_loop_alive: Callable[[], None] | None = None
+        self.lock_watch: LockWatch | None = None
 
     # -- PostgreSQL ------------------------------------------------------------------
 
@@ -520,7 +535,14 @@ class Reporter:
                 raise
             self.holding = False
             return f"cannot create the Consul session for the leader lock: {exc}"
-        holder = self.lock.holder()
+        holder = None
+        if self.lock_watch is not None:
+            # Holding already, per the watch: any change to the key wakes the loop at
+            # once, so this saves a consistent read (a server round trip) every loop.
+            known, entry = self.lock_watch.current()
+            holder = holder_of(entry) if known else None
+        if holder is None or holder.session != session:
+            holder = self.lock.holder()
         step = fence_step(
             wants_leader=True, holder=holder, our_session=session, timeline=observed.timeline
         )
@@ -547,6 +569,19 @@ class Reporter:
         self.holding = False
         assert holder is not None
         return fenced_reason(holder, key=key, timeline=observed.timeline)
+
+    def keep_session(self) -> None:
+        """A replica keeps its session renewed, so a promotion only has to acquire."""
+        if self.lock.session is None or self.options.dry_run:
+            return
+        try:
+            self.lock.ensure_session()
+        except ConsulUnreachable:
+            raise
+        except ConsulError as exc:
+            # e.g. a bound check critical: the next promotion tries again and says why
+            log.debug("keeping the Consul session: %s", exc)
+            self.lock.session = None
 
     def release_lock(self) -> None:
         holder = self.lock.holder() if self.lock.session is not None else None
@@ -580,18 +615,24 @@ class Reporter:
             if reason is None and self.last_problem is not None and not observed.reachable:
                 # logged by observe() already, in its own words
                 reason = self.last_problem.published
-            # Read-modify-write on a fresh copy: the watcher's may be a moment old.
-            fresh, _ = self.consul.agent_service(self.options.service_id)
-            change = plan(
-                fresh,
-                observed,
-                self.options.names,
-                fenced_reason=reason,
-                leader_allowed=self.holding,
-                any_tag_allowed=identity is None,
-                wal_lsn=self.wal_lsn_to_publish() if self.holding else None,
-                lock_session=self.lock.session if self.holding else None,
-            )
+
+            def planned(current: dict[str, Any]) -> Change | None:
+                return plan(
+                    current,
+                    observed,
+                    self.options.names,
+                    fenced_reason=reason,
+                    leader_allowed=self.holding,
+                    any_tag_allowed=identity is None,
+                    wal_lsn=self.wal_lsn_to_publish() if self.holding else None,
+                    lock_session=self.lock.session if self.holding else None,
+                )
+
+            change = planned(service)
+            if change is not None:
+                # Read-modify-write on a fresh copy: the watcher's may be a moment old.
+                service, _ = self.consul.agent_service(self.options.service_id)
+                change = planned(service)
             if change is not None:
                 self._apply(change)
                 if self.holding:
@@ -602,6 +643,8 @@ class Reporter:
             if not wants_leader and self.holding:
                 # the tag is gone (above); only now may another instance take the lock
                 self.release_lock()
+            if not wants_leader:
+                self.keep_session()
         except ConsulError as exc:
             if isinstance(exc, (ConsulUnreachable, ConsulNotFound)):
                 delay = self.backoff.unreachable()
@@ -716,7 +759,7 @@ class Reporter:
         return EXIT_OK if ok else EXIT_FAILED
 
     def run_forever(self, watch: ServiceWatch, stop: threading.Event) -> int:
-        lock_watch = LockWatch(self.consul.settings, self.options, watch.changed)
+        lock_watch = self.lock_watch = LockWatch(self.consul.settings, self.options, watch.changed)
         watch.start()
         lock_watch.start()
         try:

@@ -272,6 +272,12 @@ def judge_role(
             f"tagged {leader_tag} without holding the leader lock {lock_key} ({who})",
             critical=True,
         )
+    if tagged_leader and absent:
+        # a clean stop removes the tag first: this reporter died without doing so
+        return RoleVerdict(
+            f"tagged {leader_tag} but pg-role-reporter is not connected: nothing keeps the fence",
+            critical=True,
+        )
     if tagged_leader and hung:
         assert reporter is not None and reporter.silent_seconds is not None
         return RoleVerdict(

@@ -162,6 +162,12 @@ def test_a_hung_reporter_takes_its_leader_out_but_only_warns_elsewhere() -> None
     assert not replica.critical and "hung (no query for 30s)" in str(replica.problem)
 
 
+def test_a_leader_whose_reporter_died_leaves_dns() -> None:
+    # a clean stop untags first, so a tag without a connection is a reporter killed
+    verdict = judge(reporter=ReporterPresence(0, None))
+    assert verdict.critical and "not connected: nothing keeps the fence" in str(verdict.problem)
+
+
 def test_a_stopped_reporter_is_a_warning() -> None:
     verdict = judge(
         role_tags=["follower"], is_primary=False, writable=False, reporter=ReporterPresence(0, None)

@@ -21,10 +21,13 @@ from harness import pgbin
 from harness.consul import ConsulAgent, wait_until
 from harness.postgres import PgCluster, PgServer
 from tests.integration import test_role_reporter as deployment
+from tests.integration.fixtures_consul import ConsulAgentFactory
 from tests.integration.reporter_deployment import (
     LEADER,
+    ReporterProcess,
     agent_service,
     leaders_http,
+    service_definition,
     srv_ports,
     wait_for_dns,
 )
@@ -357,3 +360,54 @@ def test_a_stopped_or_hung_reporter_shows_in_consul_role(
     finally:
         hung.process.send_signal(signal.SIGCONT)
     wait_for_dns(d.agent, LEADER, d.ports("pg-db-1"), timeout=20)
+
+
+def test_the_lock_in_one_datacenter_fences_a_primary_in_another(
+    pg_install_one: pgbin.PgInstallation,
+    consul_agent_factory: ConsulAgentFactory,
+    tmp_path: Path,
+) -> None:
+    """Issue 8 item 6: the fence only looked at the local datacenter. Two writable
+    primaries registered in two datacenters, both reporters locking in dc1: one leader."""
+    with new_cluster(pg_install_one) as cluster:
+        primary, replica = cluster.primary, cluster.replicas[0]
+        agents = {}
+        for dc, service_id, server in (("dc1", "pg-db-1", primary), ("dc2", "pg-db-2", replica)):
+            agent = consul_agent_factory(datacenter=dc, node_name=f"pg-ha-{dc}", start=False)
+            agent.write_config(
+                service_id, service_definition(service_id, server, guard_check=False, agent=agent)
+            )
+            agent.start()
+            agents[dc] = agent
+        agents["dc2"].wan_join(agents["dc1"])
+        reporters = [
+            ReporterProcess(
+                service_id,
+                server,
+                tmp_path / f"{service_id}.log",
+                consul_env=agents[dc].env(),
+                extra_args=("--lock-datacenter", "dc1"),
+            )
+            for dc, service_id, server in (
+                ("dc1", "pg-db-1", primary),
+                ("dc2", "pg-db-2", replica),
+            )
+        ]
+        try:
+            wait_for_dns(agents["dc1"], LEADER, {primary.port})
+            wait_for_dns(agents["dc2"], "follower.pg-db.service.consul", {replica.port})
+            replica.promote()  # a second writable primary, in the other datacenter
+            log = reporters[1].wait_for_log("NOT tagging leader: fenced: service pg-db-1 on node")
+            assert "lock in datacenter dc1: session bound to its TTL only" in log
+            assert "on the same timeline" not in log and "newer timeline" not in log
+            assert srv_ports(agents["dc2"], LEADER) == set()
+            assert srv_ports(agents["dc1"], LEADER) == {primary.port}
+            assert "leader" not in agent_service(agents["dc2"], "pg-db-2")["Tags"]
+
+            # the dc1 primary goes: the lock is released and dc2's primary takes it
+            primary.stop()
+            wait_for_dns(agents["dc2"], LEADER, {replica.port})
+            assert srv_ports(agents["dc1"], LEADER) == set()
+        finally:
+            for reporter in reporters:
+                reporter.stop()

@@ -543,6 +543,15 @@ class Reporter:
     def take_lock(self, observed: Observed) -> str | None:
         """Hold the leader lock for a writable primary; None when held, else why not."""
         key = self.options.lock_key
+        if self.options.dry_run:
+            # read only: "would acquire" when free, fenced when someone holds it
+            holder = self.lock.holder()
+            self.holding = holder is None
+            return (
+                None
+                if holder is None
+                else fenced_reason(holder, key=key, timeline=observed.timeline)
+            )
         try:
             session = self.lock.ensure_session()
         except ConsulPermissionDenied as exc:
@@ -602,6 +611,9 @@ class Reporter:
             self.lock.session = None
 
     def release_lock(self) -> None:
+        if self.options.dry_run:
+            self.holding = False
+            return
         holder = self.lock.holder() if self.lock.session is not None else None
         if holder is not None and holder.session == self.lock.session:
             self.lock.release()
@@ -663,6 +675,9 @@ class Reporter:
                 self.release_lock()
             if not wants_leader:
                 self.keep_session()
+            if not self.holding:
+                # a new leadership publishes its position at once
+                self.published_lsn = None
         except ConsulError as exc:
             if isinstance(exc, (ConsulUnreachable, ConsulNotFound)):
                 delay = self.backoff.unreachable()

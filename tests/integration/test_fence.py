@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from harness import pgbin
@@ -114,7 +115,12 @@ def consul_role(d: Deployment, service_id: str, server: PgServer):
 
 
 def lock_session(d: Deployment) -> str | None:
-    entries = d.agent.api("GET", "/v1/kv/service/pg-db/leader")
+    try:
+        entries = d.agent.api("GET", "/v1/kv/service/pg-db/leader")
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code == 404:
+            return None  # no such key: never taken
+        raise
     return entries[0].get("Session") if entries else None
 
 
@@ -411,3 +417,38 @@ def test_the_lock_in_one_datacenter_fences_a_primary_in_another(
         finally:
             for reporter in reporters:
                 reporter.stop()
+
+
+def test_the_leader_publishes_its_wal_position_and_dry_run_writes_nothing(
+    shared_cluster: PgCluster, deployed: Deploy
+) -> None:
+    d = deployed(shared_cluster, start_reporters=False)
+    primary = d.servers["pg-db-1"]
+
+    # --dry-run --once: says it would tag, takes no lock, writes nothing
+    dry = d.start_reporter("pg-db-1", extra_args=("--once", "--dry-run"))
+    assert dry.process.wait(timeout=30) == 0, dry.log()
+    assert "would change service pg-db-1: role tag none -> leader" in dry.log()
+    assert d.agent.api("GET", "/v1/session/list") == []
+    assert lock_session(d) is None
+
+    for service_id in d.servers:
+        d.start_reporter(service_id)
+    wait_for_dns(d.agent, LEADER, d.ports("pg-db-1"))
+
+    def published() -> str | None:
+        return agent_service(d.agent, "pg-db-1").get("Meta", {}).get("pg_wal_lsn")
+
+    first = wait_until(published, timeout=10, what="pg_wal_lsn on the leader")
+    assert primary.scalar("SELECT %s::pg_lsn <= pg_current_wal_lsn()", [first])
+    primary.execute("CREATE TABLE IF NOT EXISTS fence_wal (x int)")
+    primary.execute("INSERT INTO fence_wal SELECT generate_series(1, 1000)")
+    moved = wait_until(
+        lambda: (lsn := published()) != first and lsn,
+        timeout=10,
+        what="pg_wal_lsn to move after writes (at most --wal-lsn-interval, 5 s)",
+    )
+    assert primary.scalar("SELECT %s::pg_lsn > %s::pg_lsn", [moved, first])
+    for replica in ("pg-db-2", "pg-db-3"):
+        assert "pg_wal_lsn" not in agent_service(d.agent, replica).get("Meta", {})
+    primary.execute("DROP TABLE fence_wal")

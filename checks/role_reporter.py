@@ -377,6 +377,13 @@ class LeaderLock:
             self.client.destroy_session(session, datacenter=self.dc)
 
 
+WAITING_FOR_CHECK = "waiting for a check bound to the session to pass"
+
+
+def waiting_for_check_reason(consul_said: str) -> str:
+    return f"{WAITING_FOR_CHECK} before taking the leader lock ({consul_said})"
+
+
 class LockWatch(threading.Thread):
     """A blocking query on the lock key: a release or an invalidated session wakes the
     loop at once (Consul answers the moment the key's index moves)."""
@@ -483,6 +490,7 @@ class Reporter:
         # (sd_notify WATCHDOG=1), so a hung loop is what stops the pings.
         self.on_loop_alive: Callable[[], None] | None = None
         self.lock_watch: LockWatch | None = None
+        self.next_session_try = 0.0
 
     # -- PostgreSQL ------------------------------------------------------------------
 
@@ -561,6 +569,10 @@ class Reporter:
             if isinstance(exc, ConsulUnreachable):
                 raise
             self.holding = False
+            if "in critical state" in str(exc):
+                # a bound check (alive) not passing yet, e.g. just after the agent
+                # started: this instance is out of DNS anyway; retried every loop
+                return waiting_for_check_reason(str(exc))
             return f"cannot create the Consul session for the leader lock: {exc}"
         holder = None
         if self.lock_watch is not None:
@@ -598,8 +610,10 @@ class Reporter:
         return fenced_reason(holder, key=key, timeline=observed.timeline)
 
     def keep_session(self) -> None:
-        """A replica keeps its session renewed, so a promotion only has to acquire."""
-        if self.lock.session is None or self.options.dry_run:
+        """A replica keeps a session ready (renewed; created again every few seconds when
+        it could not be), so a promotion only has to acquire."""
+        now = time.monotonic()
+        if self.options.dry_run or (self.lock.session is None and now < self.next_session_try):
             return
         try:
             self.lock.ensure_session()
@@ -607,8 +621,9 @@ class Reporter:
             raise
         except ConsulError as exc:
             # e.g. a bound check critical: the next promotion tries again and says why
-            log.debug("keeping the Consul session: %s", exc)
+            log.debug("keeping a Consul session ready: %s", exc)
             self.lock.session = None
+            self.next_session_try = now + self.options.session_ttl / 3
 
     def release_lock(self) -> None:
         if self.options.dry_run:
@@ -636,11 +651,12 @@ class Reporter:
             reason = identity
             if wants_leader:
                 reason = self.take_lock(observed)
-            in_lock_delay = reason is not None and reason == lock_delay_reason(
-                self.options.lock_key
+            transient = reason is not None and (
+                reason == lock_delay_reason(self.options.lock_key)
+                or reason.startswith(WAITING_FOR_CHECK)
             )
             self.problems.report(
-                reason, level=logging.INFO if in_lock_delay else logging.ERROR, tag=leader
+                reason, level=logging.INFO if transient else logging.ERROR, tag=leader
             )
             if reason is None and self.last_problem is not None and not observed.reachable:
                 # logged by observe() already, in its own words
@@ -758,8 +774,8 @@ class Reporter:
         except ConsulPermissionDenied as exc:
             raise click.ClickException(str(exc)) from None
         except ConsulError as exc:
-            # e.g. a bound check critical right now: not a setup error, the loop retries
-            log.warning("at start: %s", exc)
+            # e.g. a bound check not passing yet: not a setup error, the loop retries
+            log.info("at start: %s; retrying", exc)
 
     def shutdown(self) -> None:
         """On a clean stop: leader tag off, then the lock released, then the session

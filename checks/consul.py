@@ -81,6 +81,12 @@ class ConsulUnreachable(ConsulError):
 class ConsulPermissionDenied(ConsulError):
     """403: the token lacks a permission, or the agent does not know the token."""
 
+    @property
+    def token_unknown(self) -> bool:
+        """Consul said "ACL not found": a deleted token, another cluster's, or (for a
+        moment after a restart) an ACL system not up yet."""
+        return "does not know the" in str(self)
+
 
 class ConsulNotFound(ConsulError):
     """404: e.g. the service ID is not registered on this agent, or no such KV key."""

@@ -110,6 +110,8 @@ FREE_LOCK_FAST_POLL_WINDOW_SECONDS = 15.0
 DEFAULT_WAL_LSN_INTERVAL_SECONDS = 5.0
 WAL_LSN_MIN_SECONDS = 1.0
 WAL_SEGMENT_BYTES = 16 * 1024 * 1024
+# How long a starting reporter takes "ACL not found" for an ACL system still starting.
+ACL_NOT_FOUND_GRACE_SECONDS = 30.0
 # A compare-and-set index no key ever has: proves key:write at start without a write.
 CAS_NEVER = 1 << 62
 
@@ -1029,10 +1031,22 @@ def _service_name(consul_settings: ConsulSettings, service_id: str, *, wait: boo
     """
     logged = False
     where = f"the Consul agent at {consul_settings.address}"
+    acl_deadline = time.monotonic() + ACL_NOT_FOUND_GRACE_SECONDS
     with ConsulClient(consul_settings) as client:
         while True:
             try:
                 service, _ = client.agent_service(service_id)
+            except ConsulPermissionDenied as exc:
+                # Just after an agent or server (re)start Consul answers "ACL not found"
+                # for every token until its ACL system is up (observed, 1.8.7): give it a
+                # while before calling the token unknown, or a boot kills the reporter.
+                if not (wait and exc.token_unknown and time.monotonic() < acl_deadline):
+                    raise click.ClickException(str(exc)) from None
+                if not logged:
+                    log.warning("waiting for Consul's ACL system: %s", exc)
+                    logged = True
+                time.sleep(UNREACHABLE_RETRY_SECONDS)
+                continue
             except ConsulUnreachable as exc:
                 if not wait:
                     return service_id

@@ -244,8 +244,10 @@ def _token_from(env: Mapping[str, str], token_file: str | None) -> ConsulToken |
             raise ConsulConfigError(f"the Consul token file {path} is not UTF-8 text") from None
         if value:
             return _checked_token(value, source)
-        if token_file is not None:
-            # an explicit file that is empty is a deployment mistake, not "no token"
+        if token_file is not None or not env.get("CONSUL_HTTP_TOKEN", "").strip():
+            # An empty file is a deployment mistake, not "no token": going on anonymous
+            # would only fail later with a less useful 403. (Consul's own client falls
+            # back to CONSUL_HTTP_TOKEN, so that stays when the variable is set.)
             raise ConsulConfigError(f"the Consul token file {path} is empty")
     value = env.get("CONSUL_HTTP_TOKEN", "").strip()
     return _checked_token(value, "CONSUL_HTTP_TOKEN") if value else None

@@ -1,6 +1,6 @@
 """pg-role-reporter: keeps the local Consul service's role tag equal to PostgreSQL's role.
 
-The only long-running part of pg-ha-checks (DESIGN.md §1). Model (DESIGN.md §5): conf.d
+The only long-running part of pg-ha-checks (docs/design.md §1). Model (§5): conf.d
 defines the service with role-neutral tags; this loop adds `leader` on a writable primary
 and `follower` on a replica by read-modify-write of the agent's service, and publishes
 role, timeline and system identifier in its Meta.
@@ -816,8 +816,10 @@ class Reporter:
         try:
             while not stop.is_set():
                 wait = self.poll_interval()
-                if self.next_consul_attempt:
-                    wait = max(0.0, min(wait, self.next_consul_attempt - time.monotonic()))
+                retry_in = self.next_consul_attempt - time.monotonic()
+                if retry_in > 0:
+                    # a retry due sooner (the lock-delay): wake for it, not a turn later
+                    wait = min(wait, retry_in)
                 watch.changed.wait(wait)
                 watch.changed.clear()
                 if stop.is_set():

@@ -36,7 +36,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -75,6 +75,7 @@ from checks.reporter.reconcile import (
     TagNames,
     plan,
 )
+from checks.reporter.systemd import Notifier, log_formatter
 
 if TYPE_CHECKING:
     import psycopg
@@ -488,9 +489,6 @@ class Reporter:
         self.published_lsn: str | None = None
         self.published_lsn_at = float("-inf")
         self.last_dry_run: str | None = None
-        # Called once per loop when the loop made progress: the hook for a watchdog ping
-        # (sd_notify WATCHDOG=1), so a hung loop is what stops the pings.
-        self.on_loop_alive: Callable[[], None] | None = None
         self.lock_watch: LockWatch | None = None
         self.next_session_try = 0.0
 
@@ -809,10 +807,16 @@ class Reporter:
             print(f"service {self.options.service_id}: nothing to change", file=self.out)
         return EXIT_OK if ok else EXIT_FAILED
 
-    def run_forever(self, watch: ServiceWatch, stop: threading.Event) -> int:
+    def run_forever(
+        self, watch: ServiceWatch, stop: threading.Event, notifier: Notifier | None = None
+    ) -> int:
+        # systemd (Type=notify): ready after the first turn, whatever Consul said (the loop
+        # rides outages out); the watchdog ping comes from this loop, so a hung turn stops it.
+        notifier = notifier or Notifier.from_env()
         lock_watch = self.lock_watch = LockWatch(self.consul.settings, self.options, watch.changed)
         watch.start()
         lock_watch.start()
+        ready = False
         try:
             while not stop.is_set():
                 wait = self.poll_interval()
@@ -820,17 +824,22 @@ class Reporter:
                 if retry_in > 0:
                     # a retry due sooner (the lock-delay): wake for it, not a turn later
                     wait = min(wait, retry_in)
-                watch.changed.wait(wait)
+                watch.changed.wait(notifier.wait_bound(wait))
                 watch.changed.clear()
                 if stop.is_set():
                     break
                 observed = self.observe()
                 self.reconcile(watch.service, observed)
-                if self.on_loop_alive is not None:
-                    self.on_loop_alive()
+                if not ready:
+                    ready = notifier.ready(f"service {self.options.service_id}: {observed.role}")
+                notifier.watchdog()
         finally:
             lock_watch.stopping.set()
+            notifier.stopping()
+            # leader tag off, lock released, session destroyed: the next primary need not
+            # wait for a TTL
             self.shutdown()
+            notifier.close()
         return EXIT_OK
 
     def poll_interval(self) -> float:
@@ -850,7 +859,8 @@ class Reporter:
 
 def _configure_logging(verbose: int) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    # under journald each line carries its priority (<N> prefix), else plain text
+    handler.setFormatter(log_formatter("%(levelname)s %(message)s", stream=sys.stderr))
     log.handlers[:] = [handler]
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     log.propagate = False

@@ -5,8 +5,8 @@ executables under /usr/local/bin, `-H/-p/-U/-d` pinned to the local server, serv
 `pg-db`. Here several instances share one Consul agent on 127.0.0.1, so each copy gets:
 
 - the executables of this venv (same basename, `sys.executable`'s directory);
-- the instance's `-H/-p/-U/-d` in place of the file's (the option *values* change, never
-  the options, so what runs is what ships);
+- the instance's `-H/-p/-U/-d` and service id (`--service-id`) in place of the file's (the
+  option *values* change, never the options, so what runs is what ships);
 - a service id and check ids of its own (`pg-db` -> `pg-db-2`, `pg-db-alive` ->
   `pg-db-2-alive`) and the instance's port;
 - optionally shorter intervals, so a test sees a state change in a second, not in ten.
@@ -73,13 +73,14 @@ def subcommand_help(executable: str, subcommand: str) -> str | None:
     return done.stdout if done.returncode == 0 and named else None
 
 
-def _rewrite_args(args: list[str], instance: Instance) -> list[str]:
+def _rewrite_args(args: list[str], instance: Instance, service_id: str) -> list[str]:
     executable = str(VENV_BIN / Path(args[0]).name)
     values = {
         "-H": instance.host,
         "-p": str(instance.port),
         "-U": instance.user,
         "-d": instance.dbname,
+        "--service-id": service_id,
     }
     rewritten = [executable]
     rest = iter(args[1:])
@@ -127,15 +128,20 @@ def for_instance(
         kept = []
         for check in service.get("checks", []):
             check["id"] = _renamed(check["id"], old_id, new_id)
-            args = _rewrite_args(check["args"], instance)
+            args = _rewrite_args(check["args"], instance, new_id)
             if Path(args[0]).name == "check_postgresql":
                 help_text = subcommand_help(args[0], args[1])
                 if help_text is None:
                     if skipped is not None:
                         skipped.append(check["id"])
                     continue
-                # Several instances share one agent: tell the guard which service is its.
-                if args[1] == "consul-role" and "--service-id" in help_text:
+                # Several instances share one agent: tell the guard which service is its
+                # (the shipped file names it, rewritten above; older files did not).
+                if (
+                    args[1] == "consul-role"
+                    and "--service-id" in help_text
+                    and "--service-id" not in args
+                ):
                     args[2:2] = ["--service-id", new_id]
             check["args"] = args
             if interval:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from harness.ports import free_port
 from harness.postgres import PgCluster, wait_for
 from tests.integration.plugin_capture import install_wrappers, read_captures
 
@@ -43,6 +45,26 @@ SERVICES = [
     ("lag", "replica", "pg_ha_lag", 'vars.pg_ha_warning = [ "16MB", "30s" ]'),
     ("mem", "primary", "pg_ha_mem", 'vars.pg_ha_mem_warning = [ "99%" ]'),
 ]
+
+# The example in the file's header, as written there, on a host with only an IPv6 address
+# and a port of its own (the fixtures listen on 127.0.0.1 alone, so that check cannot
+# connect: what matters is where it tried, never the monitoring server's own local socket).
+EXAMPLE_HOST_ADDRESS6 = "::1"
+
+
+def documented_example() -> tuple[str, str]:
+    """The header's example: (the Host object, the apply Service rule), comment marks off."""
+    header = COMMANDS.read_text().split("*/", 1)[0]
+    lines = [line.removeprefix(" *") for line in header.splitlines() if line.startswith(" *   ")]
+    text = textwrap.dedent("\n".join(lines))
+    host = re.search(r"^object Host .*?^\}", text, re.S | re.M)
+    service = re.search(r"^apply Service .*?^\}", text, re.S | re.M)
+    assert host and service, text
+    return host[0] + "\n", service[0] + "\n"
+
+
+# services defined apart from SERVICES: the no-address host's and the header's example
+EXTRA_SERVICES = ("alive-no-address", "pg-lag")
 
 TEMPLATE = (
     "SERVICE::$service.name$\\tSTATE::$service.state_id$\\tPERFDATA::$service.perfdata$"
@@ -106,6 +128,7 @@ def icinga_results(
     perf.mkdir()
     install_wrappers(plugins, captures)
     ports = {"primary": pg_cluster.primary.port, "replica": pg_cluster.replicas[0].port}
+    example_port = free_port()
     parts = [_base_config(plugins), 'object CheckerComponent "checker" { }\n']
     parts.append(
         'object PerfdataWriter "perfdata" {\n'
@@ -122,6 +145,23 @@ def icinga_results(
             f'object Host "{host}" {{\n  address = "127.0.0.1"\n  check_command = "dummy"\n'
             "  enable_active_checks = false\n}\n"
         )
+    # a host with no address at all: the check goes to its name, as Nagios does
+    parts.append(
+        'object Host "localhost" {\n  check_command = "dummy"\n  enable_active_checks = false\n'
+        f'  vars.pg_ha_port = {ports["primary"]}\n  vars.pg_ha_user = "monitor"\n'
+        f'  vars.pg_ha_passfile = "{pg_cluster.passfile}"\n}}\n'
+        'object Service "alive-no-address" {\n  host_name = "localhost"\n'
+        '  check_command = "pg_ha_alive"\n  check_interval = 5s\n}\n'
+    )
+    example_host, example_service = documented_example()
+    example_host = (
+        example_host.replace('"2001:db8::2"', f'"{EXAMPLE_HOST_ADDRESS6}"')
+        .replace("5432", str(example_port))
+        .replace('"consul_monitor"', '"monitor"')
+        .replace('"hostalive"', '"dummy"')
+        .replace("}\n", f'  vars.pg_ha_passfile = "{pg_cluster.passfile}"\n}}\n')
+    )
+    parts += [example_host, example_service]
     for name, host, command, variables in SERVICES:
         parts.append(
             f'object Service "{name}" {{\n  host_name = "{host}"\n'
@@ -152,7 +192,7 @@ def icinga_results(
             ):
                 # the first result of each service: the first captured run
                 found.setdefault(match[1], Recorded(int(match[2]), match[3], match[4]))
-            return found if len(found) == len(SERVICES) else None
+            return found if len(found) == len(SERVICES) + len(EXTRA_SERVICES) else None
 
         results = wait_for(
             recorded,
@@ -160,7 +200,7 @@ def icinga_results(
             timeout=90,
             describe=lambda: (d / "daemon.out").read_text()[-3000:],
         )
-        yield results, captures, ports
+        yield results, captures, {**ports, "example": example_port}
     finally:
         # the umbrella process forwards SIGTERM to its workers; stop any it leaves behind
         children = psutil.Process(daemon.pid).children(recursive=True)
@@ -201,3 +241,42 @@ def test_icinga_records_what_the_plugin_printed(
         assert run.output == "PG_ARCHIVER CRITICAL - archive_mode is off: WAL is not archived"
     if command == "pg_ha_connections":
         assert run.args.count("-w") == 2
+
+
+def test_documented_example_on_an_ipv6_only_host(icinga_results) -> None:
+    results, captures, ports = icinga_results
+    port = str(ports["example"])
+    runs = [r for r in read_captures(captures) if r.args[:1] == ["lag"] and port in r.args]
+    assert runs, [r.args for r in read_captures(captures)]
+    run = runs[0]
+    # the thresholds the header documents reach the plugin, one -w/-c per unit
+    assert run.args == [
+        "lag",
+        "-H",
+        EXAMPLE_HOST_ADDRESS6,
+        "-U",
+        "monitor",
+        "-c",
+        "256MB",
+        "-c",
+        "5min",
+        "-p",
+        port,
+        "-w",
+        "16MB",
+        "-w",
+        "30s",
+    ]
+    # it tried the replica's IPv6 address, where nothing listens: never a local socket's OK
+    assert results["pg-lag"].state == run.code == 2, run.output
+    assert run.stderr == ""
+
+
+def test_host_without_address_checks_its_name(icinga_results) -> None:
+    results, captures, ports = icinga_results
+    port = str(ports["primary"])
+    runs = [r for r in read_captures(captures) if r.args[:1] == ["alive"] and port in r.args]
+    no_address = [r for r in runs if r.args[1:3] == ["-H", "localhost"]]
+    assert no_address, [r.args for r in runs]
+    # (the fixtures' passfile names 127.0.0.1, not localhost: the login itself may fail)
+    assert results["alive-no-address"].state == no_address[0].code

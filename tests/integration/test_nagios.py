@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.ports import free_port
 from harness.postgres import PgCluster, wait_for
 from tests.integration.plugin_capture import install_wrappers, last_capture, read_captures
 
@@ -36,6 +37,15 @@ SERVICES = [
     ("primary", "memory", "pg_ha_mem!-w 99% -c 100%"),
     ("replica", "pg lag", "pg_ha_lag!-w 16MB -c 1GB"),
     ("replica", "pg role replica", "pg_ha_role!--expect replica"),
+]
+
+# An IPv6-only host: Nagios hands its address to the plugin as it is, and the Consul
+# address comes from the host's _CONSUL_ADDR (an IPv6 $HOSTADDRESS$ cannot carry a port).
+# Nothing listens on ::1 in the fixtures: these assert the command line Nagios ran.
+IPV6_HOST = "replica6"
+IPV6_SERVICES = [
+    (IPV6_HOST, "pg lag v6", "pg_ha_lag!-w 16MB -c 1GB"),
+    (IPV6_HOST, "pg consul role v6", "pg_ha_consul_role!--service-id pg-db"),
 ]
 
 MAIN_CFG = """\
@@ -132,7 +142,14 @@ def nagios(pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> I
             f"define host {{\n    host_name {host}\n    address 127.0.0.1\n"
             "    max_check_attempts 1\n    check_period 24x7\n    contacts nobody\n}\n"
         )
-    for host, description, check_command in SERVICES:
+    # a port of its own, so these runs never pass for the 127.0.0.1 host's
+    ports[IPV6_HOST] = free_port()
+    objects.append(
+        f"define host {{\n    host_name {IPV6_HOST}\n    address ::1\n"
+        "    _CONSUL_ADDR [::1]:8500\n"
+        "    max_check_attempts 1\n    check_period 24x7\n    contacts nobody\n}\n"
+    )
+    for host, description, check_command in SERVICES + IPV6_SERVICES:
         objects.append(
             "define service {\n    use pg-ha-service\n"
             f"    host_name {host}\n    service_description {description}\n"
@@ -165,7 +182,7 @@ def nagios(pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> I
         wait_for(command_file.exists, what="nagios.cmd", timeout=30)
         now = int(time.time())
         with command_file.open("w") as pipe:
-            for host in ports:
+            for host in ports:  # IPV6_HOST included
                 pipe.write(f"[{now}] SCHEDULE_FORCED_HOST_SVC_CHECKS;{host};{now}\n")
 
         def all_checked() -> dict | None:
@@ -174,7 +191,8 @@ def nagios(pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> I
                 return None
             status = parse_status(status_file.read_text())
             done = all(
-                status.get((h, s), {}).get("has_been_checked") == "1" for h, s, _ in SERVICES
+                status.get((h, s), {}).get("has_been_checked") == "1"
+                for h, s, _ in SERVICES + IPV6_SERVICES
             )
             return status if done else None
 
@@ -229,3 +247,33 @@ def test_status_dat_holds_exactly_what_the_plugin_printed(
     # the daemon's environment reached libpq: the check logged in
     assert "cannot connect" not in run.output
     assert fields["current_state"] in ("0", "1"), fields["plugin_output"]
+
+
+@pytest.mark.parametrize(("host", "description", "check_command"), IPV6_SERVICES)
+def test_ipv6_only_host_gets_its_address(
+    nagios: NagiosRun, host: str, description: str, check_command: str
+) -> None:
+    subcommand, extra = check_command.removeprefix("pg_ha_").replace("_", "-").split("!")
+    runs = [
+        r
+        for r in read_captures(nagios.captures)
+        if r.args[:1] == [subcommand] and r.args[1:3] == ["-H", "::1"]
+    ]
+    assert len(runs) == 1, [r.args for r in read_captures(nagios.captures)]
+    consul = ["--consul-addr", "[::1]:8500"] if subcommand == "consul-role" else []
+    assert runs[0].args == [
+        subcommand,
+        "-H",
+        "::1",
+        "-p",
+        str(nagios.ports[host]),
+        "-U",
+        "monitor",
+        "-d",
+        "postgres",
+        "-t",
+        "10",
+        *consul,
+        *extra.split(),
+    ]
+    assert nagios.status[host, description]["current_state"] == str(runs[0].code)

@@ -37,3 +37,29 @@ def test_a_field_removed_from_the_file_is_a_difference() -> None:
 
 def test_a_changed_value_is_a_difference() -> None:
     assert not apply.matches({**WANTED, "Service": {"Service": "other"}}, STORED)
+
+
+def test_objects_of_zero_values_consul_fills_in_are_no_difference() -> None:
+    # observed with Consul 1.8.7: a query without a template or failover reads back so
+    wanted = {"Name": "q", "Service": {"Service": "pg-db", "Tags": ["leader"]}}
+    stored = {
+        **STORED,
+        "Template": {"Type": "", "Regexp": "", "RemoveEmptyTags": False},
+        "Service": {
+            "Service": "pg-db",
+            "Tags": ["leader"],
+            "Failover": {"NearestN": 0, "Datacenters": None},
+            "IgnoreCheckIDs": None,
+        },
+        "DNS": {"TTL": ""},
+    }
+    assert apply.matches(wanted, stored)
+
+
+def test_failover_left_in_consul_after_it_was_removed_from_the_file_is_a_difference() -> None:
+    wanted = {"Name": "q", "Service": {"Service": "pg-db", "Tags": ["leader"]}}
+    stored = {
+        **STORED,
+        "Service": {"Service": "pg-db", "Tags": ["leader"], "Failover": {"NearestN": 3}},
+    }
+    assert not apply.matches(wanted, stored)

@@ -81,9 +81,19 @@ class ConsulUnreachable(ConsulError):
 class ConsulPermissionDenied(ConsulError):
     """403: the token lacks a permission, or the agent does not know the token."""
 
+    @property
+    def token_unknown(self) -> bool:
+        """Consul said "ACL not found": a deleted token, another cluster's, or (for a
+        moment after a restart) an ACL system not up yet."""
+        return "does not know the" in str(self)
+
 
 class ConsulNotFound(ConsulError):
-    """404: e.g. the service ID is not registered on this agent."""
+    """404: e.g. the service ID is not registered on this agent, or no such KV key."""
+
+    def __init__(self, message: str, *, status: int | None = None, index: int = 0) -> None:
+        super().__init__(message, status=status)
+        self.index = index
 
 
 # strconv.ParseBool, which Consul uses for its boolean variables.
@@ -234,8 +244,30 @@ def _token_from(env: Mapping[str, str], token_file: str | None) -> ConsulToken |
             raise ConsulConfigError(f"the Consul token file {path} is not UTF-8 text") from None
         if value:
             return _checked_token(value, source)
+        if token_file is not None or not env.get("CONSUL_HTTP_TOKEN", "").strip():
+            # An empty file is a deployment mistake, not "no token": going on anonymous
+            # would only fail later with a less useful 403. (Consul's own client falls
+            # back to CONSUL_HTTP_TOKEN, so that stays when the variable is set.)
+            raise ConsulConfigError(f"the Consul token file {path} is empty")
     value = env.get("CONSUL_HTTP_TOKEN", "").strip()
     return _checked_token(value, "CONSUL_HTTP_TOKEN") if value else None
+
+
+def token_file_problem(path: str | None) -> str | None:
+    """Why a daemon must not use this token file: readable by every user of the host
+    (the token is a secret, docs/design.md §2). None when fine or when there is no file."""
+    if not path:
+        return None
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # reading it reports that, with the reason
+    if mode & 0o004:
+        return (
+            f"the Consul token file {path} is readable by every user (mode "
+            f"{mode & 0o777:03o}); chmod 600 it, owned by the reporter's user"
+        )
+    return None
 
 
 def _checked_token(value: str, source: str) -> ConsulToken:
@@ -268,6 +300,21 @@ def _wait_param(wait: float) -> str:
     if not 0 < wait <= MAX_WAIT_SECONDS:
         raise ValueError(f"wait must be in (0, {MAX_WAIT_SECONDS:g}] seconds, not {wait!r}")
     return f"{round(wait * 1000)}ms"
+
+
+def _dc(datacenter: str | None) -> dict[str, str]:
+    return {"dc": datacenter} if datacenter else {}
+
+
+def _key_path(key: str) -> str:
+    return quote(key.strip("/"), safe="/")
+
+
+def _index_of(response: httpx.Response) -> int:
+    try:
+        return int(response.headers.get("X-Consul-Index", "0"))
+    except ValueError:
+        return 0
 
 
 def _summarise_body(text: str, limit: int = 300) -> str:
@@ -388,6 +435,131 @@ class ConsulClient:
             needs=f'service:read on "{name}" and node:read',
         )
 
+    # -- sessions and the KV lock (the fence, checks/reporter/fence.py) -------------------
+    # Sessions and KV live in the servers' raft state, per datacenter: `datacenter` sends
+    # the request to another one (a fence global to a multi-DC cluster lives in one DC).
+
+    def create_session(self, body: Mapping[str, Any], *, datacenter: str | None = None) -> str:
+        """`PUT /v1/session/create`; returns the new session's ID."""
+        created = self._json(
+            "PUT",
+            "/v1/session/create",
+            params=_dc(datacenter),
+            json_body=dict(body),
+            needs="session:write on this node (session or session_prefix rule)",
+        )
+        return str(created["ID"])
+
+    def renew_session(self, session_id: str, *, datacenter: str | None = None) -> bool:
+        """`PUT /v1/session/renew/:id`; False when the session no longer exists."""
+        try:
+            self._request(
+                "PUT",
+                f"/v1/session/renew/{quote(session_id, safe='')}",
+                params=_dc(datacenter),
+                needs="session:write on this node",
+            )
+        except ConsulNotFound:
+            return False
+        return True
+
+    def destroy_session(self, session_id: str, *, datacenter: str | None = None) -> None:
+        """`PUT /v1/session/destroy/:id`: its locks are released at once, without lock-delay."""
+        self._request(
+            "PUT",
+            f"/v1/session/destroy/{quote(session_id, safe='')}",
+            params=_dc(datacenter),
+            needs="session:write on this node",
+        )
+
+    def session_info(
+        self, session_id: str, *, datacenter: str | None = None
+    ) -> dict[str, Any] | None:
+        """`GET /v1/session/info/:id`: the session, or None when it does not exist."""
+        found = self._json(
+            "GET",
+            f"/v1/session/info/{quote(session_id, safe='')}",
+            params=_dc(datacenter),
+            needs="session:read",
+        )
+        return found[0] if found else None
+
+    def catalog_nodes(self, *, datacenter: str | None = None) -> list[dict[str, Any]]:
+        """`GET /v1/catalog/nodes` (ACL-filtered: needs node:read)."""
+        return (
+            self._json("GET", "/v1/catalog/nodes", params=_dc(datacenter), needs="node:read") or []
+        )
+
+    def kv_get(
+        self,
+        key: str,
+        *,
+        datacenter: str | None = None,
+        index: int | None = None,
+        wait: float | None = None,
+        consistent: bool = False,
+    ) -> tuple[dict[str, Any] | None, int]:
+        """`GET /v1/kv/:key` -> (entry or None when absent, X-Consul-Index).
+
+        With `index` this is a blocking query: Consul answers when the key's index moves
+        past it (acquire, release, a session invalidated), or after `wait` seconds.
+        """
+        params = _dc(datacenter)
+        read_timeout = None
+        if index is not None:
+            params["index"] = str(index)
+            effective_wait = wait if wait is not None else 300.0
+            if wait is not None:
+                params["wait"] = _wait_param(wait)
+            read_timeout = (
+                effective_wait
+                + effective_wait / BLOCKING_JITTER_DIVISOR
+                + self.settings.read_timeout
+            )
+        if consistent:
+            params["consistent"] = ""
+        try:
+            response = self._request(
+                "GET",
+                f"/v1/kv/{_key_path(key)}",
+                params=params,
+                read_timeout=read_timeout,
+                needs=f'key:read on "{key}"',
+            )
+        except ConsulNotFound as exc:
+            # 404 means "no such key"; its index still orders the answers
+            return None, exc.index
+        entries = self._decode(response)
+        return (entries[0] if entries else None), _index_of(response)
+
+    def kv_put(
+        self,
+        key: str,
+        value: str,
+        *,
+        acquire: str | None = None,
+        release: str | None = None,
+        cas: int | None = None,
+        datacenter: str | None = None,
+    ) -> bool:
+        """`PUT /v1/kv/:key`; False when Consul refused the acquire/release/cas (the lock
+        is held by another session, or is in its lock-delay)."""
+        params = _dc(datacenter)
+        if acquire is not None:
+            params["acquire"] = acquire
+        if release is not None:
+            params["release"] = release
+        if cas is not None:
+            params["cas"] = str(cas)
+        answer = self._json(
+            "PUT",
+            f"/v1/kv/{_key_path(key)}",
+            params=params,
+            content=value.encode(),
+            needs=f'key:write on "{key}"',
+        )
+        return answer is True
+
     def agent_checks(self) -> dict[str, dict[str, Any]]:
         """`GET /v1/agent/checks`: this agent's checks by check ID (ACL-filtered)."""
         return self._json("GET", "/v1/agent/checks", needs="service:read / node:read")
@@ -468,6 +640,7 @@ class ConsulClient:
         needs: str,
         params: Mapping[str, str] | None = None,
         json_body: Any = None,
+        content: bytes | None = None,
         read_timeout: float | None = None,
     ) -> httpx.Response:
         import httpx
@@ -483,6 +656,7 @@ class ConsulClient:
                 path,
                 params=params,
                 json=json_body,
+                content=content,
                 headers=self._headers(),
                 timeout=timeout,
             )
@@ -532,7 +706,9 @@ class ConsulClient:
                 status=status,
             )
         if status == 404:
-            raise ConsulNotFound(f"{method} {path}: {body}", status=status)
+            raise ConsulNotFound(
+                f"{method} {path}: {body}", status=status, index=_index_of(response)
+            )
         raise ConsulError(f"Consul answered {status} to {method} {path}: {body}", status=status)
 
     def _json(self, method: str, path: str, *, needs: str, **kwargs: Any) -> Any:

@@ -328,13 +328,17 @@ class Watchdog:
     def _expire(self) -> None:
         if not self.finish():
             return
-        report = Report(
-            self.name,
-            Status.CRITICAL,
-            f"timeout: no answer from {self._target()} within {self.timeout:g}s",
-        )
-        os.write(1, report.render().encode())
-        os._exit(int(Status.CRITICAL))
+        try:
+            report = Report(
+                self.name,
+                Status.CRITICAL,
+                f"timeout: no answer from {self._target()} within {self.timeout:g}s",
+            )
+            os.write(1, report.render().encode())
+        finally:
+            # Whatever the write does (EPIPE once the reader is gone), the process ends:
+            # the main thread is waiting for this exit and would otherwise wait for ever.
+            os._exit(int(Status.CRITICAL))
 
 
 VERBOSE_HELP = "More output: -v every metric, -vvv tracebacks."

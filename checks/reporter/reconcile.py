@@ -17,7 +17,19 @@ META_ROLE = "pg_role"
 META_TIMELINE = "pg_timeline"
 META_SYSTEM_IDENTIFIER = "pg_system_identifier"
 META_FENCED_REASON = "pg_fenced_reason"
-OUR_META_KEYS = (META_ROLE, META_TIMELINE, META_SYSTEM_IDENTIFIER, META_FENCED_REASON)
+# The leader's current WAL position (pg_current_wal_lsn()::text), for `lag` on replicas.
+META_WAL_LSN = "pg_wal_lsn"
+# The session holding the leader lock, so consul-role can tell "ours" from the KV entry
+# without reading the node name (agent:read) or the session (session:read).
+META_LOCK_SESSION = "pg_lock_session"
+OUR_META_KEYS = (
+    META_ROLE,
+    META_TIMELINE,
+    META_SYSTEM_IDENTIFIER,
+    META_FENCED_REASON,
+    META_WAL_LSN,
+    META_LOCK_SESSION,
+)
 # Consul refuses Meta values longer than 512 characters.
 META_VALUE_LIMIT = 512
 
@@ -35,6 +47,8 @@ class Observed:
     timeline: int | None = None
     system_identifier: str | None = None
     error: str | None = None
+    # the port the server listens on (current_setting('port')), to match the service's
+    server_port: int | None = None
 
     @property
     def reachable(self) -> bool:
@@ -60,7 +74,13 @@ def desired_role_tag(observed: Observed, names: TagNames, *, fenced: bool) -> st
     return None
 
 
-def desired_meta(observed: Observed, *, fenced_reason: str | None) -> dict[str, str]:
+def desired_meta(
+    observed: Observed,
+    *,
+    fenced_reason: str | None,
+    wal_lsn: str | None = None,
+    lock_session: str | None = None,
+) -> dict[str, str]:
     meta = {META_ROLE: observed.role}
     if observed.role == "primary" and not observed.writable:
         meta[META_ROLE] = "primary-read-only"
@@ -70,6 +90,10 @@ def desired_meta(observed: Observed, *, fenced_reason: str | None) -> dict[str, 
         meta[META_SYSTEM_IDENTIFIER] = observed.system_identifier
     if fenced_reason:
         meta[META_FENCED_REASON] = _fit(fenced_reason)
+    if wal_lsn is not None:
+        meta[META_WAL_LSN] = wal_lsn
+    if lock_session is not None:
+        meta[META_LOCK_SESSION] = lock_session
     return meta
 
 
@@ -133,14 +157,31 @@ def plan(
     names: TagNames,
     *,
     fenced_reason: str | None = None,
+    leader_allowed: bool = True,
+    any_tag_allowed: bool = True,
+    wal_lsn: str | None = None,
+    lock_session: str | None = None,
 ) -> Change | None:
     """The registration to PUT so `service` (a GET /v1/agent/service answer) matches
-    `observed`, or None when it already does."""
+    `observed`, or None when it already does.
+
+    `leader_allowed` is the fence's say (the lock is ours); `any_tag_allowed` False
+    withholds every role tag (this service is not the server the reporter reads);
+    `fenced_reason` is published whenever a tag is withheld for a reason an operator must
+    fix.
+    """
     current_tags = list(service.get("Tags") or [])
     current_meta = dict(service.get("Meta") or {})
-    want = desired_role_tag(observed, names, fenced=fenced_reason is not None)
+    fenced = fenced_reason is not None or not leader_allowed
+    want = desired_role_tag(observed, names, fenced=fenced) if any_tag_allowed else None
     new_tags = merged_tags(current_tags, want, names)
-    new_meta = merged_meta(current_meta, desired_meta(observed, fenced_reason=fenced_reason))
+    ours = desired_meta(
+        observed,
+        fenced_reason=fenced_reason,
+        wal_lsn=wal_lsn if want == names.leader else None,
+        lock_session=lock_session if want == names.leader else None,
+    )
+    new_meta = merged_meta(current_meta, ours)
     if new_tags == current_tags and new_meta == current_meta:
         return None
     registration = registration_from_agent_service(service)

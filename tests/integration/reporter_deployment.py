@@ -75,6 +75,7 @@ class ReporterProcess:
         *,
         consul_env: Mapping[str, str],
         extra_args: tuple[str, ...] = (),
+        extra_env: Mapping[str, str] | None = None,
     ) -> None:
         self.service_id = service_id
         self.server = server
@@ -84,6 +85,7 @@ class ReporterProcess:
         }
         env.update(server.env())
         env.update(consul_env)
+        env.update(extra_env or {})
         env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
         self._log = log_path.open("ab")
         self.process = subprocess.Popen(

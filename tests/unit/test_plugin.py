@@ -172,3 +172,42 @@ def test_first_line_never_carries_a_semicolon() -> None:
 def test_check_keeps_perfdata_in_the_order_the_probe_yields_it() -> None:
     check = plugin.Check(FakeProbe({"size": 1, "broken": 0}), *contexts())
     assert plugin.evaluate("T", check).perfdata == ["size=1B;10;20", "broken=0;;;0;1"]
+
+
+def test_the_watchdog_ends_the_process_even_when_its_answer_cannot_be_written() -> None:
+    """Reproduces a check left hanging for ever: Consul (the reader) gone, the watchdog's
+    write raised EPIPE in its thread, and the main thread waited for an exit that never
+    came."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        read_end, write_end = os.pipe()
+        os.close(read_end)  # nobody will read the answer
+        started = time.monotonic()
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "checks.check_postgresql",
+                "alive",
+                "-t",
+                "1",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                str(silent.getsockname()[1]),
+            ],
+            stdout=write_end,
+            stderr=subprocess.DEVNULL,
+            env={k: v for k, v in os.environ.items() if not k.startswith("PG")},
+        )
+        os.close(write_end)
+        code = process.wait(timeout=20)
+    assert code == 2
+    assert time.monotonic() - started < 10

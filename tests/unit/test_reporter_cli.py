@@ -69,3 +69,29 @@ def test_once_against_an_absent_agent_fails_cleanly_and_never_logs_the_token() -
     assert "(token from CONSUL_HTTP_TOKEN)" in result.stderr
     assert secret not in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_empty_and_world_readable_token_files_are_refused_each_in_its_own_words(
+    tmp_path,
+) -> None:
+    empty = tmp_path / "empty-token"
+    empty.write_text("\n")
+    empty.chmod(0o600)
+    result = run("--once", "--token-file", str(empty))
+    assert result.returncode == 2
+    assert result.stderr == f"pg-role-reporter: the Consul token file {empty} is empty\n"
+    result = run("--once", env={"CONSUL_HTTP_TOKEN_FILE": str(empty)})
+    assert result.returncode == 2
+    assert result.stderr == f"pg-role-reporter: the Consul token file {empty} is empty\n"
+
+    secret = "0badc0de-1111-2222-3333-444455556666"
+    shared = tmp_path / "shared-token"
+    shared.write_text(secret)
+    shared.chmod(0o644)
+    result = run("--once", env={"CONSUL_HTTP_TOKEN_FILE": str(shared)})
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"pg-role-reporter: the Consul token file {shared} is readable by every user "
+        "(mode 644); chmod 600 it, owned by the reporter's user\n"
+    )
+    assert secret not in result.stderr

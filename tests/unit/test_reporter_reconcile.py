@@ -95,3 +95,34 @@ def test_custom_tag_names_and_foreign_tags_untouched() -> None:
     change = plan(service(["leader", "standby"]), PRIMARY, names)
     assert change is not None
     assert change.new_tags == ["leader", "primary"]
+
+
+def test_only_the_lock_holder_carries_leader_wal_position_and_session() -> None:
+    from checks.reporter.reconcile import META_LOCK_SESSION, META_WAL_LSN, Observed, TagNames, plan
+
+    service = {"ID": "pg-db", "Service": "pg-db", "Tags": ["postgresql"], "Meta": {}}
+    primary = Observed(role="primary", writable=True, timeline=2, system_identifier="7")
+    held = plan(service, primary, TagNames(), wal_lsn="0/3000148", lock_session="s-1")
+    assert held is not None and "leader" in held.new_tags
+    assert held.new_meta[META_WAL_LSN] == "0/3000148"
+    assert held.new_meta[META_LOCK_SESSION] == "s-1"
+    fenced = plan(
+        service,
+        primary,
+        TagNames(),
+        fenced_reason="fenced: ...",
+        leader_allowed=False,
+        wal_lsn="0/3000148",
+        lock_session="s-1",
+    )
+    assert fenced is not None and "leader" not in fenced.new_tags
+    assert META_WAL_LSN not in fenced.new_meta and META_LOCK_SESSION not in fenced.new_meta
+
+
+def test_a_service_that_is_not_this_server_gets_no_role_tag_at_all() -> None:
+    from checks.reporter.reconcile import Observed, TagNames, plan
+
+    service = {"ID": "pg-db-2", "Service": "pg-db", "Tags": ["postgresql", "follower"]}
+    replica = Observed(role="replica", timeline=1)
+    change = plan(service, replica, TagNames(), fenced_reason="port", any_tag_allowed=False)
+    assert change is not None and change.new_tags == ["postgresql"]

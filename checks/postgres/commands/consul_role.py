@@ -1,17 +1,19 @@
 """``consul-role``: does the Consul role tag tell the truth about this instance?
 
-The stale-tag guard (issue 4, DESIGN.md §5): attached to the database service, it makes a
+The stale-tag guard (docs/design.md §5): attached to the database service, it makes a
 wrong tag harmless whatever the reporter is doing, because a CRITICAL check drops the
-instance from DNS. CRITICAL only when the instance must leave DNS: tagged leader but not
-a writable primary, or a primary while another passing instance holds the leader tag on
-a newer timeline (a resurrected old primary).
+instance from DNS. It reads what the reporter's fence decided instead of guessing from the
+catalog: the leader lock's KV entry (who holds it), the reporter's published reason
+(`pg_fenced_reason`) and, in pg_stat_activity, whether the reporter is connected and
+querying. The decision is checks/reporter/fence.py:judge_role().
 
-Everything else that is wrong is WARNING, which keeps the instance in DNS: this check
-does not write tags (the reporter does), so its own trouble must never evict a healthy
-primary. That covers Consul unreachable, refusing the token or not knowing the service;
-the split-brain guard blind (ACLs hide our own instance, so they may hide rivals); tagged
-follower but a primary (the moment after a promotion, before the reporter retags); and
-no role tag where the reporter would set one.
+CRITICAL: tagged leader but not a writable primary, or without holding the lock, or with
+a hung reporter; a writable primary fenced by another holder of the lock, or kept out of
+`leader.` by the reporter's published reason (login refused, wrong service, ACL).
+Everything else is WARNING, which keeps the instance in DNS: this check writes nothing,
+so its own trouble (Consul unreachable, refusing the token, lock unreadable) must never
+evict a healthy primary. The check's session is never bound to the reporter's lock
+session: the fence turns this check critical, so binding it would be circular.
 """
 
 from __future__ import annotations
@@ -30,9 +32,13 @@ if TYPE_CHECKING:
     from checks.consul import ConsulSettings
 
 NAME = "PG_CONSUL_ROLE"
+# The reporter queries every --interval (1 s) and a Consul call may hold its loop for a
+# few seconds; 8 s of silence is a hang, and comes well before its session's TTL ends
+# (15 s, invalidated at up to 30 s): the hung leader leaves DNS before its lock is free.
 # Share of --timeout one Consul request may take (there are two before PostgreSQL is
 # asked), so a hung agent is reported as such before the watchdog fires.
 CONSUL_BUDGET_SHARE = 0.25
+DEFAULT_REPORTER_SILENCE_SECONDS = 8.0
 
 
 class ConsulRole(plugin.Probe):
@@ -44,6 +50,9 @@ class ConsulRole(plugin.Probe):
         consul_settings: ConsulSettings | plugin.CheckFailed,
         leader_tag: str,
         follower_tag: str,
+        lock_key: str | None,
+        lock_datacenter: str | None,
+        reporter_silence: float,
     ) -> None:
         super().__init__()
         self.settings = settings
@@ -51,19 +60,28 @@ class ConsulRole(plugin.Probe):
         self.consul_settings = consul_settings
         self.leader_tag = leader_tag
         self.follower_tag = follower_tag
+        self.lock_key = lock_key
+        self.lock_datacenter = lock_datacenter
+        self.reporter_silence = reporter_silence
         self.verdict = None
 
-    def _consul(self) -> tuple[dict, list[dict]]:
+    def _consul(self) -> tuple[dict, dict | None, str | None, str]:
+        """(service, lock entry, why the lock could not be read, lock key)."""
         from checks.consul import ConsulClient, ConsulError, ConsulNotFound
+        from checks.reporter.fence import default_lock_key
 
         if isinstance(self.consul_settings, plugin.CheckFailed):
             raise self.consul_settings
         try:
             with ConsulClient(self.consul_settings) as client:
                 service, _ = client.agent_service(self.service_id)
-                # Every instance, not only passing ones: our own entry must be there
-                # whatever our state, or ACLs are hiding instances (checks/reporter/guard.py).
-                entries = client.health_service(service.get("Service") or self.service_id)
+                key = self.lock_key or default_lock_key(service.get("Service") or self.service_id)
+                lock_error = None
+                entry = None
+                try:
+                    entry, _ = client.kv_get(key, datacenter=self.lock_datacenter)
+                except ConsulError as exc:
+                    lock_error = str(exc)
         except ConsulNotFound:
             raise plugin.CheckFailed(
                 plugin.Status.WARNING,
@@ -71,51 +89,70 @@ class ConsulRole(plugin.Probe):
             ) from None
         except ConsulError as exc:
             raise plugin.CheckFailed(plugin.Status.WARNING, f"Consul: {exc}") from None
-        return service, entries
+        return service, entry, lock_error, key
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
+        from checks.postgres.probes.reporter import read_presence
         from checks.postgres.probes.role import read_role
-        from checks.reporter.guard import (
-            blind_reason,
-            blind_summary,
-            judge_tags,
-            newer_rival,
-            rival_leaders,
-            sees_itself,
+        from checks.reporter.fence import ReporterPresence, holder_of, judge_role
+        from checks.reporter.reconcile import (
+            META_FENCED_REASON,
+            META_LOCK_SESSION,
+            TagNames,
+            role_tags_of,
         )
-        from checks.reporter.reconcile import TagNames, role_tags_of
 
-        service, entries = self._consul()
+        service, entry, lock_error, key = self._consul()
         with connect(self.settings) as conn:
             facts = read_role(conn)
+            try:
+                connections, silent = read_presence(conn)
+                presence: ReporterPresence | None = ReporterPresence(connections, silent)
+            except plugin.CheckFailed:
+                presence = None  # pg_stat_activity hidden: say nothing about the reporter
         tags = list(service.get("Tags") or [])
-        name = service.get("Service") or self.service_id
+        meta = service.get("Meta") or {}
         role_tags = role_tags_of(tags, TagNames(self.leader_tag, self.follower_tag))
-        rivals = rival_leaders(
-            entries, service_id=self.service_id, node=None, leader_tag=self.leader_tag
-        )
-        newer = newer_rival(rivals, facts.timeline)
-        blind = not sees_itself(entries, service_id=self.service_id)
-        self.verdict = judge_tags(
+        holder = holder_of(entry)
+        self.verdict = judge_role(
             role_tags=role_tags,
             leader_tag=self.leader_tag,
             follower_tag=self.follower_tag,
             is_primary=facts.is_primary,
             writable=facts.writable,
             timeline=facts.timeline,
-            newer=newer,
-            blind=blind_summary(name) if blind else None,
+            lock_key=key,
+            holder=holder,
+            lock_error=lock_error,
+            our_session=meta.get(META_LOCK_SESSION),
+            published_reason=meta.get(META_FENCED_REASON),
+            reporter=presence,
+            silent_limit=self.reporter_silence,
         )
         self.details += [
             f"service {self.service_id} tags: {', '.join(tags) or '(none)'}",
             f"PostgreSQL: {facts.role}, {'writable' if facts.writable else 'read-only'}, "
             f"timeline {facts.timeline}",
+            f"leader lock {key}: "
+            + (
+                f"unreadable ({lock_error})"
+                if lock_error
+                else f"held by {holder} (timeline {holder.timeline})"
+                if holder
+                else "free"
+            ),
         ]
-        if blind:
-            self.details.append(blind_reason(name, self.service_id))
-        self.details += [
-            f"passing {self.leader_tag}: {rival} on timeline {rival.timeline}" for rival in rivals
-        ]
+        if presence is not None:
+            self.details.append(
+                f"pg-role-reporter connections: {presence.connections}"
+                + (
+                    f", last query {presence.silent_seconds:.0f}s ago"
+                    if presence.connections and presence.silent_seconds is not None
+                    else ""
+                )
+            )
+        if meta.get(META_FENCED_REASON):
+            self.details.append(f"reporter says: {meta[META_FENCED_REASON]}")
         yield nagiosplugin.Metric("tag_matches_role", int(self.verdict.problem is None))
         yield nagiosplugin.Metric("is_primary", int(facts.is_primary), min=0, max=1)
         yield nagiosplugin.Metric("timeline", facts.timeline, min=1, context="timeline")
@@ -154,6 +191,19 @@ class VerdictSummary(plugin.Summary):
 )
 @click.option("--leader-tag", default="leader", show_default=True, help="The primary's tag.")
 @click.option("--follower-tag", default="follower", show_default=True, help="A replica's tag.")
+@click.option(
+    "--lock-key",
+    metavar="KEY",
+    help="The reporter's leader lock (default: service/<service name>/leader).",
+)
+@click.option("--lock-datacenter", metavar="DC", help="Datacenter of the lock (as the reporter's).")
+@click.option(
+    "--reporter-silence",
+    type=click.FloatRange(min=1),
+    default=DEFAULT_REPORTER_SILENCE_SECONDS,
+    show_default=True,
+    help="Seconds without a query from pg-role-reporter after which it counts as hung.",
+)
 def command(
     settings: ConnectionSettings,
     verbose: int,
@@ -161,15 +211,21 @@ def command(
     consul_addr: str | None,
     leader_tag: str,
     follower_tag: str,
+    lock_key: str | None,
+    lock_datacenter: str | None,
+    reporter_silence: float,
 ) -> plugin.Report:
-    """CRITICAL when the Consul role tag does not match the real role (stale-tag guard).
+    """CRITICAL when the Consul role tag does not match the real role or the fence.
 
     CRITICAL, so Consul drops this instance from DNS: tagged leader but not a writable
-    primary, or a primary while another passing instance holds the leader tag on a newer
-    timeline (fenced). WARNING, which keeps it in DNS: tagged follower but a primary (just
-    promoted), no role tag (is pg-role-reporter running?), the split-brain guard blind
-    (the token needs service:read and node:read), and Consul unreachable, refusing the
-    token or not knowing the service. Perfdata: is_primary (0/1), timeline.
+    primary, not holding the leader lock (--lock-key), or with pg-role-reporter hung
+    (--reporter-silence); a writable primary whose lock another service holds (fenced,
+    naming the holder) or that the reporter refuses to tag (its pg_fenced_reason: login
+    refused, wrong service, missing ACL rule). WARNING, which keeps it in DNS: tagged
+    follower but a primary (just promoted), no role tag, pg-role-reporter not connected,
+    the lock unreadable, Consul unreachable, refusing the token or not knowing the
+    service. Token: service:read on the service, key:read on the lock. Perfdata:
+    is_primary (0/1), timeline.
     """
 
     consul_settings = _consul_settings(consul_addr, settings.timeout)
@@ -186,6 +242,9 @@ def command(
             consul_settings=consul_settings,
             leader_tag=leader_tag,
             follower_tag=follower_tag,
+            lock_key=lock_key,
+            lock_datacenter=lock_datacenter,
+            reporter_silence=reporter_silence,
         )
         return nagiosplugin.Check(
             probe,
@@ -213,8 +272,10 @@ def _consul_settings(address: str | None, timeout: float) -> ConsulSettings | pl
     try:
         consul = ConsulSettings.from_env(address=address)
     except ConsulError as exc:
-        # a configuration error, not the agent's state: UNKNOWN (DESIGN.md §2)
-        return plugin.unknown(f"Consul: {exc}")
+        # A configuration error (token file empty or unreadable, bad address). Not UNKNOWN:
+        # Consul counts exit 3 as critical, and this check's own trouble must never evict a
+        # healthy primary (docs/design.md §5); WARNING says it and keeps it in DNS.
+        return plugin.CheckFailed(plugin.Status.WARNING, f"Consul: {exc}")
     if timeout <= 0:
         return consul
     share = timeout * CONSUL_BUDGET_SHARE

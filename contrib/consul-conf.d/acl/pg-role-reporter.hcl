@@ -3,15 +3,13 @@
 service "pg-db" {
   policy = "write"
 }
-# The leader lock: a KV key under service/pg-db/ held with a session.
+# The leader lock (the fence): the KV key service/pg-db/leader, acquired with a session
+# on this host's node. Nothing else: the fence reads the lock, not the catalog, so no
+# node:read (unless --lock-datacenter names another datacenter, whose session is held on
+# one of its nodes: then add node_prefix "" { policy = "read" }).
 key_prefix "service/pg-db/" {
   policy = "write"
 }
 session_prefix "" {
   policy = "write"
-}
-# Read every instance of pg-db and its node: without it Consul filters them out of the
-# answers and the split-brain guard is blind (the reporter then refuses the leader tag).
-node_prefix "" {
-  policy = "read"
 }

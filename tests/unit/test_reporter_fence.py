@@ -1,0 +1,199 @@
+"""checks.reporter.fence: the lock decisions, identity, and the consul-role verdict."""
+
+from __future__ import annotations
+
+import base64
+
+from checks.reporter.fence import (
+    LockHolder,
+    ReporterPresence,
+    Step,
+    default_lock_key,
+    fence_step,
+    fenced_reason,
+    fenced_summary,
+    holder_of,
+    identity_problem,
+    judge_role,
+    lock_value,
+)
+
+
+def entry(value: str, session: str | None = "s-1") -> dict:
+    made = {"Key": "service/pg-db/leader", "Value": base64.b64encode(value.encode()).decode()}
+    if session:
+        made["Session"] = session
+    return made
+
+
+HOLDER = LockHolder(session="s-2", node="db2", service_id="pg-db-2", timeline=2)
+
+
+def test_default_key_is_per_service_name() -> None:
+    assert default_lock_key("pg-db") == "service/pg-db/leader"
+
+
+def test_lock_value_round_trips_through_the_kv_entry() -> None:
+    value = lock_value(node="db1", service_id="pg-db", timeline=3, system_identifier="742")
+    assert holder_of(entry(value)) == LockHolder("s-1", "db1", "pg-db", 3, "742")
+
+
+def test_a_key_without_session_is_free_and_a_foreign_value_still_names_the_holder() -> None:
+    assert holder_of(None) is None
+    assert holder_of(entry("{}", session=None)) is None
+    foreign = holder_of(entry("not json"))
+    assert foreign is not None and foreign.session == "s-1" and foreign.service_id == "?"
+
+
+def test_steps() -> None:
+    def step(wants: bool, holder: LockHolder | None, ours: str | None, tl: int = 2) -> Step:
+        return fence_step(wants_leader=wants, holder=holder, our_session=ours, timeline=tl)
+
+    assert step(True, None, "s-1") is Step.ACQUIRE
+    assert step(True, HOLDER, "s-2") is Step.HOLD
+    assert step(True, HOLDER, "s-2", tl=3) is Step.REFRESH  # promoted again: new value
+    assert step(True, HOLDER, "s-1") is Step.FENCED
+    assert step(True, HOLDER, None) is Step.FENCED
+    assert step(False, HOLDER, "s-2") is Step.RELEASE
+    assert step(False, HOLDER, "s-1") is Step.IDLE
+    assert step(False, None, "s-1") is Step.IDLE
+
+
+def test_fenced_reason_names_the_holder_and_the_timelines() -> None:
+    newer = fenced_reason(HOLDER, key="service/pg-db/leader", timeline=1)
+    assert newer.startswith("fenced: service pg-db-2 on node db2 holds the leader lock")
+    assert "newer timeline 2 (this primary is on 1)" in newer
+    same = fenced_reason(HOLDER, key="k", timeline=2)
+    assert "same timeline 2: two primaries" in same
+    assert fenced_summary(HOLDER, timeline=2) == (
+        "fenced: pg-db-2 on node db2 holds the lock on the same timeline 2 (this primary: 2)"
+    )
+    assert len(fenced_summary(HOLDER, timeline=1)) < 100
+
+
+def test_identity_port_and_system_identifier() -> None:
+    ok = identity_problem(
+        service_id="pg-db",
+        service_port=5432,
+        server_port=5432,
+        published_system_identifier="1",
+        system_identifier="1",
+    )
+    assert ok is None
+    wrong_port = identity_problem(
+        service_id="pg-db-2",
+        service_port=5433,
+        server_port=5432,
+        published_system_identifier=None,
+        system_identifier="1",
+    )
+    assert wrong_port is not None and "wrong --service-id or PGPORT" in wrong_port
+    wrong_cluster = identity_problem(
+        service_id="pg-db",
+        service_port=None,
+        server_port=5432,
+        published_system_identifier="1",
+        system_identifier="2",
+    )
+    assert wrong_cluster is not None and "system identifier 1" in wrong_cluster
+
+
+def judge(**overrides: object):
+    args: dict = dict(
+        role_tags=["leader"],
+        leader_tag="leader",
+        follower_tag="follower",
+        is_primary=True,
+        writable=True,
+        timeline=2,
+        lock_key="service/pg-db/leader",
+        holder=HOLDER,
+        lock_error=None,
+        our_session="s-2",
+        published_reason=None,
+        reporter=ReporterPresence(1, 0.4),
+        silent_limit=8.0,
+    )
+    args.update(overrides)
+    return judge_role(**args)
+
+
+def test_the_holding_leader_is_ok() -> None:
+    verdict = judge()
+    assert verdict.problem is None
+    assert verdict.summary == "tagged leader, primary on timeline 2, holds the leader lock"
+
+
+def test_leader_tag_without_the_lock_is_critical() -> None:
+    stolen = judge(our_session="s-9")
+    assert stolen.critical and "held by service pg-db-2 on node db2" in str(stolen.problem)
+    free = judge(holder=None)
+    assert free.critical and str(free.problem).endswith("(free)")
+
+
+def test_unreadable_lock_never_evicts() -> None:
+    verdict = judge(holder=None, lock_error="Consul refused ...")
+    assert not verdict.critical and "cannot read the leader lock" in str(verdict.problem)
+
+
+def test_fenced_primary_is_critical_naming_the_holder() -> None:
+    verdict = judge(role_tags=[], our_session=None, timeline=1)
+    assert verdict.critical
+    assert verdict.problem == (
+        "fenced: pg-db-2 on node db2 holds the lock on newer timeline 2 (this primary: 1)"
+    )
+
+
+def test_the_reporters_published_reason_wins_over_guessing() -> None:
+    reason = "pg-role-reporter: PostgreSQL refused the reporter's login (...)"
+    on_primary = judge(role_tags=[], holder=None, our_session=None, published_reason=reason)
+    assert on_primary.critical and on_primary.problem == reason
+    on_replica = judge(
+        role_tags=[], is_primary=False, writable=False, holder=None, published_reason=reason
+    )
+    assert not on_replica.critical and on_replica.problem == reason
+
+
+def test_a_hung_reporter_takes_its_leader_out_but_only_warns_elsewhere() -> None:
+    hung = ReporterPresence(1, 30.0)
+    leader = judge(reporter=hung)
+    assert leader.critical and "hung" in str(leader.problem)
+    replica = judge(role_tags=["follower"], is_primary=False, writable=False, reporter=hung)
+    assert not replica.critical and "hung (no query for 30s)" in str(replica.problem)
+
+
+def test_a_leader_whose_reporter_died_leaves_dns() -> None:
+    # a clean stop untags first, so a tag without a connection is a reporter killed
+    verdict = judge(reporter=ReporterPresence(0, None))
+    assert verdict.critical and "not connected: nothing keeps the fence" in str(verdict.problem)
+
+
+def test_a_stopped_reporter_is_a_warning() -> None:
+    verdict = judge(
+        role_tags=["follower"], is_primary=False, writable=False, reporter=ReporterPresence(0, None)
+    )
+    assert not verdict.critical
+    assert verdict.problem == "pg-role-reporter is not connected to this server (stopped?)"
+
+
+def test_leader_tag_on_a_replica_is_critical_whatever_the_lock() -> None:
+    verdict = judge(is_primary=False, writable=False)
+    assert verdict.critical and verdict.problem == "tagged leader but this is a replica"
+
+
+def test_read_only_primary_without_tag_is_fine() -> None:
+    verdict = judge(role_tags=[], writable=False, holder=None, our_session=None)
+    assert verdict.problem is None
+
+
+def test_the_decision_modules_stay_light() -> None:
+    """Both the daemon and every consul-role run import them: stdlib only."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, checks.reporter.fence, checks.reporter.problems, checks.reporter.reconcile\n"
+        "heavy = {'httpx', 'psycopg', 'click', 'nagiosplugin'} & set(sys.modules)\n"
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -283,7 +283,7 @@ def test_wait_outside_consul_limits_is_refused() -> None:
 
 
 def test_import_does_not_load_httpx() -> None:
-    # Executables Consul runs every few seconds import this module (DESIGN.md §2).
+    # Executables Consul runs every few seconds import this module (docs/design.md §2).
     code = "import sys, checks.consul; sys.exit('httpx' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], check=False

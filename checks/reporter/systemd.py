@@ -76,6 +76,20 @@ class JournalFormatter(logging.Formatter):
         return "\n".join(prefix + line for line in super().format(record).split("\n"))
 
 
+def journal_line(
+    levelno: int,
+    text: str,
+    *,
+    stream: TextIO | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> str:
+    """`text` for a direct write to stderr (outside logging): with the level's priority
+    prefix under journald, as it is; so the line the daemon exits with is not info."""
+    if stderr_is_journal(stream, environ):
+        return f"<{journal_priority(levelno)}>{text}"
+    return text
+
+
 def log_formatter(
     fmt: str, *, stream: TextIO | None = None, environ: Mapping[str, str] | None = None
 ) -> logging.Formatter:

@@ -380,6 +380,69 @@ def test_man_page(deb: Machine) -> None:
     assert "SYNOPSIS" in text
 
 
+# What systemctl answers in the upgrade test below: every unit enabled and running.
+SYSTEMCTL_STUB = """#!/bin/sh
+echo "systemctl $*" >>"$CALLS"
+case " $* " in *" is-enabled "*) echo enabled ;; esac
+exit 0
+"""
+
+
+def test_an_upgrade_restarts_and_a_removal_stops_the_running_reporters(
+    deb: Machine, tmp_path: Path
+) -> None:
+    """On an upgrade dpkg runs `postinst configure <old version>`. Under systemd, an enabled
+    pg-role-reporter and every running pg-role-reporter@ instance must come back on the new
+    modules and units: left alone they run the old code (a fence fix, say) until the next
+    reboot, with systemd holding the old unit files. A removal (`prerm remove`) must stop
+    them rather than leave them running on deleted modules. Run as dpkg would, in a mount
+    namespace whose /run says "systemd is running", with systemctl recording what it is
+    asked and the machine's policy-rc.d (a container's "never start anything") replaced by
+    "allowed"."""
+    (debfile,) = deb.checkout.glob("pg-ha-checks_*_all.deb")
+    control = tmp_path / "control"
+    subprocess.run(["dpkg-deb", "-e", str(debfile), str(control)], check=True)
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    for name, body in {
+        "systemctl": SYSTEMCTL_STUB,
+        "deb-systemd-helper": '#!/bin/sh\necho "deb-systemd-helper $*" >>"$CALLS"\n',
+        "py3compile": "#!/bin/sh\n",
+        "policy-rc.d": "#!/bin/sh\nexit 0\n",
+    }.items():
+        (stubs / name).write_text(body)
+        (stubs / name).chmod(0o755)
+    calls = tmp_path / "calls"
+    calls.touch()
+    script = (
+        "mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/system && "
+        f"mount --bind {stubs}/policy-rc.d /usr/sbin/policy-rc.d 2>/dev/null; "
+        f"sh -e {control}/postinst configure 0.0.1 && "
+        f"exec sh -e {control}/prerm remove"
+    )
+    env = {**deb.env, "PATH": f"{stubs}:{SYSTEM_PATH}", "CALLS": str(calls)}
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    asked = calls.read_text().splitlines()
+    assert any("daemon-reload" in line for line in asked), asked
+    assert any(
+        re.search(r"systemctl .*\brestart pg-role-reporter\.service$", line) for line in asked
+    ), asked
+    assert any(
+        re.search(r"systemctl .*\btry-restart pg-role-reporter@\*\.service$", line)
+        for line in asked
+    ), asked
+    # and a removal stops them all rather than leave them running on deleted modules
+    for unit in ("pg-role-reporter.service", "pg-role-reporter@*.service"):
+        assert any(line.endswith(f"stop {unit}") for line in asked), asked
+
+
 def test_purge_removes_everything_and_leaves_the_suite_alone(deb: Machine) -> None:
     deb.run(readme().purge)
     assert not installed(PACKAGE)

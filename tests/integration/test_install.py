@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import fcntl
 import os
+import pty
 import re
+import select
 import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +48,9 @@ EXECUTABLES = ("check_postgresql", "mem_check", "pg-role-reporter")
 # No venv and no /usr/local on PATH while the package is tested: what runs is the package's.
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 # The roles and password exactly as README's SQL creates them.
-CHECK_ROLE, REPORTER_ROLE, README_PASSWORD = "consul_monitor", "role_reporter", "..."
+CHECK_ROLE, REPORTER_ROLE = "consul_monitor", "role_reporter"
+# what the DBA types at psql's \\password prompts
+README_PASSWORD = "typed-at-the-prompt"
 # What the package installs, each of which the purge must take away again.
 PACKAGE_PATHS = [
     Path("/usr/share/pg-ha-checks"),
@@ -144,9 +149,46 @@ def machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine]:
         lock.close()
 
 
+def psql_on_a_terminal(args: list[str], password: str, *, timeout: float = 60) -> str:
+    """Runs psql on a pseudo-terminal, as a DBA types into it: its `\\password` prompts
+    read /dev/tty, and each is answered with `password`. Returns what psql printed."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: psql, with the terminal as its controlling one
+        try:
+            os.execv(args[0], args)
+        finally:
+            os._exit(127)
+    output, answered = b"", 0
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                os.kill(pid, 9)
+                raise AssertionError(f"psql still running after {timeout}s:\n{output!r}")
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: psql exited and the terminal closed
+                break
+            if not chunk:
+                break
+            output += chunk
+            prompts = output.count(b"Enter new password") + output.count(b"Enter it again")
+            while answered < prompts:
+                os.write(fd, password.encode() + b"\n")
+                answered += 1
+    finally:
+        os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    text = output.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    return text
+
+
 @pytest.fixture(scope="module")
-def cluster(machine: Machine) -> Iterator[PgCluster]:
-    """A primary and a replica with README's two roles, made by README's SQL as written."""
+def cluster(machine: Machine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgCluster]:
+    """A primary and a replica with README's two roles, made by README's SQL as written,
+    typed into psql on a terminal; the server logs every DDL statement meanwhile."""
     found = pgbin.discover_installations()
     if not found:
         pytest.fail("no PostgreSQL installation found; run ./scripts/bootstrap --test")
@@ -154,27 +196,23 @@ def cluster(machine: Machine) -> Iterator[PgCluster]:
         psql = shutil.which("psql")
         assert psql, "psql (postgresql-client) missing: scripts/bootstrap installs postgresql"
         primary = cluster.primary
-        done = subprocess.run(
-            [
-                psql,
-                "-X",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                primary.host,
-                "-p",
-                str(primary.port),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-            ],
-            input=readme().sql,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
+        primary.set_config(log_statement="ddl")
+        script = tmp_path_factory.mktemp("sql") / "roles.sql"
+        script.write_text(readme().sql)
+        log_start = primary.logfile.stat().st_size
+        # psql -f: the script comes from the file, the terminal is the DBA's
+        psql_on_a_terminal(
+            [psql, "-X", "-v", "ON_ERROR_STOP=1", "-h", primary.host, "-p", str(primary.port),
+             "-U", "postgres", "-d", "postgres", "-f", str(script)],
+            README_PASSWORD,
+        )  # fmt: skip
+        logged = primary.logfile.read_bytes()[log_start:].decode(errors="replace")
+        assert "CREATE ROLE consul_monitor" in logged  # the server did log the DDL
+        # ... and never a password, only what \password sends: a hash (SCRAM, or md5 where
+        # password_encryption says so)
+        hashed = r"SCRAM-SHA-256\$|md5[0-9a-f]{32}'"
+        assert not re.search(rf"PASSWORD\s+'(?!{hashed})", logged, re.I), logged
+        primary.set_config(log_statement=None)
         cluster.wait_streaming()
         yield cluster
 

@@ -35,7 +35,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 if TYPE_CHECKING:
     import ssl
@@ -150,6 +150,14 @@ class ConsulAddress:
         host = rest.rstrip("/")
         if not host or "/" in host or "?" in host:
             raise ConsulConfigError(f"{source}={value!r} must be host:port without a path")
+        try:
+            # an IPv6 address without brackets reads as host "2001" and a bad port
+            urlsplit(f"{scheme}://{host}").port  # noqa: B018
+        except ValueError:
+            raise ConsulConfigError(
+                f"{source}={value!r} is not host:port "
+                "(an IPv6 address goes in brackets: [2001:db8::2]:8500)"
+            ) from None
         return cls(scheme=scheme, host=host)
 
     @property

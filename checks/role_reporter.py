@@ -75,7 +75,7 @@ from checks.reporter.reconcile import (
     TagNames,
     plan,
 )
-from checks.reporter.systemd import Notifier, log_formatter
+from checks.reporter.systemd import Notifier, journal_line, log_formatter
 
 if TYPE_CHECKING:
     import psycopg
@@ -1076,23 +1076,28 @@ def _service_name(consul_settings: ConsulSettings, service_id: str, *, wait: boo
             return str(service.get("Service") or service_id)
 
 
+def _fatal(text: str) -> None:
+    # under journald an unprefixed line is stored as info; this one says why we stopped
+    print(journal_line(logging.ERROR, text), file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         code = cli.main(args=args, prog_name="pg-role-reporter", standalone_mode=False)
     except click.UsageError as exc:
-        print(f"pg-role-reporter: {exc.format_message()} (see --help)", file=sys.stderr)
+        _fatal(f"pg-role-reporter: {exc.format_message()} (see --help)")
         code = EXIT_USAGE
     except click.ClickException as exc:
-        print(f"pg-role-reporter: {exc.format_message()}", file=sys.stderr)
+        _fatal(f"pg-role-reporter: {exc.format_message()}")
         code = EXIT_USAGE
     except click.Abort:
         code = EXIT_OK
     except ConsulError as exc:  # configuration: token file, address, TLS files
-        print(f"pg-role-reporter: {exc}", file=sys.stderr)
+        _fatal(f"pg-role-reporter: {exc}")
         code = EXIT_USAGE
     except Exception as exc:
-        print(f"pg-role-reporter: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        _fatal(f"pg-role-reporter: internal error: {type(exc).__name__}: {exc}")
         code = EXIT_FAILED
     sys.stdout.flush()
     sys.exit(int(code or 0))

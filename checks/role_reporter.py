@@ -201,6 +201,18 @@ class ServiceWatch(threading.Thread):
                     self.trouble.failed(exc, delay)
                     self.stopping.wait(delay)
                     continue
+                except Exception as exc:
+                    # A bug or an answer we cannot read must not end the thread quietly:
+                    # the loop would then plan against the last service it saw for ever,
+                    # and a reverted tag after a reload would never come back.
+                    content_hash = None
+                    self._publish(None)
+                    delay = backoff.refused()
+                    log.error(
+                        "service watch: %s: %s; retrying in %.1fs", type(exc).__name__, exc, delay
+                    )
+                    self.stopping.wait(delay)
+                    continue
                 backoff.reset()
                 self.trouble.ok()
                 if new_hash != content_hash or self.service is None:
@@ -437,6 +449,13 @@ class LockWatch(threading.Thread):
                 except ConsulError as exc:
                     # the main loop reports Consul trouble; here only wait and retry
                     log.debug("lock watch: %s", exc)
+                    self._publish(False, None)
+                    index = 0
+                    self.stopping.wait(UNREACHABLE_RETRY_SECONDS)
+                    continue
+                except Exception as exc:
+                    # never end quietly: "lock state unknown" keeps the loop fail-closed
+                    log.error("lock watch: %s: %s", type(exc).__name__, exc)
                     self._publish(False, None)
                     index = 0
                     self.stopping.wait(UNREACHABLE_RETRY_SECONDS)

@@ -235,6 +235,39 @@ def test_cascaded_replica_is_judged_against_the_leader(
         assert any(line.startswith(f"compared with {source}") for line in run.long_output)
 
 
+def _register_leaders(consul_agent: ConsulAgent, service: str, leaders: dict[str, dict]) -> None:
+    for service_id, meta in leaders.items():
+        consul_agent.api(
+            "PUT",
+            "/v1/agent/service/register",
+            json_body={"ID": service_id, "Name": service, "Tags": ["leader"], "Meta": meta},
+        )
+
+
+def test_a_published_position_at_the_end_of_the_lsn_range_is_judged_not_unknown(
+    pg_cluster: PgCluster, consul_agent: ConsulAgent
+) -> None:
+    """FFFFFFFF/FFFFFFFF is a valid LSN 2^64 - 1 bytes ahead: past a bigint. UNKNOWN would
+    be critical for Consul on every replica at once; it is a figure like any other."""
+    replica = pg_cluster.replicas[0]
+    system_identifier = replica.scalar("SELECT system_identifier::text FROM pg_control_system()")
+    service = "pg-db-lag-far"
+    _register_leaders(
+        consul_agent,
+        service,
+        {service: {"pg_wal_lsn": "FFFFFFFF/FFFFFFFF", "pg_system_identifier": system_identifier}},
+    )
+    try:
+        run = check_postgresql(
+            "lag", "--consul-service", service, env={**replica.env(), **consul_agent.env()}
+        )
+    finally:
+        consul_agent.api("PUT", f"/v1/agent/service/deregister/{service}")
+    assert run.status == "CRITICAL", run.stdout
+    assert run.perfdata["replay_lag_bytes"].value > 2**63
+    assert any(line.startswith("compared with the leader ") for line in run.long_output)
+
+
 def test_a_missing_consul_agent_neither_slows_nor_breaks_the_check(
     pg_cluster: PgCluster,
 ) -> None:

@@ -238,8 +238,11 @@ def read_distance(conn: psycopg.Connection[dict[str, Any]], ahead: str, behind: 
     Asked only once the replica knows it is a replica and a reference was found, so a
     primary's run never pays for the lookup.
     """
+    # numeric, not ::bigint: a published position can be any LSN (up to FFFFFFFF/FFFFFFFF,
+    # 2^64 - 1), and a bigint overflow would make the check UNKNOWN, which Consul counts as
+    # critical on every replica at once.
     row = fetch_row(
-        conn, "SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn)::bigint AS bytes", (ahead, behind)
+        conn, "SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn) AS bytes", (ahead, behind)
     )
     return max(0, int(row["bytes"]))
 

@@ -268,6 +268,70 @@ def test_a_published_position_at_the_end_of_the_lsn_range_is_judged_not_unknown(
     assert any(line.startswith("compared with the leader ") for line in run.long_output)
 
 
+def test_two_tagged_leaders_the_replica_is_judged_against_its_clusters_newest(
+    make_pg_cluster, consul_agent: ConsulAgent
+) -> None:
+    """A resurrected old primary (older timeline, its own WAL further) and an instance of
+    another cluster, both tagged leader and both ahead: neither is what this replica has
+    to reach, and neither may make it CRITICAL or hide the real leader."""
+    cluster: PgCluster = make_pg_cluster(replicas=2)
+    old, new, replica = cluster.primary, *cluster.replicas
+    cluster.promote(new)
+    replica.wait_until(
+        lambda: replica.scalar("SELECT sender_port FROM pg_stat_wal_receiver") == new.port,
+        "streaming from the new primary",
+    )
+    # the old primary was never fenced: it writes on, far past the new leader
+    old.execute(
+        "CREATE TABLE diverged AS SELECT g, repeat('x', 200) AS pad"
+        " FROM generate_series(1, 20000) g"
+    )
+    cluster.wait_caught_up()
+    system_identifier = new.scalar("SELECT system_identifier::text FROM pg_control_system()")
+
+    def published(server):
+        return {
+            "pg_wal_lsn": server.scalar("SELECT pg_current_wal_lsn()::text"),
+            # the timeline of the WAL it writes now (a checkpoint may not have followed
+            # the promotion yet, so not pg_control_checkpoint())
+            "pg_timeline": str(
+                server.scalar(
+                    "SELECT ('x' || left(pg_walfile_name(pg_current_wal_lsn()), 8))::bit(32)::int"
+                )
+            ),
+            "pg_system_identifier": system_identifier,
+        }
+
+    service = "pg-db-lag-two"
+    leaders = {f"{service}-old": published(old), f"{service}-new": published(new)}
+    leaders[f"{service}-other"] = {
+        "pg_wal_lsn": "FF/0",
+        "pg_timeline": "99",
+        "pg_system_identifier": "1234567890",
+    }
+    assert leaders[f"{service}-new"]["pg_timeline"] == "2"
+    _register_leaders(consul_agent, service, leaders)
+    try:
+        run = check_postgresql(
+            "lag",
+            "-w",
+            "1MB",
+            "--consul-service",
+            service,
+            env={**replica.env(), **consul_agent.env()},
+        )
+    finally:
+        for service_id in leaders:
+            consul_agent.api("PUT", f"/v1/agent/service/deregister/{service_id}")
+    assert run.status == "OK", run.stdout
+    assert run.perfdata["replay_lag_bytes"].value < 1024 * 1024
+    assert any(
+        line == f"compared with the leader {consul_agent.node_name} (Consul) at "
+        f"{leaders[f'{service}-new']['pg_wal_lsn']}"
+        for line in run.long_output
+    ), run.stdout
+
+
 def test_a_missing_consul_agent_neither_slows_nor_breaks_the_check(
     pg_cluster: PgCluster,
 ) -> None:

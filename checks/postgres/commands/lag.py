@@ -222,7 +222,13 @@ class Lag(plugin.Probe):
             if isinstance(consul_settings, plugin.CheckFailed):
                 return Reference(None, f"the {tag} in Consul", problem=consul_settings.message)
             budget = min(CONSUL_BUDGET_MAX, timeout * CONSUL_BUDGET_SHARE)
-            return leader_from_consul(service, tag, consul_settings, budget)  # type: ignore[arg-type]
+            return leader_from_consul(
+                service,
+                tag,
+                consul_settings,  # type: ignore[arg-type]
+                budget,
+                self.facts.system_identifier if self.facts else None,
+            )
         return None
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:

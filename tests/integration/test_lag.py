@@ -332,6 +332,22 @@ def test_two_tagged_leaders_the_replica_is_judged_against_its_clusters_newest(
     ), run.stdout
 
 
+def test_a_frozen_primary_given_with_several_hosts_costs_only_its_share_of_the_timeout(
+    pg_cluster: PgCluster,
+) -> None:
+    """libpq waits at least 2 s per host: two frozen hosts outlast -t 3. The comparison is
+    given up, the replica's own answer stands (not a CRITICAL timeout naming the replica)."""
+    primary, replica = pg_cluster.primary, pg_cluster.replicas[0]
+    conninfo = f"host=127.0.0.1,127.0.0.1 port={primary.port},{primary.port} dbname=postgres"
+    primary.freeze()
+    try:
+        run = check_postgresql("lag", "-t", "3", "--primary", conninfo, env=replica.env())
+    finally:
+        primary.thaw()
+    assert run.status == "OK", run.stdout
+    assert "not compared with the primary: --primary: no answer within 0.9s" in run.summary
+
+
 def test_a_missing_consul_agent_neither_slows_nor_breaks_the_check(
     pg_cluster: PgCluster,
 ) -> None:

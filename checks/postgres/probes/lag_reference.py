@@ -15,6 +15,7 @@ primary makes the check say what it could not compare with, never fail or hang.
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -167,12 +168,34 @@ def upstream_parameters(
 
 
 def _ask(settings: ConnectionSettings) -> tuple[ServerPosition, str] | str:
-    """The server's position and ``host:port`` as reached, or why it could not be asked."""
-    try:
-        with connect(settings) as conn:
-            return read_position(conn), f"{conn.info.host}:{conn.info.port}"
-    except CheckFailed as failure:
-        return failure.message
+    """The server's position and ``host:port`` as reached, or why it could not be asked,
+    within ``settings.timeout`` of wall-clock time.
+
+    libpq's connect_timeout is whole seconds, at least 2, and counts per host: a frozen
+    primary, or a multi-host conninfo (``host=db1,db2 target_session_attrs=read-write``),
+    would outlast this lookup's share of --timeout, and the watchdog would then end the
+    check CRITICAL, naming the replica. So the lookup runs in a daemon thread that is
+    abandoned at its deadline (the process exits right after the answer is printed).
+    """
+    answers: list[tuple[ServerPosition, str] | str | BaseException] = []
+
+    def ask() -> None:
+        try:
+            with connect(settings) as conn:
+                answers.append((read_position(conn), f"{conn.info.host}:{conn.info.port}"))
+        except CheckFailed as failure:
+            answers.append(failure.message)
+        except BaseException as exc:  # re-raised below, in the check's own thread
+            answers.append(exc)
+
+    worker = threading.Thread(target=ask, name="lag-reference", daemon=True)
+    worker.start()
+    worker.join(settings.timeout)
+    if not answers:
+        return f"no answer within {settings.timeout:.1f}s"
+    if isinstance(answers[0], BaseException):
+        raise answers[0]
+    return answers[0]
 
 
 def _as_conninfo(text: str) -> str:

@@ -348,6 +348,30 @@ def test_a_frozen_primary_given_with_several_hosts_costs_only_its_share_of_the_t
     assert "not compared with the primary: --primary: no answer within 0.9s" in run.summary
 
 
+def test_a_token_that_may_not_read_the_leader_is_not_told_there_is_none(
+    pg_cluster: PgCluster, consul_agent_factory
+) -> None:
+    """Consul filters what a token may not read out of the answer: an empty list then
+    means "not allowed to see" as much as "no leader", and the summary must say both."""
+    agent: ConsulAgent = consul_agent_factory(acl=True)
+    primary, replica = pg_cluster.primary, pg_cluster.replicas[0]
+    service = "pg-db-lag-acl"
+    _register_leaders(
+        agent,
+        service,
+        {service: {"pg_wal_lsn": primary.scalar("SELECT pg_current_wal_lsn()::text")}},
+    )
+    token = agent.create_token('node_prefix "" { policy = "read" }')
+    run = check_postgresql(
+        "lag", "--consul-service", service, env={**replica.env(), **agent.env(token=token)}
+    )
+    assert run.status == "OK", run.stdout
+    assert (
+        f"Consul: no instance of {service} tagged leader is visible (none, or the token "
+        "lacks service:read or node:read)" in run.summary
+    ), run.summary
+
+
 def test_a_missing_consul_agent_neither_slows_nor_breaks_the_check(
     pg_cluster: PgCluster,
 ) -> None:

@@ -89,7 +89,10 @@ def leader_from_consul(
         return Reference(None, source, problem=f"Consul: {str(exc).split('; ')[0]}")
     if not published:
         why = (
-            f"no instance of {service} is tagged {tag}"
+            # ACLs filter this list rather than refuse it: a token that may not read the
+            # service or its nodes sees none, which is not "none is tagged".
+            f"no instance of {service} tagged {tag} is visible (none, or the token lacks "
+            "service:read or node:read)"
             if not entries
             else f"the {tag} publishes no {META_WAL_LSN} in its service Meta"
         )

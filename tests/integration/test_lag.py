@@ -390,7 +390,10 @@ def test_receiver_down_is_a_warning_within_the_grace_then_critical(make_pg_clust
     within = check_postgresql("lag", env=replica.env())
     wait_for(
         lambda: replica.scalar(
-            "SELECT now() - max(modification) > interval '1.5 s' FROM pg_ls_waldir()"
+            # the check counts from the newer of the last WAL and its own start: a
+            # fresh replica's files (from the base backup) may be older than it is
+            "SELECT now() - max(modification) > interval '1.5 s'"
+            " AND now() - pg_postmaster_start_time() > interval '1.5 s' FROM pg_ls_waldir()"
         ),
         what="no WAL from upstream for 1.5 s",
         timeout=30,
@@ -518,7 +521,10 @@ def test_crash_of_an_idle_primary_keeps_a_replica_that_misses_nothing_in_dns(
         )
         wait_for(
             lambda: replica.scalar(
-                "SELECT now() - max(modification) > interval '1.5 s' FROM pg_ls_waldir()"
+                # the check counts from the newer of the last WAL and its own start: a
+                # fresh replica's files (from the base backup) may be older than it is
+                "SELECT now() - max(modification) > interval '1.5 s'"
+                " AND now() - pg_postmaster_start_time() > interval '1.5 s' FROM pg_ls_waldir()"
             ),
             what="no WAL from upstream for 1.5 s",
             timeout=30,

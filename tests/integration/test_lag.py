@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 
 import pytest
@@ -461,6 +462,49 @@ def test_replay_paused_for_insufficient_parameters_names_the_remedy(make_pg_clus
     )
     assert "pg_wal_replay_resume" not in run.stdout
     assert run.perfdata["replay_paused"].value == 1
+
+
+@pytest.mark.pg(">= 14")
+def test_replay_held_up_by_a_lock_while_the_primary_writes_on_is_lag(make_pg_cluster) -> None:
+    """A query on the replica holds a lock a replayed DROP needs; with
+    max_standby_streaming_delay = -1 replay waits for it, forever. The primary writes
+    on, so the waiting WAL keeps being reported fresh (latest_end_time): without the
+    lock wait's start the seconds were "unknown" and the check OK however long it lasted."""
+    cluster: PgCluster = make_pg_cluster(replicas=1)
+    primary, replica = cluster.primary, cluster.replicas[0]
+    replica.set_config(max_standby_streaming_delay=-1)
+    primary.execute("CREATE TABLE held (x int); CREATE TABLE trickle (x int)")
+    cluster.wait_caught_up()
+    stop = threading.Event()
+
+    def trickle() -> None:
+        with primary.connect() as conn:
+            conn.autocommit = True
+            while not stop.wait(0.1):
+                conn.execute("INSERT INTO trickle VALUES (1)")
+
+    writer = threading.Thread(target=trickle, daemon=True)
+    with replica.connect() as holder:
+        holder.execute("BEGIN")
+        holder.execute("SELECT * FROM held")
+        primary.execute("DROP TABLE held")
+        writer.start()
+        try:
+            replica.wait_until(
+                lambda: replica.scalar(
+                    "SELECT now() - min(l.waitstart) > interval '2.5 s' FROM pg_locks AS l"
+                    " JOIN pg_stat_activity AS a ON a.pid = l.pid"
+                    " WHERE a.backend_type = 'startup' AND NOT l.granted"
+                ),
+                "replay waiting 2.5 s for the lock",
+            )
+            run = check_postgresql("lag", "-w", "1s", "-c", "2s", env=replica.env())
+        finally:
+            stop.set()
+            writer.join(10)
+    assert run.status == "CRITICAL", run.stdout
+    assert re.match(r"replay lag at least \d+\.\ds \(above 2\.0s\)", run.summary), run.summary
+    assert run.perfdata["replay_lag_seconds"].value > 2.5
 
 
 def test_log_shipping_standby_is_not_a_missing_receiver(make_pg_cluster, tmp_path) -> None:

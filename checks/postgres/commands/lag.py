@@ -32,7 +32,13 @@ import nagiosplugin
 from checks import plugin
 from checks.postgres.connection import ConnectionSettings, connect
 from checks.postgres.options import connection_options, role_mismatch_option
-from checks.postgres.probes.lag import ReplicaLag, read_distance, read_lag, read_parameters
+from checks.postgres.probes.lag import (
+    ReplicaLag,
+    read_distance,
+    read_lag,
+    read_parameters,
+    read_replay_lock_wait,
+)
 from checks.postgres.probes.lag_reference import (
     Reference,
     leader_from_consul,
@@ -106,6 +112,12 @@ def judge_seconds(facts: ReplicaLag, reference: Reference | None, limits: Limits
             f"the waiting WAL may be newer (waited at least {format_duration(at_least)})"
         ),
     )
+
+
+def seconds_unknown(facts: ReplicaLag, reference: Reference | None, limits: Limits) -> bool:
+    """Whether judge_seconds() would leave the seconds out for want of a lower bound."""
+    figure = judge_seconds(facts, reference, limits)
+    return figure.value is None and figure.note is not None and waiting(facts, reference)
 
 
 def judge_bytes(facts: ReplicaLag, reference: Reference | None) -> Figure:
@@ -264,6 +276,16 @@ class Lag(plugin.Probe):
                     facts,
                     behind_reference_bytes=read_distance(conn, reference.lsn, facts.replayed_lsn),
                 )
+            if facts.capabilities.knows_lock_wait_start and seconds_unknown(
+                facts, reference, self.limits["replay_lag_seconds"]
+            ):
+                # Only where the seconds would otherwise be left out: the common path
+                # does not read pg_locks.
+                blocked = read_replay_lock_wait(conn)
+                if blocked is not None:
+                    facts = self.facts = replace(
+                        facts, waiting_at_least=max(facts.waiting_at_least, blocked)
+                    )
             own_parameters = (
                 read_parameters(conn)
                 if facts.replay_paused and facts.capabilities.pauses_for_parameters

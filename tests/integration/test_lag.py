@@ -196,13 +196,16 @@ def test_cascaded_replica_is_judged_against_the_leader(
         judged = check_postgresql(
             "lag", "-w", "1MB", "-c", "2MB", "--consul-service", service, env=env
         )
-        # replica1 itself: receiver down, and behind the leader: no grace for it
+        # replica1 itself: receiver down, and behind the leader by more than the critical
+        # threshold: no grace for it
         orphan = check_postgresql(
             "lag",
             "--consul-service",
             service,
             "-w",
             "1MB",
+            "-c",
+            "2MB",
             env={**upstream.env(), **consul_agent.env()},
         )
     finally:
@@ -416,6 +419,51 @@ def test_receiver_down_is_a_warning_within_the_grace_then_critical(make_pg_clust
     assert after.status == "CRITICAL", after.stdout
     assert after.summary.startswith("no WAL receiver: nothing from upstream for ")
     assert promoted.first_line == "PG_LAG OK - primary (not in recovery): no replay lag to measure"
+
+
+def test_a_primary_restart_keeps_a_replica_that_was_only_warning_in_dns(
+    make_pg_cluster, consul_agent: ConsulAgent
+) -> None:
+    """Under write load a replica a few MB behind is WARNING (still in follower.pg-db).
+    The primary going down for a restart must not turn that into CRITICAL at once."""
+    cluster: PgCluster = make_pg_cluster(replicas=1)
+    primary, replica = cluster.primary, cluster.replicas[0]
+    primary.execute("CREATE TABLE IF NOT EXISTS restart_probe (x int, pad text)")
+    cluster.wait_caught_up()
+    replica.pause_replay()  # replay stands still: the backlog stays while we look
+    primary.execute(
+        "INSERT INTO restart_probe SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g"
+    )
+    service = "pg-db-lag-restart"
+    _register_leaders(
+        consul_agent,
+        service,
+        {
+            service: {
+                "pg_wal_lsn": primary.scalar("SELECT pg_current_wal_lsn()::text"),
+                "pg_system_identifier": primary.scalar(
+                    "SELECT system_identifier::text FROM pg_control_system()"
+                ),
+            }
+        },
+    )
+    try:
+        primary.stop()
+        wait_for(lambda: replica.wal_receiver_status() != "streaming", what="receiver gone")
+        run = check_postgresql(
+            "lag",
+            "-w",
+            "1MB",
+            "--consul-service",
+            service,
+            env={**replica.env(), **consul_agent.env()},
+        )
+    finally:
+        consul_agent.api("PUT", f"/v1/agent/service/deregister/{service}")
+        replica.resume_replay()
+    assert run.status == "WARNING", run.stdout
+    assert run.perfdata["replay_lag_bytes"].value > 1024 * 1024
+    assert run.perfdata["receiver_streaming"].value == 0
 
 
 def test_delayed_standby_is_judged_beyond_its_delay(make_pg_cluster) -> None:

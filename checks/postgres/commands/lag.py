@@ -81,6 +81,12 @@ def _limit(limits: Limits) -> float:
     return min(ends, default=math.inf)
 
 
+def _critical_limit(limits: Limits) -> float:
+    """The lowest value the critical threshold flags (inf when it flags none)."""
+    critical = limits.critical
+    return critical.end if critical is not None and not critical.invert else math.inf
+
+
 def judge_seconds(facts: ReplicaLag, reference: Reference | None, limits: Limits) -> Figure:
     has_reference = bool(reference and reference.lsn)
     if not waiting(facts, reference):
@@ -164,7 +170,10 @@ def judge_receiver(facts: ReplicaLag, behind: Figure, byte_limits: Limits, grace
         if facts.receiver_status is None
         else f"WAL receiver {facts.receiver_status}, not streaming"
     )
-    if behind.value is not None and behind.value > _limit(byte_limits):
+    # Behind by what would be CRITICAL anyway: no grace. Below that (WARNING: still in
+    # follower.pg-db) a receiver blip, a primary restart under write load, must not
+    # evict it before the grace is over.
+    if behind.value is not None and behind.value > _critical_limit(byte_limits):
         return Verdict(plugin.Status.CRITICAL, f"{down} and {format_bytes(behind.value)} behind")
     # How long since anything came from upstream: the newest WAL file's age, or the
     # replica's own uptime if it started since (probes/lag.py).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 
 import pytest
@@ -195,13 +196,16 @@ def test_cascaded_replica_is_judged_against_the_leader(
         judged = check_postgresql(
             "lag", "-w", "1MB", "-c", "2MB", "--consul-service", service, env=env
         )
-        # replica1 itself: receiver down, and behind the leader: no grace for it
+        # replica1 itself: receiver down, and behind the leader by more than the critical
+        # threshold: no grace for it
         orphan = check_postgresql(
             "lag",
             "--consul-service",
             service,
             "-w",
             "1MB",
+            "-c",
+            "2MB",
             env={**upstream.env(), **consul_agent.env()},
         )
     finally:
@@ -235,6 +239,143 @@ def test_cascaded_replica_is_judged_against_the_leader(
         assert any(line.startswith(f"compared with {source}") for line in run.long_output)
 
 
+def _register_leaders(consul_agent: ConsulAgent, service: str, leaders: dict[str, dict]) -> None:
+    for service_id, meta in leaders.items():
+        consul_agent.api(
+            "PUT",
+            "/v1/agent/service/register",
+            json_body={"ID": service_id, "Name": service, "Tags": ["leader"], "Meta": meta},
+        )
+
+
+def test_a_published_position_at_the_end_of_the_lsn_range_is_judged_not_unknown(
+    pg_cluster: PgCluster, consul_agent: ConsulAgent
+) -> None:
+    """FFFFFFFF/FFFFFFFF is a valid LSN 2^64 - 1 bytes ahead: past a bigint. UNKNOWN would
+    be critical for Consul on every replica at once; it is a figure like any other."""
+    replica = pg_cluster.replicas[0]
+    system_identifier = replica.scalar("SELECT system_identifier::text FROM pg_control_system()")
+    service = "pg-db-lag-far"
+    _register_leaders(
+        consul_agent,
+        service,
+        {service: {"pg_wal_lsn": "FFFFFFFF/FFFFFFFF", "pg_system_identifier": system_identifier}},
+    )
+    try:
+        run = check_postgresql(
+            "lag", "--consul-service", service, env={**replica.env(), **consul_agent.env()}
+        )
+    finally:
+        consul_agent.api("PUT", f"/v1/agent/service/deregister/{service}")
+    assert run.status == "CRITICAL", run.stdout
+    assert run.perfdata["replay_lag_bytes"].value > 2**63
+    assert any(line.startswith("compared with the leader ") for line in run.long_output)
+
+
+def test_two_tagged_leaders_the_replica_is_judged_against_its_clusters_newest(
+    make_pg_cluster, consul_agent: ConsulAgent
+) -> None:
+    """A resurrected old primary (older timeline, its own WAL further) and an instance of
+    another cluster, both tagged leader and both ahead: neither is what this replica has
+    to reach, and neither may make it CRITICAL or hide the real leader."""
+    cluster: PgCluster = make_pg_cluster(replicas=2)
+    old, new, replica = cluster.primary, *cluster.replicas
+    cluster.promote(new)
+    replica.wait_until(
+        lambda: replica.scalar("SELECT sender_port FROM pg_stat_wal_receiver") == new.port,
+        "streaming from the new primary",
+    )
+    # the old primary was never fenced: it writes on, far past the new leader
+    old.execute(
+        "CREATE TABLE diverged AS SELECT g, repeat('x', 200) AS pad"
+        " FROM generate_series(1, 20000) g"
+    )
+    cluster.wait_caught_up()
+    system_identifier = new.scalar("SELECT system_identifier::text FROM pg_control_system()")
+
+    def published(server):
+        return {
+            "pg_wal_lsn": server.scalar("SELECT pg_current_wal_lsn()::text"),
+            # the timeline of the WAL it writes now (a checkpoint may not have followed
+            # the promotion yet, so not pg_control_checkpoint())
+            "pg_timeline": str(
+                server.scalar(
+                    "SELECT ('x' || left(pg_walfile_name(pg_current_wal_lsn()), 8))::bit(32)::int"
+                )
+            ),
+            "pg_system_identifier": system_identifier,
+        }
+
+    service = "pg-db-lag-two"
+    leaders = {f"{service}-old": published(old), f"{service}-new": published(new)}
+    leaders[f"{service}-other"] = {
+        "pg_wal_lsn": "FF/0",
+        "pg_timeline": "99",
+        "pg_system_identifier": "1234567890",
+    }
+    assert leaders[f"{service}-new"]["pg_timeline"] == "2"
+    _register_leaders(consul_agent, service, leaders)
+    try:
+        run = check_postgresql(
+            "lag",
+            "-w",
+            "1MB",
+            "--consul-service",
+            service,
+            env={**replica.env(), **consul_agent.env()},
+        )
+    finally:
+        for service_id in leaders:
+            consul_agent.api("PUT", f"/v1/agent/service/deregister/{service_id}")
+    assert run.status == "OK", run.stdout
+    assert run.perfdata["replay_lag_bytes"].value < 1024 * 1024
+    assert any(
+        line == f"compared with the leader {consul_agent.node_name} (Consul) at "
+        f"{leaders[f'{service}-new']['pg_wal_lsn']}"
+        for line in run.long_output
+    ), run.stdout
+
+
+def test_a_frozen_primary_given_with_several_hosts_costs_only_its_share_of_the_timeout(
+    pg_cluster: PgCluster,
+) -> None:
+    """libpq waits at least 2 s per host: two frozen hosts outlast -t 3. The comparison is
+    given up, the replica's own answer stands (not a CRITICAL timeout naming the replica)."""
+    primary, replica = pg_cluster.primary, pg_cluster.replicas[0]
+    conninfo = f"host=127.0.0.1,127.0.0.1 port={primary.port},{primary.port} dbname=postgres"
+    primary.freeze()
+    try:
+        run = check_postgresql("lag", "-t", "3", "--primary", conninfo, env=replica.env())
+    finally:
+        primary.thaw()
+    assert run.status == "OK", run.stdout
+    assert "not compared with the primary: --primary: no answer within 0.9s" in run.summary
+
+
+def test_a_token_that_may_not_read_the_leader_is_not_told_there_is_none(
+    pg_cluster: PgCluster, consul_agent_factory
+) -> None:
+    """Consul filters what a token may not read out of the answer: an empty list then
+    means "not allowed to see" as much as "no leader", and the summary must say both."""
+    agent: ConsulAgent = consul_agent_factory(acl=True)
+    primary, replica = pg_cluster.primary, pg_cluster.replicas[0]
+    service = "pg-db-lag-acl"
+    _register_leaders(
+        agent,
+        service,
+        {service: {"pg_wal_lsn": primary.scalar("SELECT pg_current_wal_lsn()::text")}},
+    )
+    token = agent.create_token('node_prefix "" { policy = "read" }')
+    run = check_postgresql(
+        "lag", "--consul-service", service, env={**replica.env(), **agent.env(token=token)}
+    )
+    assert run.status == "OK", run.stdout
+    assert (
+        f"Consul: no instance of {service} tagged leader is visible (none, or the token "
+        "lacks service:read or node:read)" in run.summary
+    ), run.summary
+
+
 def test_a_missing_consul_agent_neither_slows_nor_breaks_the_check(
     pg_cluster: PgCluster,
 ) -> None:
@@ -253,7 +394,10 @@ def test_receiver_down_is_a_warning_within_the_grace_then_critical(make_pg_clust
     within = check_postgresql("lag", env=replica.env())
     wait_for(
         lambda: replica.scalar(
-            "SELECT now() - max(modification) > interval '1.5 s' FROM pg_ls_waldir()"
+            # the check counts from the newer of the last WAL and its own start: a
+            # fresh replica's files (from the base backup) may be older than it is
+            "SELECT now() - max(modification) > interval '1.5 s'"
+            " AND now() - pg_postmaster_start_time() > interval '1.5 s' FROM pg_ls_waldir()"
         ),
         what="no WAL from upstream for 1.5 s",
         timeout=30,
@@ -275,6 +419,51 @@ def test_receiver_down_is_a_warning_within_the_grace_then_critical(make_pg_clust
     assert after.status == "CRITICAL", after.stdout
     assert after.summary.startswith("no WAL receiver: nothing from upstream for ")
     assert promoted.first_line == "PG_LAG OK - primary (not in recovery): no replay lag to measure"
+
+
+def test_a_primary_restart_keeps_a_replica_that_was_only_warning_in_dns(
+    make_pg_cluster, consul_agent: ConsulAgent
+) -> None:
+    """Under write load a replica a few MB behind is WARNING (still in follower.pg-db).
+    The primary going down for a restart must not turn that into CRITICAL at once."""
+    cluster: PgCluster = make_pg_cluster(replicas=1)
+    primary, replica = cluster.primary, cluster.replicas[0]
+    primary.execute("CREATE TABLE IF NOT EXISTS restart_probe (x int, pad text)")
+    cluster.wait_caught_up()
+    replica.pause_replay()  # replay stands still: the backlog stays while we look
+    primary.execute(
+        "INSERT INTO restart_probe SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g"
+    )
+    service = "pg-db-lag-restart"
+    _register_leaders(
+        consul_agent,
+        service,
+        {
+            service: {
+                "pg_wal_lsn": primary.scalar("SELECT pg_current_wal_lsn()::text"),
+                "pg_system_identifier": primary.scalar(
+                    "SELECT system_identifier::text FROM pg_control_system()"
+                ),
+            }
+        },
+    )
+    try:
+        primary.stop()
+        wait_for(lambda: replica.wal_receiver_status() != "streaming", what="receiver gone")
+        run = check_postgresql(
+            "lag",
+            "-w",
+            "1MB",
+            "--consul-service",
+            service,
+            env={**replica.env(), **consul_agent.env()},
+        )
+    finally:
+        consul_agent.api("PUT", f"/v1/agent/service/deregister/{service}")
+        replica.resume_replay()
+    assert run.status == "WARNING", run.stdout
+    assert run.perfdata["replay_lag_bytes"].value > 1024 * 1024
+    assert run.perfdata["receiver_streaming"].value == 0
 
 
 def test_delayed_standby_is_judged_beyond_its_delay(make_pg_cluster) -> None:
@@ -321,6 +510,49 @@ def test_replay_paused_for_insufficient_parameters_names_the_remedy(make_pg_clus
     )
     assert "pg_wal_replay_resume" not in run.stdout
     assert run.perfdata["replay_paused"].value == 1
+
+
+@pytest.mark.pg(">= 14")
+def test_replay_held_up_by_a_lock_while_the_primary_writes_on_is_lag(make_pg_cluster) -> None:
+    """A query on the replica holds a lock a replayed DROP needs; with
+    max_standby_streaming_delay = -1 replay waits for it, forever. The primary writes
+    on, so the waiting WAL keeps being reported fresh (latest_end_time): without the
+    lock wait's start the seconds were "unknown" and the check OK however long it lasted."""
+    cluster: PgCluster = make_pg_cluster(replicas=1)
+    primary, replica = cluster.primary, cluster.replicas[0]
+    replica.set_config(max_standby_streaming_delay=-1)
+    primary.execute("CREATE TABLE held (x int); CREATE TABLE trickle (x int)")
+    cluster.wait_caught_up()
+    stop = threading.Event()
+
+    def trickle() -> None:
+        with primary.connect() as conn:
+            conn.autocommit = True
+            while not stop.wait(0.1):
+                conn.execute("INSERT INTO trickle VALUES (1)")
+
+    writer = threading.Thread(target=trickle, daemon=True)
+    with replica.connect() as holder:
+        holder.execute("BEGIN")
+        holder.execute("SELECT * FROM held")
+        primary.execute("DROP TABLE held")
+        writer.start()
+        try:
+            replica.wait_until(
+                lambda: replica.scalar(
+                    "SELECT now() - min(l.waitstart) > interval '2.5 s' FROM pg_locks AS l"
+                    " JOIN pg_stat_activity AS a ON a.pid = l.pid"
+                    " WHERE a.backend_type = 'startup' AND NOT l.granted"
+                ),
+                "replay waiting 2.5 s for the lock",
+            )
+            run = check_postgresql("lag", "-w", "1s", "-c", "2s", env=replica.env())
+        finally:
+            stop.set()
+            writer.join(10)
+    assert run.status == "CRITICAL", run.stdout
+    assert re.match(r"replay lag at least \d+\.\ds \(above 2\.0s\)", run.summary), run.summary
+    assert run.perfdata["replay_lag_seconds"].value > 2.5
 
 
 def test_log_shipping_standby_is_not_a_missing_receiver(make_pg_cluster, tmp_path) -> None:
@@ -381,7 +613,10 @@ def test_crash_of_an_idle_primary_keeps_a_replica_that_misses_nothing_in_dns(
         )
         wait_for(
             lambda: replica.scalar(
-                "SELECT now() - max(modification) > interval '1.5 s' FROM pg_ls_waldir()"
+                # the check counts from the newer of the last WAL and its own start: a
+                # fresh replica's files (from the base backup) may be older than it is
+                "SELECT now() - max(modification) > interval '1.5 s'"
+                " AND now() - pg_postmaster_start_time() > interval '1.5 s' FROM pg_ls_waldir()"
             ),
             what="no WAL from upstream for 1.5 s",
             timeout=30,

@@ -134,9 +134,17 @@ def test_receiver_down_within_the_grace_is_a_warning_then_critical() -> None:
 
 
 def test_receiver_down_and_behind_the_leader_gets_no_grace() -> None:
+    facts = replace(DOWN, behind_reference_bytes=2 << 30)
+    verdict = judge_receiver(facts, judge_bytes(facts, LEADER), BYTES, 30.0)
+    assert verdict == Verdict(Status.CRITICAL, "no WAL receiver and 2.0 GiB behind")
+
+
+def test_a_receiver_blip_does_not_evict_a_replica_that_was_only_warning() -> None:
+    """100 MiB behind is WARNING at the defaults: in follower.pg-db. A one-second primary
+    restart under write load must not take it out (CRITICAL) before the grace is over."""
     facts = replace(DOWN, behind_reference_bytes=100 << 20)
     verdict = judge_receiver(facts, judge_bytes(facts, LEADER), BYTES, 30.0)
-    assert verdict == Verdict(Status.CRITICAL, "no WAL receiver and 100.0 MiB behind")
+    assert verdict.status is Status.WARNING, verdict
 
 
 def test_a_log_shipping_standby_needs_no_receiver() -> None:

@@ -32,7 +32,13 @@ import nagiosplugin
 from checks import plugin
 from checks.postgres.connection import ConnectionSettings, connect
 from checks.postgres.options import connection_options, role_mismatch_option
-from checks.postgres.probes.lag import ReplicaLag, read_distance, read_lag, read_parameters
+from checks.postgres.probes.lag import (
+    ReplicaLag,
+    read_distance,
+    read_lag,
+    read_parameters,
+    read_replay_lock_wait,
+)
 from checks.postgres.probes.lag_reference import (
     Reference,
     leader_from_consul,
@@ -75,6 +81,12 @@ def _limit(limits: Limits) -> float:
     return min(ends, default=math.inf)
 
 
+def _critical_limit(limits: Limits) -> float:
+    """The lowest value the critical threshold flags (inf when it flags none)."""
+    critical = limits.critical
+    return critical.end if critical is not None and not critical.invert else math.inf
+
+
 def judge_seconds(facts: ReplicaLag, reference: Reference | None, limits: Limits) -> Figure:
     has_reference = bool(reference and reference.lsn)
     if not waiting(facts, reference):
@@ -106,6 +118,12 @@ def judge_seconds(facts: ReplicaLag, reference: Reference | None, limits: Limits
             f"the waiting WAL may be newer (waited at least {format_duration(at_least)})"
         ),
     )
+
+
+def seconds_unknown(facts: ReplicaLag, reference: Reference | None, limits: Limits) -> bool:
+    """Whether judge_seconds() would leave the seconds out for want of a lower bound."""
+    figure = judge_seconds(facts, reference, limits)
+    return figure.value is None and figure.note is not None and waiting(facts, reference)
 
 
 def judge_bytes(facts: ReplicaLag, reference: Reference | None) -> Figure:
@@ -152,7 +170,10 @@ def judge_receiver(facts: ReplicaLag, behind: Figure, byte_limits: Limits, grace
         if facts.receiver_status is None
         else f"WAL receiver {facts.receiver_status}, not streaming"
     )
-    if behind.value is not None and behind.value > _limit(byte_limits):
+    # Behind by what would be CRITICAL anyway: no grace. Below that (WARNING: still in
+    # follower.pg-db) a receiver blip, a primary restart under write load, must not
+    # evict it before the grace is over.
+    if behind.value is not None and behind.value > _critical_limit(byte_limits):
         return Verdict(plugin.Status.CRITICAL, f"{down} and {format_bytes(behind.value)} behind")
     # How long since anything came from upstream: the newest WAL file's age, or the
     # replica's own uptime if it started since (probes/lag.py).
@@ -222,7 +243,13 @@ class Lag(plugin.Probe):
             if isinstance(consul_settings, plugin.CheckFailed):
                 return Reference(None, f"the {tag} in Consul", problem=consul_settings.message)
             budget = min(CONSUL_BUDGET_MAX, timeout * CONSUL_BUDGET_SHARE)
-            return leader_from_consul(service, tag, consul_settings, budget)  # type: ignore[arg-type]
+            return leader_from_consul(
+                service,
+                tag,
+                consul_settings,  # type: ignore[arg-type]
+                budget,
+                self.facts.system_identifier if self.facts else None,
+            )
         return None
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
@@ -258,6 +285,16 @@ class Lag(plugin.Probe):
                     facts,
                     behind_reference_bytes=read_distance(conn, reference.lsn, facts.replayed_lsn),
                 )
+            if facts.capabilities.knows_lock_wait_start and seconds_unknown(
+                facts, reference, self.limits["replay_lag_seconds"]
+            ):
+                # Only where the seconds would otherwise be left out: the common path
+                # does not read pg_locks.
+                blocked = read_replay_lock_wait(conn)
+                if blocked is not None:
+                    facts = self.facts = replace(
+                        facts, waiting_at_least=max(facts.waiting_at_least, blocked)
+                    )
             own_parameters = (
                 read_parameters(conn)
                 if facts.replay_paused and facts.capabilities.pauses_for_parameters

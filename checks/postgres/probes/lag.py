@@ -99,6 +99,18 @@ SELECT pg_is_in_recovery() AS in_recovery,
 """
 
 
+# Replay held up by a lock: a query here holds one a replayed record needs (DROP, TRUNCATE,
+# VACUUM's truncation take AccessExclusiveLock), and max_standby_streaming_delay lets it
+# wait, forever at -1. The record being replayed arrived before the startup process began
+# to wait, so that wait is a lower bound of how long the waiting WAL has waited, even while
+# the primary keeps writing (which keeps latest_end_time recent). pg_locks.waitstart: 14+.
+_REPLAY_LOCK_WAIT_SQL = """
+SELECT extract(epoch FROM now() - min(l.waitstart))::float8 AS waited
+FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
+WHERE a.backend_type = 'startup' AND NOT l.granted
+"""
+
+
 @dataclass(frozen=True)
 class LagCapabilities:
     """What this server version can tell (and do), named rather than compared inline."""
@@ -109,6 +121,11 @@ class LagCapabilities:
     def has_pause_state(self) -> bool:
         # 14 made pausing a two-step state ('pause requested' then 'paused'); both mean
         # replay is not advancing on purpose.
+        return self.server_version >= 140000
+
+    @property
+    def knows_lock_wait_start(self) -> bool:
+        # pg_locks.waitstart arrived in 14
         return self.server_version >= 140000
 
     @property
@@ -238,10 +255,18 @@ def read_distance(conn: psycopg.Connection[dict[str, Any]], ahead: str, behind: 
     Asked only once the replica knows it is a replica and a reference was found, so a
     primary's run never pays for the lookup.
     """
+    # numeric, not ::bigint: a published position can be any LSN (up to FFFFFFFF/FFFFFFFF,
+    # 2^64 - 1), and a bigint overflow would make the check UNKNOWN, which Consul counts as
+    # critical on every replica at once.
     row = fetch_row(
-        conn, "SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn)::bigint AS bytes", (ahead, behind)
+        conn, "SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn) AS bytes", (ahead, behind)
     )
     return max(0, int(row["bytes"]))
+
+
+def read_replay_lock_wait(conn: psycopg.Connection[dict[str, Any]]) -> float | None:
+    """Seconds the startup process has waited for a lock, None when it waits for none."""
+    return _clamped(fetch_row(conn, _REPLAY_LOCK_WAIT_SQL)["waited"])
 
 
 def read_parameters(conn: psycopg.Connection[dict[str, Any]]) -> dict[str, int]:

@@ -15,6 +15,7 @@ primary makes the check say what it could not compare with, never fail or hang.
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 META_WAL_LSN = "pg_wal_lsn"
 META_SYSTEM_IDENTIFIER = "pg_system_identifier"
+META_TIMELINE = "pg_timeline"
 _LSN = re.compile(r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")
 
 
@@ -49,9 +51,17 @@ def lsn_order(text: str) -> int:
 
 
 def leader_from_consul(
-    service: str, tag: str, consul_settings: ConsulSettings, budget: float
+    service: str,
+    tag: str,
+    consul_settings: ConsulSettings,
+    budget: float,
+    system_identifier: str | None = None,
 ) -> Reference:
-    """The leader's published position from the local agent's health endpoint."""
+    """The leader's published position from the local agent's health endpoint.
+
+    ``system_identifier``: this replica's, so that a tagged instance of another cluster
+    is never preferred to one of ours (see :func:`_newest`).
+    """
     # here, not at the top: httpx costs ~90 ms to import, and only Consul users pay it
     from checks.consul import ConsulClient, ConsulError
 
@@ -67,11 +77,11 @@ def leader_from_consul(
                 # still the last known position of the primary (only a leader publishes).
                 last_known = _published(client.health_service(service))
                 if last_known:
-                    lsn, node, system_identifier = _furthest(last_known)
+                    lsn, node, published_id, _ = _newest(last_known, system_identifier)
                     return Reference(
                         lsn,
                         f"the last known {tag} {node} (Consul, none tagged now)",
-                        system_identifier=system_identifier,
+                        system_identifier=published_id,
                     )
     except ConsulError as exc:
         # the first clause names the agent and the failure; the rest is advice that
@@ -79,32 +89,52 @@ def leader_from_consul(
         return Reference(None, source, problem=f"Consul: {str(exc).split('; ')[0]}")
     if not published:
         why = (
-            f"no instance of {service} is tagged {tag}"
+            # ACLs filter this list rather than refuse it: a token that may not read the
+            # service or its nodes sees none, which is not "none is tagged".
+            f"no instance of {service} tagged {tag} is visible (none, or the token lacks "
+            "service:read or node:read)"
             if not entries
             else f"the {tag} publishes no {META_WAL_LSN} in its service Meta"
         )
         return Reference(None, source, problem=f"Consul: {why}")
-    # Two leaders is the fence's business; the furthest one is what we may have to reach.
-    lsn, node, system_identifier = _furthest(published)
-    return Reference(lsn, f"the {tag} {node} (Consul)", system_identifier=system_identifier)
+    lsn, node, published_id, _ = _newest(published, system_identifier)
+    return Reference(lsn, f"the {tag} {node} (Consul)", system_identifier=published_id)
 
 
-_Published = tuple[str, str, "str | None"]
+# (position, node, system identifier, timeline)
+_Published = tuple[str, str, "str | None", int]
 
 
-def _furthest(published: list[_Published]) -> _Published:
-    return max(published, key=lambda item: lsn_order(item[0]))
+def _newest(published: list[_Published], system_identifier: str | None) -> _Published:
+    """The leader to compare with when several publish (two leaders is the fence's business).
+
+    Only ours: an instance of another cluster (other system identifier) is chosen only
+    when no instance of ours publishes, and the caller then says so. Among ours, the
+    newest timeline: a promotion always starts a new one, so a resurrected old primary,
+    however far its own WAL went, is on an older timeline than the real leader and its
+    position is not one this replica has to reach. Then the furthest position.
+    """
+    ours = [item for item in published if item[2] in (None, system_identifier)]
+    return max(ours or published, key=lambda item: (item[3], lsn_order(item[0])))
 
 
 def _published(entries: list[dict[str, Any]]) -> list[_Published]:
-    """(position, node, system identifier) of every instance that publishes a position."""
+    """(position, node, system identifier, timeline) of every instance publishing one."""
     found = []
     for entry in entries:
         meta = (entry.get("Service") or {}).get("Meta") or {}
         lsn = meta.get(META_WAL_LSN) or ""
         if _LSN.match(lsn):
             node = (entry.get("Node") or {}).get("Node") or "?"
-            found.append((lsn, node, meta.get(META_SYSTEM_IDENTIFIER)))
+            timeline = meta.get(META_TIMELINE) or ""
+            found.append(
+                (
+                    lsn,
+                    node,
+                    meta.get(META_SYSTEM_IDENTIFIER),
+                    int(timeline) if timeline.isascii() and timeline.isdigit() else 0,
+                )
+            )
     return found
 
 
@@ -141,12 +171,34 @@ def upstream_parameters(
 
 
 def _ask(settings: ConnectionSettings) -> tuple[ServerPosition, str] | str:
-    """The server's position and ``host:port`` as reached, or why it could not be asked."""
-    try:
-        with connect(settings) as conn:
-            return read_position(conn), f"{conn.info.host}:{conn.info.port}"
-    except CheckFailed as failure:
-        return failure.message
+    """The server's position and ``host:port`` as reached, or why it could not be asked,
+    within ``settings.timeout`` of wall-clock time.
+
+    libpq's connect_timeout is whole seconds, at least 2, and counts per host: a frozen
+    primary, or a multi-host conninfo (``host=db1,db2 target_session_attrs=read-write``),
+    would outlast this lookup's share of --timeout, and the watchdog would then end the
+    check CRITICAL, naming the replica. So the lookup runs in a daemon thread that is
+    abandoned at its deadline (the process exits right after the answer is printed).
+    """
+    answers: list[tuple[ServerPosition, str] | str | BaseException] = []
+
+    def ask() -> None:
+        try:
+            with connect(settings) as conn:
+                answers.append((read_position(conn), f"{conn.info.host}:{conn.info.port}"))
+        except CheckFailed as failure:
+            answers.append(failure.message)
+        except BaseException as exc:  # re-raised below, in the check's own thread
+            answers.append(exc)
+
+    worker = threading.Thread(target=ask, name="lag-reference", daemon=True)
+    worker.start()
+    worker.join(settings.timeout)
+    if not answers:
+        return f"no answer within {settings.timeout:.1f}s"
+    if isinstance(answers[0], BaseException):
+        raise answers[0]
+    return answers[0]
 
 
 def _as_conninfo(text: str) -> str:

@@ -451,3 +451,30 @@ def test_the_leader_publishes_its_wal_position_and_dry_run_writes_nothing(
     for replica in ("pg-db-2", "pg-db-3"):
         assert "pg_wal_lsn" not in agent_service(d.agent, replica).get("Meta", {})
     primary.execute("DROP TABLE fence_wal")
+
+
+def test_a_frozen_primary_loses_the_tag_and_the_lock_within_the_timeout(
+    shared_cluster: PgCluster, deployed: Deploy
+) -> None:
+    """A SIGSTOPped server never enforces statement_timeout: the reporter's kept
+    connection waited for ever in its role query, so the leader tag and the lock stayed
+    on a dead primary (here no check can take it out of DNS: only the reporter can)."""
+    d = deployed(shared_cluster, start_reporters=False)
+    primary = d.servers["pg-db-1"]
+    reporter = d.start_reporter("pg-db-1", extra_args=("-t", "2"))
+    wait_for_dns(d.agent, LEADER, d.ports("pg-db-1"))
+    assert lock_session(d)
+
+    primary.freeze(children=True)
+    try:
+        # -t 2 bounds the hung round trip; the loop's turn (0.5 s) and DNS come on top
+        took = wait_for_dns(d.agent, LEADER, set(), timeout=8)
+        wait_until(lambda: lock_session(d) is None, timeout=3, what="the lock released")
+        log = reporter.wait_for_log("within 2s (server stopped or hung?)")
+        assert "PostgreSQL unreachable (no answer from" in log
+        assert reporter.alive()
+        print(f"frozen primary out of leader. after {took:.2f}s")
+    finally:
+        primary.thaw()
+    wait_for_dns(d.agent, LEADER, d.ports("pg-db-1"), timeout=15)
+    assert lock_session(d)

@@ -434,6 +434,14 @@ class LeaderLock:
 
 
 WAITING_FOR_CHECK = "waiting for a check bound to the session to pass"
+TWIN = "another session holds the leader lock for this same service"
+
+
+def twin_reason(holder: LockHolder) -> str:
+    return (
+        f"{TWIN} (session {holder.session}): a second pg-role-reporter for it, or this "
+        "one's previous run (then until its session's TTL ends); leaving the service as it is"
+    )
 
 
 def waiting_for_check_reason(consul_said: str) -> str:
@@ -660,6 +668,13 @@ class Reporter:
                 return lock_delay_reason(key)
         self.holding = False
         assert holder is not None
+        if holder.service_id == self.options.service_id and holder.node == self.lock.node != "?":
+            # This very service (the id is unique on the agent) holds the lock, through
+            # another session: a second reporter started for it, or this reporter's
+            # previous run, killed before it could release (its session lives until the
+            # TTL). Fencing would take the tag off the one legitimate leader for that long
+            # (and two live reporters would flip it on and off); the lock covers the tag.
+            return twin_reason(holder)
         return fenced_reason(holder, key=key, timeline=observed.timeline)
 
     def keep_session(self) -> None:
@@ -708,9 +723,14 @@ class Reporter:
                 reason == lock_delay_reason(self.options.lock_key)
                 or reason.startswith(WAITING_FOR_CHECK)
             )
-            self.problems.report(
-                reason, level=logging.INFO if transient else logging.ERROR, tag=leader
-            )
+            twin = reason is not None and reason.startswith(TWIN)
+            level = logging.INFO if transient else logging.WARNING if twin else logging.ERROR
+            self.problems.report(reason, level=level, tag=leader)
+            if twin:
+                # the holder keeps the tag; touching the service would fight it
+                self.backoff.reset()
+                self.trouble.ok()
+                return True
             if reason is None and self.last_problem is not None and not observed.reachable:
                 # logged by observe() already, in its own words
                 reason = self.last_problem.published

@@ -478,3 +478,42 @@ def test_a_frozen_primary_loses_the_tag_and_the_lock_within_the_timeout(
         primary.thaw()
     wait_for_dns(d.agent, LEADER, d.ports("pg-db-1"), timeout=15)
     assert lock_session(d)
+
+
+def test_a_second_reporter_or_a_restart_after_kill_9_leaves_the_leader_in_dns(
+    shared_cluster: PgCluster, deployed: Deploy, sampler: list[LeaderSampler]
+) -> None:
+    """The lock held by another session *for this same service*: a second reporter
+    started for it, or the previous run of a reporter killed with SIGKILL (its session
+    lives until the TTL). It was fenced like a rival primary: the leader tag went and came
+    back (leader. empty half the time with two reporters), or stayed off for the TTL."""
+    d = deployed(shared_cluster, start_reporters=False)
+    port = d.port("pg-db-1")
+    first = d.start_reporter("pg-db-1", extra_args=("--session-ttl", "10"))
+    wait_for_dns(d.agent, LEADER, {port})
+    held_by_first = lock_session(d)
+    assert held_by_first
+    dns = sample(d, sampler)
+
+    second = d.start_reporter("pg-db-1")
+    second.wait_for_log("NOT tagging leader: ")
+    time.sleep(1)  # two more turns of both reporters
+    first.process.kill()  # no release: its session lives on until its TTL
+    first.process.wait(timeout=10)
+    # the dead session's TTL (10 s, Consul waits up to twice that), then the lock-delay
+    wait_until(
+        lambda: lock_session(d) not in (None, held_by_first),
+        timeout=30,
+        what="the second reporter to take the lock",
+    )
+    wait_for_dns(d.agent, LEADER, {port})
+    time.sleep(0.5)  # a few more samples after the takeover
+    dns.stop()
+    dns.assert_never_two()
+    empty = [t for t, ports in dns.samples if port not in ports]
+    # only the lock-delay (1 s) after the dead session's invalidation, plus one DNS sample
+    assert len(empty) * SAMPLE_PERIOD_SECONDS <= 1.0 + 0.6, (
+        f"leader. empty in {len(empty)} samples of {len(dns.samples)}; log:\n{second.log()}"
+    )
+    assert "another session holds the leader lock for this same service" in second.log()
+    assert second.alive()

@@ -47,7 +47,15 @@ class LockHolder:
     timeline: int | None = None
     system_identifier: str | None = None
 
+    @property
+    def foreign(self) -> bool:
+        """The value is not one a reporter writes (`consul lock`, a hand-made session):
+        only the session can lead an operator to whoever holds it."""
+        return self.service_id == "?" and self.node == "?"
+
     def __str__(self) -> str:
+        if self.foreign:
+            return f"session {self.session} (not a pg-role-reporter's value)"
         return f"service {self.service_id} on node {self.node}"
 
 
@@ -166,7 +174,8 @@ def fenced_summary(holder: LockHolder, *, timeline: int | None) -> str:
             else "older"
         )
         where = f" on {relation} timeline {holder.timeline} (this primary: {timeline})"
-    return f"{FENCED_PREFIX}: {holder.service_id} on node {holder.node} holds the lock{where}"
+    who = str(holder) if holder.foreign else f"{holder.service_id} on node {holder.node}"
+    return f"{FENCED_PREFIX}: {who} holds the lock{where}"
 
 
 def lock_delay_reason(key: str) -> str:

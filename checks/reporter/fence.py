@@ -18,7 +18,8 @@ is invalidated when its node is deregistered or fails (serfHealth), when any che
 it goes critical (warning does not) or is deregistered, when it is destroyed, or when its
 TTL runs out (Consul waits up to twice the TTL); with behavior `release` its locks are then
 released, and the *lock-delay* keeps anyone from acquiring them for that long afterwards
-(an explicit release or destroy has no delay). Patroni holds its leader key the same way
+(an explicit release has none; destroying a session that holds it is an invalidation
+and does impose it, observed with 1.8.7). Patroni holds its leader key the same way
 (TTL session, lock-delay of a millisecond, a blocking query on the key).
 
 Leaf module: imports nothing heavier than the standard library.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Per-invocation cost of mem_check beside its floors (DESIGN.md §4): wall time, CPU time
+# Per-invocation cost of mem_check beside its floors (docs/design.md §4): wall time, CPU time
 # and peak RSS of
 #   - python -c "import psutil"              the reference (target: within 1.15x)
 #   - python -c "import click, nagiosplugin" the contract's own cost, what mem_check can't undercut

@@ -5,7 +5,7 @@ existing environment works unchanged: `CONSUL_HTTP_ADDR` in every form (`host:po
 `http://host:port`, `https://host:port`, `unix:///path/to.sock`), `CONSUL_HTTP_TOKEN`,
 `CONSUL_HTTP_TOKEN_FILE`, `CONSUL_HTTP_SSL`, `CONSUL_HTTP_SSL_VERIFY`, `CONSUL_CACERT`,
 `CONSUL_CAPATH`, `CONSUL_CLIENT_CERT` and `CONSUL_CLIENT_KEY`. Tokens come only from the
-environment or a file, never argv (DESIGN.md §2), and never appear in a repr, a log line
+environment or a file, never argv (docs/design.md §2), and never appear in a repr, a log line
 or an exception message.
 
 httpx costs ~90 ms to import and this module is imported by executables Consul runs every
@@ -35,7 +35,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 if TYPE_CHECKING:
     import ssl
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 DEFAULT_ADDRESS = "127.0.0.1:8500"
 # A local agent answers in milliseconds; a longer connect timeout only delays noticing
-# that it is down (the reporter retries about once a second, DESIGN.md §5).
+# that it is down (the reporter retries about once a second, docs/design.md §5).
 CONNECT_TIMEOUT_SECONDS = 2.0
 READ_TIMEOUT_SECONDS = 5.0
 # Consul adds up to wait/16 of jitter to a blocking query before it answers.
@@ -150,6 +150,14 @@ class ConsulAddress:
         host = rest.rstrip("/")
         if not host or "/" in host or "?" in host:
             raise ConsulConfigError(f"{source}={value!r} must be host:port without a path")
+        try:
+            # an IPv6 address without brackets reads as host "2001" and a bad port
+            urlsplit(f"{scheme}://{host}").port  # noqa: B018
+        except ValueError:
+            raise ConsulConfigError(
+                f"{source}={value!r} is not host:port "
+                "(an IPv6 address goes in brackets: [2001:db8::2]:8500)"
+            ) from None
         return cls(scheme=scheme, host=host)
 
     @property
@@ -564,7 +572,7 @@ class ConsulClient:
         """`GET /v1/agent/checks`: this agent's checks by check ID (ACL-filtered)."""
         return self._json("GET", "/v1/agent/checks", needs="service:read / node:read")
 
-    # Prepared queries live in the servers' raft state, not in conf.d (DESIGN.md §5).
+    # Prepared queries live in the servers' raft state, not in conf.d (docs/design.md §5).
     _QUERY_NEEDS = "query write on the query name (query/query_prefix rules)"
 
     def prepared_queries(self) -> list[dict[str, Any]]:

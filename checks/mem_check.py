@@ -2,7 +2,7 @@
 
 The resource is :class:`checks.memory.probe.MemoryProbe`; this module holds the CLI, the
 contexts that put thresholds on its metrics, and the summary that words the first line.
-DESIGN.md §4 says why each number is the one it is.
+docs/design.md §4 says why each number is the one it is.
 """
 
 from __future__ import annotations

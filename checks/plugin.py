@@ -1,4 +1,4 @@
-"""The plugin contract every executable shares (DESIGN.md §2).
+"""The plugin contract every executable shares (docs/design.md §2).
 
 - exit 0/1/2/3, and 3 only for usage and internal errors: click never picks the code;
 - CRITICAL > WARNING > UNKNOWN > OK when results disagree (nagiosplugin ranks UNKNOWN

@@ -75,7 +75,7 @@ from checks.reporter.reconcile import (
     TagNames,
     plan,
 )
-from checks.reporter.systemd import Notifier, log_formatter
+from checks.reporter.systemd import Notifier, journal_line, log_formatter
 
 if TYPE_CHECKING:
     import psycopg
@@ -199,6 +199,18 @@ class ServiceWatch(threading.Thread):
                     else:
                         delay = backoff.refused()
                     self.trouble.failed(exc, delay)
+                    self.stopping.wait(delay)
+                    continue
+                except Exception as exc:
+                    # A bug or an answer we cannot read must not end the thread quietly:
+                    # the loop would then plan against the last service it saw for ever,
+                    # and a reverted tag after a reload would never come back.
+                    content_hash = None
+                    self._publish(None)
+                    delay = backoff.refused()
+                    log.error(
+                        "service watch: %s: %s; retrying in %.1fs", type(exc).__name__, exc, delay
+                    )
                     self.stopping.wait(delay)
                     continue
                 backoff.reset()
@@ -498,6 +510,13 @@ class LockWatch(threading.Thread):
                 except ConsulError as exc:
                     # the main loop reports Consul trouble; here only wait and retry
                     log.debug("lock watch: %s", exc)
+                    self._publish(False, None)
+                    index = 0
+                    self.stopping.wait(UNREACHABLE_RETRY_SECONDS)
+                    continue
+                except Exception as exc:
+                    # never end quietly: "lock state unknown" keeps the loop fail-closed
+                    log.error("lock watch: %s: %s", type(exc).__name__, exc)
                     self._publish(False, None)
                     index = 0
                     self.stopping.wait(UNREACHABLE_RETRY_SECONDS)
@@ -1149,23 +1168,28 @@ def _service_name(consul_settings: ConsulSettings, service_id: str, *, wait: boo
             return str(service.get("Service") or service_id)
 
 
+def _fatal(text: str) -> None:
+    # under journald an unprefixed line is stored as info; this one says why we stopped
+    print(journal_line(logging.ERROR, text), file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         code = cli.main(args=args, prog_name="pg-role-reporter", standalone_mode=False)
     except click.UsageError as exc:
-        print(f"pg-role-reporter: {exc.format_message()} (see --help)", file=sys.stderr)
+        _fatal(f"pg-role-reporter: {exc.format_message()} (see --help)")
         code = EXIT_USAGE
     except click.ClickException as exc:
-        print(f"pg-role-reporter: {exc.format_message()}", file=sys.stderr)
+        _fatal(f"pg-role-reporter: {exc.format_message()}")
         code = EXIT_USAGE
     except click.Abort:
         code = EXIT_OK
     except ConsulError as exc:  # configuration: token file, address, TLS files
-        print(f"pg-role-reporter: {exc}", file=sys.stderr)
+        _fatal(f"pg-role-reporter: {exc}")
         code = EXIT_USAGE
     except Exception as exc:
-        print(f"pg-role-reporter: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        _fatal(f"pg-role-reporter: internal error: {type(exc).__name__}: {exc}")
         code = EXIT_FAILED
     sys.stdout.flush()
     sys.exit(int(code or 0))

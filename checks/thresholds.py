@@ -184,7 +184,7 @@ def range_options(
     default_critical: str = "",
 ):
     """``--NAME-warning`` and ``--NAME-critical``: the ranges of a metric that shares its
-    unit with the headline one, so ``-w/-c`` cannot reach it (DESIGN.md §3)."""
+    unit with the headline one, so ``-w/-c`` cannot reach it (docs/design.md §3)."""
 
     def decorate(command):
         for level, default in (("critical", default_critical), ("warning", default_warning)):

@@ -17,7 +17,7 @@ Facts observed with Consul 1.8.7 (Debian 11's package, see scripts/fetch-consul)
 - `consul reload` returns once the agent applied the config: 0.034-0.085 s (median 0.05
   over 10). Services defined in conf.d are re-registered from the files, so tags written
   through the HTTP API on such a service revert to the file's tags, on reload and on
-  restart (DESIGN.md §5). A blocking query on the service returns during the reload with
+  restart (docs/design.md §5). A blocking query on the service returns during the reload with
   the reverted tags; a watcher that re-adds its tag had it back 0.036-0.082 s after the
   reload started. A blocking query wakes 4-30 ms after a PUT that changes the service.
 - `addresses.http` takes a space-separated list, so the agent serves HTTP on the TCP port
@@ -297,7 +297,7 @@ class ConsulAgent:
             "client_addr": "127.0.0.1",
             "addresses": {"http": http_addresses},
             "ports": ports,
-            # Script checks from conf.d only; never enable_script_checks (DESIGN.md §5).
+            # Script checks from conf.d only; never enable_script_checks (docs/design.md §5).
             "enable_local_script_checks": True,
             "disable_update_check": True,
             "log_level": self.log_level,

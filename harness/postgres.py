@@ -1,7 +1,7 @@
 """Real PostgreSQL servers for the integration tests: a primary and streaming replicas.
 
 Every server listens on 127.0.0.1 on a free port, keeps its data, unix socket and log in a
-temp dir of its own, and runs as `pgbin.test_os_user()` (never root, DESIGN.md §7). Every
+temp dir of its own, and runs as `pgbin.test_os_user()` (never root, docs/design.md §7). Every
 wait polls a condition against a deadline and fails with the server's log tail.
 """
 

@@ -3,7 +3,7 @@
 Which cgroup is a choice the user makes (``--cgroup``) or, by default, the root of the
 cgroup file system this process sees: inside a container that is the container's own
 cgroup, on a host it is the root, which has no limit. The check never looks at
-/proc/self/cgroup: under Consul that is the Consul agent's cgroup (DESIGN.md §4).
+/proc/self/cgroup: under Consul that is the Consul agent's cgroup (docs/design.md §4).
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ METRIC_ORDER = (
 
 
 def _percent(part: int, whole: int) -> float:
-    # one decimal: the text must not change between runs over noise (DESIGN.md §2)
+    # one decimal: the text must not change between runs over noise (docs/design.md §2)
     return round(100.0 * part / whole, 1) if whole else 0.0
 
 

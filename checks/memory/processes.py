@@ -40,7 +40,7 @@ def top_processes(
     """The ``count`` largest processes, of those in ``only`` when given (a cgroup's)."""
     import heapq
 
-    import psutil  # only --top pays for this import (DESIGN.md §4)
+    import psutil  # only --top pays for this import (docs/design.md §4)
 
     psutil.PROCFS_PATH = procfs
     by_rss: list[tuple[int, psutil.Process]] = []

@@ -3,7 +3,7 @@
 ``--scope host`` measures the host; ``cgroup`` the chosen cgroup (``--cgroup``, else the
 root of the cgroup file system, which is the container's own cgroup inside a container);
 ``auto`` takes that cgroup when a limit below the host's memory applies to it, else the
-host. The scope is never taken from /proc/self/cgroup (DESIGN.md §4).
+host. The scope is never taken from /proc/self/cgroup (docs/design.md §4).
 """
 
 from __future__ import annotations

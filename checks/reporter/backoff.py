@@ -1,6 +1,6 @@
 """How long to wait before asking the Consul agent again (pure logic, clock injected).
 
-DESIGN.md §5 (observed): the common outage is the local agent restarting, and a long
+docs/design.md §5 (observed): the common outage is the local agent restarting, and a long
 exponential backoff turned a 12 s restart into 12-14 s without a leader in DNS. So a
 refused connection is retried about once a second; only errors that repeat while the agent
 answers (403, 5xx, a missing service) back off, jittered, up to a cap.

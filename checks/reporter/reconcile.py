@@ -1,6 +1,6 @@
 """What the local service registration should be, given PostgreSQL's role (pure logic).
 
-DESIGN.md §5: conf.d holds the service with role-neutral tags; the reporter adds exactly
+docs/design.md §5: conf.d holds the service with role-neutral tags; the reporter adds exactly
 one role tag and its own Meta keys by read-modify-write, keeping every other field, and
 writes only when something differs (an identical PUT would still cost a sync).
 """

@@ -76,6 +76,20 @@ class JournalFormatter(logging.Formatter):
         return "\n".join(prefix + line for line in super().format(record).split("\n"))
 
 
+def journal_line(
+    levelno: int,
+    text: str,
+    *,
+    stream: TextIO | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> str:
+    """`text` for a direct write to stderr (outside logging): with the level's priority
+    prefix under journald, as it is; so the line the daemon exits with is not info."""
+    if stderr_is_journal(stream, environ):
+        return f"<{journal_priority(levelno)}>{text}"
+    return text
+
+
 def log_formatter(
     fmt: str, *, stream: TextIO | None = None, environ: Mapping[str, str] | None = None
 ) -> logging.Formatter:
@@ -89,8 +103,9 @@ class Notifier:
     """sd_notify(3) for one process: READY, WATCHDOG, STOPPING and STATUS datagrams.
 
     Without `$NOTIFY_SOCKET` (not under systemd, or Type=simple) every call does nothing,
-    so the loop calls it unconditionally. A failed send is logged once at debug level and
-    never stops the loop: a lost ping means systemd restarts us, which is its job.
+    so the loop calls it unconditionally. A failed send is logged once (a warning: systemd
+    will time the start out or kill us for a missed ping, and the reason, say a drop-in
+    that took AF_UNIX away, is only here) and never stops the loop.
     """
 
     def __init__(self, address: str | None, watchdog_seconds: float | None = None) -> None:
@@ -128,7 +143,12 @@ class Notifier:
             self._socket.sendto("\n".join(fields).encode(), self.address)
         except OSError as exc:
             if not self._send_failed:
-                log.debug("systemd notification to %r failed: %s", self.address, exc)
+                log.warning(
+                    "systemd notification to %r failed: %s (systemd will count the "
+                    "reporter as not started or hung)",
+                    self.address,
+                    exc,
+                )
                 self._send_failed = True
             return False
         self._send_failed = False

@@ -207,14 +207,26 @@ def facts(token: str, deadline: float) -> dict[str, Any]:
             secret = Path(path).read_text().strip()
             if path.endswith(".json"):
                 secret = json.loads(secret)["acl"]["tokens"]["agent"]
-            held = api("/v1/acl/token/self", secret)["Policies"]
-            token_policies[name] = [p["Name"] for p in held]
+            held = api("/v1/acl/token/self", secret)
+            token_policies[name] = [p["Name"] for p in held.get("Policies") or []] + [
+                f"node-identity:{n['NodeName']}:{n['Datacenter']}"
+                for n in held.get("NodeIdentities") or []
+            ]
+    # what the agent's token may do beyond its own node: register another one
+    agent_token = json.loads(Path("/etc/consul.d/agent-token.json").read_text())["acl"]
+    other_node = httpx.put(
+        f"{HTTP}/v1/catalog/register",
+        headers={"X-Consul-Token": agent_token["tokens"]["agent"]},
+        json={"Node": "another-db-host", "Address": "192.0.2.1"},
+        timeout=5,
+    )
     return {
         "catalog": catalog,
         "policies": policies,
         "anonymous_policies": [p["Name"] for p in anonymous.get("Policies") or []],
         "files": files,
         "token_policies": token_policies,
+        "agent_token_registers_another_node": other_node.status_code,
         "queries": sorted(q["Name"] for q in api("/v1/query", token)),
         "node_synced": bool(api("/v1/catalog/node/" + os.uname().nodename, token)),
     }

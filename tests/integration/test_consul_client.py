@@ -1,6 +1,6 @@
 """checks.consul against a real Consul agent (1.8.7 from scripts/fetch-consul).
 
-These pin the Consul facts the role reporter is built on (DESIGN.md §5): the
+These pin the Consul facts the role reporter is built on (docs/design.md §5): the
 read-modify-write of a conf.d service, tags reverting on reload and restart, blocking
 queries waking on change, ACL denials an operator can act on, and every address form.
 """
@@ -103,7 +103,7 @@ def test_read_modify_write_keeps_every_field_and_the_conf_d_checks(
 
         assert after["Tags"] == [*FILE_TAGS, "leader"]
         assert without_hash({**after, "Tags": before["Tags"]}) == without_hash(before)
-        # Re-registering without Checks leaves the conf.d check attached (DESIGN.md §5).
+        # Re-registering without Checks leaves the conf.d check attached (docs/design.md §5).
         assert checks["pg-db-alive"]["ServiceID"] == "pg-db"
         # Observed in 1.8.7: the agent's own copy of the check keeps the tags it was
         # registered with (still the file's after 10 s), and the catalog's copy follows
@@ -354,7 +354,7 @@ def test_agent_that_cannot_start_fails_fast(consul_agent_factory: ConsulAgentFac
 
 
 def test_role_tag_reaches_dns_and_leaves_it_on_reload(pg_agent: ConsulAgent) -> None:
-    # The fail-closed model of DESIGN.md §5: a reverted tag means no leader in DNS.
+    # The fail-closed model of docs/design.md §5: a reverted tag means no leader in DNS.
     leader = "leader.pg-db.service.consul"
     # single UDP queries may time out on a loaded machine: assert on what a wait returned
     before = wait_until(lambda: [pg_agent.addresses(leader)], timeout=10, what="DNS")

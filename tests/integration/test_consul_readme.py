@@ -110,8 +110,10 @@ def test_tokens_land_in_their_files_with_the_modes_the_readme_says(
     assert sandbox_report["facts"]["token_policies"] == {
         "reporter": ["pg-role-reporter"],
         "checks": ["pg-db-checks"],
-        "agent": ["consul-agent"],
+        # write on its own node only (Consul's node identity), not on every node
+        "agent": [f"node-identity:{os.uname().nodename}:dc1"],
     }
+    assert sandbox_report["facts"]["agent_token_registers_another_node"] == 403
 
 
 def test_after_the_reload_the_agent_and_the_services_sync_with_their_tokens(

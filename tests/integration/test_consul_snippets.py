@@ -26,7 +26,7 @@ from tests.integration.fixtures_consul import ConsulAgentFactory
 
 pytestmark = pytest.mark.integration
 
-CONSUL_OUTPUT_LIMIT = 4096  # Consul keeps the last 4 KB of a check's output (DESIGN.md §5)
+CONSUL_OUTPUT_LIMIT = 4096  # Consul keeps the last 4 KB of a check's output (docs/design.md §5)
 
 
 # -- helpers -------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""A check never hangs: frozen postmaster, a listener that never answers (DESIGN.md §2)."""
+"""A check never hangs: frozen postmaster, a listener that never answers (docs/design.md §2)."""
 
 from __future__ import annotations
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import fcntl
 import os
+import pty
 import re
+import select
 import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +48,9 @@ EXECUTABLES = ("check_postgresql", "mem_check", "pg-role-reporter")
 # No venv and no /usr/local on PATH while the package is tested: what runs is the package's.
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 # The roles and password exactly as README's SQL creates them.
-CHECK_ROLE, REPORTER_ROLE, README_PASSWORD = "consul_monitor", "role_reporter", "..."
+CHECK_ROLE, REPORTER_ROLE = "consul_monitor", "role_reporter"
+# what the DBA types at psql's \\password prompts
+README_PASSWORD = "typed-at-the-prompt"
 # What the package installs, each of which the purge must take away again.
 PACKAGE_PATHS = [
     Path("/usr/share/pg-ha-checks"),
@@ -144,9 +149,46 @@ def machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine]:
         lock.close()
 
 
+def psql_on_a_terminal(args: list[str], password: str, *, timeout: float = 60) -> str:
+    """Runs psql on a pseudo-terminal, as a DBA types into it: its `\\password` prompts
+    read /dev/tty, and each is answered with `password`. Returns what psql printed."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: psql, with the terminal as its controlling one
+        try:
+            os.execv(args[0], args)
+        finally:
+            os._exit(127)
+    output, answered = b"", 0
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                os.kill(pid, 9)
+                raise AssertionError(f"psql still running after {timeout}s:\n{output!r}")
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: psql exited and the terminal closed
+                break
+            if not chunk:
+                break
+            output += chunk
+            prompts = output.count(b"Enter new password") + output.count(b"Enter it again")
+            while answered < prompts:
+                os.write(fd, password.encode() + b"\n")
+                answered += 1
+    finally:
+        os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    text = output.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    return text
+
+
 @pytest.fixture(scope="module")
-def cluster(machine: Machine) -> Iterator[PgCluster]:
-    """A primary and a replica with README's two roles, made by README's SQL as written."""
+def cluster(machine: Machine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgCluster]:
+    """A primary and a replica with README's two roles, made by README's SQL as written,
+    typed into psql on a terminal; the server logs every DDL statement meanwhile."""
     found = pgbin.discover_installations()
     if not found:
         pytest.fail("no PostgreSQL installation found; run ./scripts/bootstrap --test")
@@ -154,27 +196,23 @@ def cluster(machine: Machine) -> Iterator[PgCluster]:
         psql = shutil.which("psql")
         assert psql, "psql (postgresql-client) missing: scripts/bootstrap installs postgresql"
         primary = cluster.primary
-        done = subprocess.run(
-            [
-                psql,
-                "-X",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                primary.host,
-                "-p",
-                str(primary.port),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-            ],
-            input=readme().sql,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
+        primary.set_config(log_statement="ddl")
+        script = tmp_path_factory.mktemp("sql") / "roles.sql"
+        script.write_text(readme().sql)
+        log_start = primary.logfile.stat().st_size
+        # psql -f: the script comes from the file, the terminal is the DBA's
+        psql_on_a_terminal(
+            [psql, "-X", "-v", "ON_ERROR_STOP=1", "-h", primary.host, "-p", str(primary.port),
+             "-U", "postgres", "-d", "postgres", "-f", str(script)],
+            README_PASSWORD,
+        )  # fmt: skip
+        logged = primary.logfile.read_bytes()[log_start:].decode(errors="replace")
+        assert "CREATE ROLE consul_monitor" in logged  # the server did log the DDL
+        # ... and never a password, only what \password sends: a hash (SCRAM, or md5 where
+        # password_encryption says so)
+        hashed = r"SCRAM-SHA-256\$|md5[0-9a-f]{32}'"
+        assert not re.search(rf"PASSWORD\s+'(?!{hashed})", logged, re.I), logged
+        primary.set_config(log_statement=None)
         cluster.wait_streaming()
         yield cluster
 
@@ -378,6 +416,69 @@ def test_man_page(deb: Machine) -> None:
     text = " ".join(page.stdout.split())  # man justifies lines
     assert "NAME check_postgresql - Nagios-compatible PostgreSQL checks" in text
     assert "SYNOPSIS" in text
+
+
+# What systemctl answers in the upgrade test below: every unit enabled and running.
+SYSTEMCTL_STUB = """#!/bin/sh
+echo "systemctl $*" >>"$CALLS"
+case " $* " in *" is-enabled "*) echo enabled ;; esac
+exit 0
+"""
+
+
+def test_an_upgrade_restarts_and_a_removal_stops_the_running_reporters(
+    deb: Machine, tmp_path: Path
+) -> None:
+    """On an upgrade dpkg runs `postinst configure <old version>`. Under systemd, an enabled
+    pg-role-reporter and every running pg-role-reporter@ instance must come back on the new
+    modules and units: left alone they run the old code (a fence fix, say) until the next
+    reboot, with systemd holding the old unit files. A removal (`prerm remove`) must stop
+    them rather than leave them running on deleted modules. Run as dpkg would, in a mount
+    namespace whose /run says "systemd is running", with systemctl recording what it is
+    asked and the machine's policy-rc.d (a container's "never start anything") replaced by
+    "allowed"."""
+    (debfile,) = deb.checkout.glob("pg-ha-checks_*_all.deb")
+    control = tmp_path / "control"
+    subprocess.run(["dpkg-deb", "-e", str(debfile), str(control)], check=True)
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    for name, body in {
+        "systemctl": SYSTEMCTL_STUB,
+        "deb-systemd-helper": '#!/bin/sh\necho "deb-systemd-helper $*" >>"$CALLS"\n',
+        "py3compile": "#!/bin/sh\n",
+        "policy-rc.d": "#!/bin/sh\nexit 0\n",
+    }.items():
+        (stubs / name).write_text(body)
+        (stubs / name).chmod(0o755)
+    calls = tmp_path / "calls"
+    calls.touch()
+    script = (
+        "mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/system && "
+        f"mount --bind {stubs}/policy-rc.d /usr/sbin/policy-rc.d 2>/dev/null; "
+        f"sh -e {control}/postinst configure 0.0.1 && "
+        f"exec sh -e {control}/prerm remove"
+    )
+    env = {**deb.env, "PATH": f"{stubs}:{SYSTEM_PATH}", "CALLS": str(calls)}
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    asked = calls.read_text().splitlines()
+    assert any("daemon-reload" in line for line in asked), asked
+    assert any(
+        re.search(r"systemctl .*\brestart pg-role-reporter\.service$", line) for line in asked
+    ), asked
+    assert any(
+        re.search(r"systemctl .*\btry-restart pg-role-reporter@\*\.service$", line)
+        for line in asked
+    ), asked
+    # and a removal stops them all rather than leave them running on deleted modules
+    for unit in ("pg-role-reporter.service", "pg-role-reporter@*.service"):
+        assert any(line.endswith(f"stop {unit}") for line in asked), asked
 
 
 def test_purge_removes_everything_and_leaves_the_suite_alone(deb: Machine) -> None:

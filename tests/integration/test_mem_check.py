@@ -142,7 +142,7 @@ def test_psutil_is_imported_only_for_top() -> None:
 
 def _memory_controller() -> tuple[str, int] | None:
     """(mount point, cgroup version) of the real memory controller, checked by fs type:
-    /sys/fs/cgroup may be a tmpfs where mkdir makes a plain directory (DESIGN.md §4)."""
+    /sys/fs/cgroup may be a tmpfs where mkdir makes a plain directory (docs/design.md §4)."""
     with open("/proc/self/mountinfo") as handle:
         for line in handle:
             fields, _, tail = line.partition(" - ")

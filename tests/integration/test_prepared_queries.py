@@ -135,3 +135,32 @@ def test_followers_fail_over_to_another_datacenter_and_the_leader_never_does_by_
         run_apply(dc1, CATCH_ALL)
         assert primary.port in dc1.srv_ports("pg-db.query.consul")
         assert "nothing to change" in run_apply(dc1, CATCH_ALL)
+
+
+ANONYMOUS_TOKEN = "00000000-0000-0000-0000-000000000002"
+
+
+def test_dns_answers_the_queries_with_the_shipped_anonymous_policy_which_cannot_list_them(
+    consul_agent_factory: ConsulAgentFactory,
+) -> None:
+    """DNS carries no token, so the anonymous token (acl/dns-read.hcl) is what answers
+    `leader-db-pg-db.query.consul`. Executing a query needs no `query` rule (the answer is
+    filtered by service and node read), so the policy must not also let anyone without a
+    token list every team's query definitions over HTTP (`GET /v1/query`)."""
+    agent = consul_agent_factory(acl=True)
+    agent.wait_for_leader()
+    rules = (snippets.SNIPPETS_DIR / "acl" / "dns-read.hcl").read_text()
+    policy = agent.api("PUT", "/v1/acl/policy", json_body={"Name": "dns-read", "Rules": rules})
+    agent.api(
+        "PUT",
+        f"/v1/acl/token/{ANONYMOUS_TOKEN}",
+        json_body={"Description": "Anonymous Token", "Policies": [{"ID": policy["ID"]}]},
+    )
+    agent.api(
+        "PUT",
+        "/v1/agent/service/register",
+        json_body={"ID": "pg-db", "Name": "pg-db", "Port": 5432, "Tags": ["leader"]},
+    )
+    run_apply(agent)
+    wait_srv(agent, "leader-db-pg-db.query.consul", [5432])
+    assert agent.api("GET", "/v1/query", token="") == []

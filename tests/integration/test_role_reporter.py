@@ -37,7 +37,7 @@ from tests.plugin_run import check_postgresql
 
 pytestmark = pytest.mark.integration
 
-# DESIGN.md §5 / issue 4: the tag is back within 2 s of a reload or an agent restart.
+# docs/design.md §5 / issue 4: the tag is back within 2 s of a reload or an agent restart.
 RETAG_DEADLINE_SECONDS = 2.0
 # What the reporter's token needs (man/pg-role-reporter.1, ACL POLICY): write its service,
 # the leader lock's key and sessions on its node. No node:read: the fence reads the lock,

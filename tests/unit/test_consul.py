@@ -49,6 +49,24 @@ def test_bad_addresses_name_the_variable(value: str) -> None:
         ConsulAddress.parse(value)
 
 
+@pytest.mark.parametrize("value", ["2001:db8::2:8500", "::1", "http://[::1]:85x0"])
+def test_unbracketed_ipv6_or_bad_port_is_a_configuration_error(value: str) -> None:
+    """What a Nagios admin may write in _CONSUL_ADDR: a clear UNKNOWN, not an internal error."""
+    with pytest.raises(ConsulConfigError, match=r"CONSUL_HTTP_ADDR.*\[2001:db8::2\]:8500"):
+        ConsulAddress.parse(value)
+
+
+def test_consul_role_with_an_unbracketed_ipv6_address_says_how_to_write_it() -> None:
+    from tests.plugin_run import check_postgresql
+
+    run = check_postgresql(
+        "consul-role", "-H", "127.0.0.1", "-p", "1", "-t", "3", "--consul-addr", "2001:db8::2:8500"
+    )
+    assert run.code == 3, run.first_line
+    assert "internal error" not in run.first_line
+    assert "[2001:db8::2]:8500" in run.first_line
+
+
 def test_address_str_is_what_an_operator_wrote() -> None:
     assert str(ConsulAddress.parse("unix:///tmp/c.sock")) == "unix:///tmp/c.sock"
     assert str(ConsulAddress.parse("127.0.0.1:8500")) == "http://127.0.0.1:8500"
@@ -283,7 +301,7 @@ def test_wait_outside_consul_limits_is_refused() -> None:
 
 
 def test_import_does_not_load_httpx() -> None:
-    # Executables Consul runs every few seconds import this module (DESIGN.md §2).
+    # Executables Consul runs every few seconds import this module (docs/design.md §2).
     code = "import sys, checks.consul; sys.exit('httpx' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], check=False

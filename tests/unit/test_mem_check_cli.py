@@ -149,7 +149,7 @@ def test_threshold_on_a_missing_dimension_is_unknown_but_critical_wins(capsys) -
     assert code == 3
     assert "memory pressure (some avg60) not available on this kernel" in out
     code, out = run(capsys, "--root", root, "--oom-critical", "0", "-c", "10")
-    assert code == 2  # CRITICAL > UNKNOWN (DESIGN.md §2)
+    assert code == 2  # CRITICAL > UNKNOWN (docs/design.md §2)
 
 
 def test_no_controller_with_cgroup_scope_is_unknown(capsys) -> None:

@@ -161,7 +161,11 @@ def test_a_vanished_socket_is_logged_once_and_never_raises(
     finally:
         logger.propagate = saved
         notifier.close()
-    assert len([r for r in caplog.records if "notification" in r.getMessage()]) == 1
+    failures = [r for r in caplog.records if "notification" in r.getMessage()]
+    assert len(failures) == 1
+    # systemd will time the start out or kill us for a missed ping: the reason (a drop-in
+    # that took AF_UNIX away, say) must be in the log an operator reads, not at debug
+    assert failures[0].levelno == logging.WARNING
 
 
 def test_the_reporter_logs_with_priorities_under_journald(tmp_path: Path) -> None:
@@ -184,3 +188,34 @@ def test_the_reporter_logs_with_priorities_under_journald(tmp_path: Path) -> Non
         "<3>ERROR NOT tagging leader",
         "<6>INFO ok",
     ]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--interval", "0"],  # usage error
+        ["--token-file", "/nonexistent/pg-ha-checks-token"],  # setup error
+    ],
+)
+def test_the_line_a_reporter_dies_with_is_an_error_under_journald(
+    tmp_path: Path, args: list[str]
+) -> None:
+    """Exit 2 is final under the unit (RestartPreventExitStatus=2): the one line that says
+    why must reach `journalctl -p err`, not be stored as info like an unprefixed line."""
+    import subprocess
+
+    stream = tmp_path / "stderr"
+    code = (
+        "import os, sys\n"
+        "st = os.fstat(2)\n"
+        "os.environ['JOURNAL_STREAM'] = f'{st.st_dev}:{st.st_ino}'\n"
+        "from checks.role_reporter import main\n"
+        f"main({args!r})\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "CONSUL_"))}
+    with stream.open("w") as err:
+        done = subprocess.run([sys.executable, "-c", code], stderr=err, env=env, timeout=60)
+    assert done.returncode == 2
+    lines = stream.read_text().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("<3>pg-role-reporter: "), lines

@@ -2,7 +2,7 @@
 
 A failing ``archive_command`` is silent until ``pg_wal`` fills the disk, and then point-in-time
 recovery has a hole too. The age of the last archived WAL alone alarms on every idle primary
-(nothing to archive, nothing archived), so it is judged only while WAL waits (DESIGN.md §3's
+(nothing to archive, nothing archived), so it is judged only while WAL waits (docs/design.md §3's
 idle-primary lesson, applied to archiving).
 """
 

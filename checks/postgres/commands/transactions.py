@@ -2,7 +2,7 @@
 
 All ages are in seconds: ``-w/-c`` apply to the headline, the oldest open transaction;
 the idle-in-transaction age and the oldest prepared transaction's have their own options
-(DESIGN.md §3, metrics sharing a unit).
+(docs/design.md §3, metrics sharing a unit).
 """
 
 from __future__ import annotations

@@ -220,6 +220,53 @@ class ServiceWatch(threading.Thread):
                 content_hash = new_hash or None
 
 
+class RoundTripDeadline:
+    """Bounds the queries of one turn on the kept connection to `seconds`.
+
+    statement_timeout is enforced by the server, so a server that does not run at all
+    (SIGSTOPped, swapped out, its host frozen, a dead peer behind a TCP connection that
+    never resets) never sends the cancel: the query waits for ever, and with it the loop,
+    so the leader tag and the lock would stay on a dead primary. When the deadline passes,
+    a timer thread shuts the socket down (shutdown(2) wakes a thread blocked reading it);
+    psycopg then raises in the loop's own thread, which closes the connection and
+    reconnects next turn (connect_timeout bounds the connect).
+    """
+
+    def __init__(self, conn: psycopg.Connection[Any], seconds: float) -> None:
+        self.conn = conn
+        self.seconds = seconds
+        self.expired = False
+        self._guard = threading.Lock()
+        self._done = False
+        self._timer: threading.Timer | None = None
+
+    def _expire(self) -> None:
+        import socket
+
+        with self._guard:
+            if self._done:
+                return
+            self.expired = True
+            try:
+                with socket.socket(fileno=os.dup(self.conn.fileno())) as sock:
+                    sock.shutdown(socket.SHUT_RDWR)
+            except Exception as exc:  # already closed: nothing is waiting on it
+                log.debug("abandoning the PostgreSQL connection: %s", exc)
+
+    def __enter__(self) -> RoundTripDeadline:
+        if self.seconds > 0:
+            self._timer = threading.Timer(self.seconds, self._expire)
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._guard:
+            self._done = True
+        if self._timer is not None:
+            self._timer.cancel()
+
+
 class PostgresRole:
     """One kept connection to the local PostgreSQL; reconnects after any failure."""
 
@@ -235,18 +282,24 @@ class PostgresRole:
         from checks.postgres.probes.reporter import read_position
         from checks.postgres.probes.role import read_role
 
+        deadline: RoundTripDeadline | None = None
         try:
             if self._conn is None or self._conn.closed:
                 # a daemon: libpq may warn on stderr (the journal), where other threads log
                 self._conn = connect(self.settings, capture_stderr=False)
-            facts = read_role(self._conn)
-            position = read_position(self._conn, since=since_lsn)
+            with RoundTripDeadline(self._conn, self.settings.timeout) as deadline:
+                facts = read_role(self._conn)
+                position = read_position(self._conn, since=since_lsn)
         except plugin.CheckFailed as failure:
             self.close()
-            problem = classify(
-                failure.message, unknown_status=failure.status == plugin.Status.UNKNOWN
-            )
-            return Observed(role="unreachable", error=failure.message), None, problem
+            message = failure.message
+            if deadline is not None and deadline.expired:
+                message = (
+                    f"no answer from {self.settings.target()} within "
+                    f"{self.settings.timeout:g}s (server stopped or hung?)"
+                )
+            problem = classify(message, unknown_status=failure.status == plugin.Status.UNKNOWN)
+            return Observed(role="unreachable", error=message), None, problem
         observed = Observed(
             role=facts.role,
             writable=facts.writable,
@@ -393,6 +446,14 @@ class LeaderLock:
 
 
 WAITING_FOR_CHECK = "waiting for a check bound to the session to pass"
+TWIN = "another session holds the leader lock for this same service"
+
+
+def twin_reason(holder: LockHolder) -> str:
+    return (
+        f"{TWIN} (session {holder.session}): a second pg-role-reporter for it, or this "
+        "one's previous run (then until its session's TTL ends); leaving the service as it is"
+    )
 
 
 def waiting_for_check_reason(consul_said: str) -> str:
@@ -626,6 +687,13 @@ class Reporter:
                 return lock_delay_reason(key)
         self.holding = False
         assert holder is not None
+        if holder.service_id == self.options.service_id and holder.node == self.lock.node != "?":
+            # This very service (the id is unique on the agent) holds the lock, through
+            # another session: a second reporter started for it, or this reporter's
+            # previous run, killed before it could release (its session lives until the
+            # TTL). Fencing would take the tag off the one legitimate leader for that long
+            # (and two live reporters would flip it on and off); the lock covers the tag.
+            return twin_reason(holder)
         return fenced_reason(holder, key=key, timeline=observed.timeline)
 
     def keep_session(self) -> None:
@@ -674,9 +742,14 @@ class Reporter:
                 reason == lock_delay_reason(self.options.lock_key)
                 or reason.startswith(WAITING_FOR_CHECK)
             )
-            self.problems.report(
-                reason, level=logging.INFO if transient else logging.ERROR, tag=leader
-            )
+            twin = reason is not None and reason.startswith(TWIN)
+            level = logging.INFO if transient else logging.WARNING if twin else logging.ERROR
+            self.problems.report(reason, level=level, tag=leader)
+            if twin:
+                # the holder keeps the tag; touching the service would fight it
+                self.backoff.reset()
+                self.trouble.ok()
+                return True
             if reason is None and self.last_problem is not None and not observed.reachable:
                 # logged by observe() already, in its own words
                 reason = self.last_problem.published

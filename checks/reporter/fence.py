@@ -18,7 +18,8 @@ is invalidated when its node is deregistered or fails (serfHealth), when any che
 it goes critical (warning does not) or is deregistered, when it is destroyed, or when its
 TTL runs out (Consul waits up to twice the TTL); with behavior `release` its locks are then
 released, and the *lock-delay* keeps anyone from acquiring them for that long afterwards
-(an explicit release or destroy has no delay). Patroni holds its leader key the same way
+(an explicit release has none; destroying a session that holds it is an invalidation
+and does impose it, observed with 1.8.7). Patroni holds its leader key the same way
 (TTL session, lock-delay of a millisecond, a blocking query on the key).
 
 Leaf module: imports nothing heavier than the standard library.
@@ -47,7 +48,15 @@ class LockHolder:
     timeline: int | None = None
     system_identifier: str | None = None
 
+    @property
+    def foreign(self) -> bool:
+        """The value is not one a reporter writes (`consul lock`, a hand-made session):
+        only the session can lead an operator to whoever holds it."""
+        return self.service_id == "?" and self.node == "?"
+
     def __str__(self) -> str:
+        if self.foreign:
+            return f"session {self.session} (not a pg-role-reporter's value)"
         return f"service {self.service_id} on node {self.node}"
 
 
@@ -166,7 +175,8 @@ def fenced_summary(holder: LockHolder, *, timeline: int | None) -> str:
             else "older"
         )
         where = f" on {relation} timeline {holder.timeline} (this primary: {timeline})"
-    return f"{FENCED_PREFIX}: {holder.service_id} on node {holder.node} holds the lock{where}"
+    who = str(holder) if holder.foreign else f"{holder.service_id} on node {holder.node}"
+    return f"{FENCED_PREFIX}: {who} holds the lock{where}"
 
 
 def lock_delay_reason(key: str) -> str:

@@ -451,3 +451,69 @@ def test_the_leader_publishes_its_wal_position_and_dry_run_writes_nothing(
     for replica in ("pg-db-2", "pg-db-3"):
         assert "pg_wal_lsn" not in agent_service(d.agent, replica).get("Meta", {})
     primary.execute("DROP TABLE fence_wal")
+
+
+def test_a_frozen_primary_loses_the_tag_and_the_lock_within_the_timeout(
+    shared_cluster: PgCluster, deployed: Deploy
+) -> None:
+    """A SIGSTOPped server never enforces statement_timeout: the reporter's kept
+    connection waited for ever in its role query, so the leader tag and the lock stayed
+    on a dead primary (here no check can take it out of DNS: only the reporter can)."""
+    d = deployed(shared_cluster, start_reporters=False)
+    primary = d.servers["pg-db-1"]
+    reporter = d.start_reporter("pg-db-1", extra_args=("-t", "2"))
+    wait_for_dns(d.agent, LEADER, d.ports("pg-db-1"))
+    assert lock_session(d)
+
+    primary.freeze(children=True)
+    try:
+        # -t 2 bounds the hung round trip; the loop's turn (0.5 s) and DNS come on top
+        took = wait_for_dns(d.agent, LEADER, set(), timeout=8)
+        wait_until(lambda: lock_session(d) is None, timeout=3, what="the lock released")
+        log = reporter.wait_for_log("within 2s (server stopped or hung?)")
+        assert "PostgreSQL unreachable (no answer from" in log
+        assert reporter.alive()
+        print(f"frozen primary out of leader. after {took:.2f}s")
+    finally:
+        primary.thaw()
+    wait_for_dns(d.agent, LEADER, d.ports("pg-db-1"), timeout=15)
+    assert lock_session(d)
+
+
+def test_a_second_reporter_or_a_restart_after_kill_9_leaves_the_leader_in_dns(
+    shared_cluster: PgCluster, deployed: Deploy, sampler: list[LeaderSampler]
+) -> None:
+    """The lock held by another session *for this same service*: a second reporter
+    started for it, or the previous run of a reporter killed with SIGKILL (its session
+    lives until the TTL). It was fenced like a rival primary: the leader tag went and came
+    back (leader. empty half the time with two reporters), or stayed off for the TTL."""
+    d = deployed(shared_cluster, start_reporters=False)
+    port = d.port("pg-db-1")
+    first = d.start_reporter("pg-db-1", extra_args=("--session-ttl", "10"))
+    wait_for_dns(d.agent, LEADER, {port})
+    held_by_first = lock_session(d)
+    assert held_by_first
+    dns = sample(d, sampler)
+
+    second = d.start_reporter("pg-db-1")
+    second.wait_for_log("NOT tagging leader: ")
+    time.sleep(1)  # two more turns of both reporters
+    first.process.kill()  # no release: its session lives on until its TTL
+    first.process.wait(timeout=10)
+    # the dead session's TTL (10 s, Consul waits up to twice that), then the lock-delay
+    wait_until(
+        lambda: lock_session(d) not in (None, held_by_first),
+        timeout=30,
+        what="the second reporter to take the lock",
+    )
+    wait_for_dns(d.agent, LEADER, {port})
+    time.sleep(0.5)  # a few more samples after the takeover
+    dns.stop()
+    dns.assert_never_two()
+    empty = [t for t, ports in dns.samples if port not in ports]
+    # only the lock-delay (1 s) after the dead session's invalidation, plus one DNS sample
+    assert len(empty) * SAMPLE_PERIOD_SECONDS <= 1.0 + 0.6, (
+        f"leader. empty in {len(empty)} samples of {len(dns.samples)}; log:\n{second.log()}"
+    )
+    assert "another session holds the leader lock for this same service" in second.log()
+    assert second.alive()

@@ -45,6 +45,18 @@ def test_a_key_without_session_is_free_and_a_foreign_value_still_names_the_holde
     assert foreign is not None and foreign.session == "s-1" and foreign.service_id == "?"
 
 
+def test_a_foreign_holder_is_named_by_its_session() -> None:
+    # was "service ? on node ? holds the leader lock": nothing to find the holder by
+    foreign = holder_of(entry("\ufffd garbage"))
+    assert foreign is not None
+    assert "session s-1 (not a pg-role-reporter's value)" in fenced_reason(
+        foreign, key="service/pg-db/leader", timeline=1
+    )
+    assert fenced_summary(foreign, timeline=1) == (
+        "fenced: session s-1 (not a pg-role-reporter's value) holds the lock"
+    )
+
+
 def test_steps() -> None:
     def step(wants: bool, holder: LockHolder | None, ours: str | None, tl: int = 2) -> Step:
         return fence_step(wants_leader=wants, holder=holder, our_session=ours, timeline=tl)

@@ -24,8 +24,9 @@ _TRANSACTIONS_PERF = {
     "oldest_xact_age",
     "open_transactions",
     "prepared_xacts",
+    "prepared_xid_age",
 }
-_WRAPAROUND_PERF = {"mxid_age", "mxid_age_pct", "xid_age", "xid_age_pct"}
+_WRAPAROUND_PERF = {"mxid_age", "mxid_age_pct", "xid_age", "xid_age_pct", "xmin_horizon_age"}
 _CONNECTIONS_PERF = {"connections", "connections_pct", "max_connections"}
 _LAG_LINE = r"replay lag \d+ B, \d+ms, streaming from 127\.0\.0\.1:(?P<primary_port>\d+)"
 

@@ -345,6 +345,13 @@ def explain_connect_error(
     text = str(exc).strip()
     text = text.removeprefix("connection failed:").strip()
     attempts = connect_attempts(text)
+    # psycopg 3.1 (Debian 12's) keeps only what follows the first colon of libpq's
+    # message, which drops the first server's "connection to server at ..." part: with
+    # several hosts, only the later ones would be named. The PGconn has the whole message.
+    pgconn = getattr(exc, "pgconn", None)
+    raw = getattr(pgconn, "error_message", b"") if pgconn is not None else b""
+    if raw and len(whole := connect_attempts(raw.decode(errors="replace"))) > len(attempts):
+        attempts = whole
     if not attempts:
         first = text.splitlines()[0] if text else type(exc).__name__
         reason = " ".join(first.replace("FATAL:", "").split())

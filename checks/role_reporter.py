@@ -958,6 +958,14 @@ def _configure_logging(verbose: int) -> None:
     log.propagate = False
 
 
+def _a_number(value: float, param: click.Parameter, ctx: click.Context) -> float:
+    # FloatRange lets nan through (every comparison with it is false): the loop would then
+    # not wait at all and poll PostgreSQL with a whole core
+    if value != value:
+        raise click.BadParameter(f"{value} is not a number of seconds", ctx, param)
+    return value
+
+
 @click.command("pg-role-reporter", context_settings=plugin.CONTEXT_SETTINGS)
 @plugin.version_option
 @functools.partial(
@@ -991,9 +999,10 @@ def _configure_logging(verbose: int) -> None:
 )
 @click.option(
     "--interval",
-    type=click.FloatRange(min=0.1),
+    type=click.FloatRange(min=0.1, max=86400),
     default=1.0,
     show_default=True,
+    callback=lambda ctx, param, value: _a_number(value, param, ctx),
     help="Seconds between two reads of PostgreSQL's role.",
 )
 @click.option(

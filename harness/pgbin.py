@@ -226,7 +226,9 @@ def discover_installations(
     env = os.environ if env is None else env
     packaged = [*_debian(), *_wheels()]
     if env.get("PG_BINDIR"):
-        candidates = [_env_bindir(Path(env["PG_BINDIR"]))]
+        # absolute: the version probe runs with cwd=/ (the servers' OS user may not
+        # enter ours), where a relative PG_BINDIR names nothing
+        candidates = [_env_bindir(Path(env["PG_BINDIR"]).absolute())]
     else:
         candidates = [*packaged, *(_fetched() if fetched else [])]
     by_major: dict[int, PgInstallation] = {}

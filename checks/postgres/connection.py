@@ -157,7 +157,7 @@ def connect(
     try:
         conninfo = settings.conninfo()
     except psycopg.ProgrammingError as exc:  # the -d conninfo does not parse
-        raise unknown(f"bad connection settings: {exc}") from None
+        raise unknown(f"bad connection settings: {unquote_given(str(exc), settings)}") from None
     libpq_said: list[str] = []
     try:
         with _stderr_into(libpq_said) if capture_stderr else contextlib.nullcontext():
@@ -169,6 +169,7 @@ def connect(
         # "no password supplied" that would otherwise mislead
         also = f" (libpq: {'; '.join(libpq_said)})" if libpq_said else ""
         if problem := settings_problem(exc):
+            problem = unquote_given(problem, settings)
             raise unknown(f"bad connection settings: {problem}{also}") from None
         summary, details = explain_connect_error(exc, settings)
         raise critical(summary + also, details) from None
@@ -180,6 +181,39 @@ def connect(
             f"(oldest supported: {OLDEST_SUPPORTED_MAJOR})"
         )
     return conn
+
+
+# libpq quotes what it objects to: "…"
+_QUOTED = re.compile(r'"([^"]*)"')
+
+
+def unquote_given(message: str, settings: ConnectionSettings) -> str:
+    """libpq's objection to a ``-d`` conninfo without the pieces of it libpq quotes.
+
+    To say what it cannot parse, libpq repeats part of the conninfo: a whole URI
+    (``postgresql://user:secret@[::1/db``), a percent-encoded token of it (which may be the
+    password), the word before a missing ``=`` (maybe the second word of an unquoted
+    password). Any of them may be a secret, and the user has the conninfo at hand, so a
+    quoted piece taken from ``-d`` is left out; connection keywords ("port") and bare
+    punctuation ("=") are kept.
+    """
+    given = settings.dbname or ""
+    if not given or not _is_conninfo(given):
+        return message
+
+    def redact(match: re.Match[str]) -> str:
+        piece = match[1]
+        if any(c.isalnum() for c in piece) and piece in given and piece not in _conninfo_keywords():
+            return "(a piece of -d)"
+        return match[0]
+
+    return _QUOTED.sub(redact, message)
+
+
+def _conninfo_keywords() -> frozenset[str]:
+    from psycopg import pq
+
+    return frozenset(o.keyword.decode() for o in pq.Conninfo.get_defaults())
 
 
 def major_of(server_version: int) -> str:
@@ -311,6 +345,13 @@ def explain_connect_error(
     text = str(exc).strip()
     text = text.removeprefix("connection failed:").strip()
     attempts = connect_attempts(text)
+    # psycopg 3.1 (Debian 12's) keeps only what follows the first colon of libpq's
+    # message, which drops the first server's "connection to server at ..." part: with
+    # several hosts, only the later ones would be named. The PGconn has the whole message.
+    pgconn = getattr(exc, "pgconn", None)
+    raw = getattr(pgconn, "error_message", b"") if pgconn is not None else b""
+    if raw and len(whole := connect_attempts(raw.decode(errors="replace"))) > len(attempts):
+        attempts = whole
     if not attempts:
         first = text.splitlines()[0] if text else type(exc).__name__
         reason = " ".join(first.replace("FATAL:", "").split())

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -222,6 +225,55 @@ def test_logical_subscriber_is_not_a_standby(
         finally:
             subscriber.execute("DROP SUBSCRIPTION shop")
             primary.execute("DROP PUBLICATION everything")
+
+
+def test_a_subscriptions_initial_copy_is_not_a_standby(
+    make_pg_cluster: Callable[..., PgCluster],
+) -> None:
+    """A subscription copies each table through a WAL sender of its own that holds no
+    active slot while it copies (state 'startup'): logical all the same."""
+    # a cluster of its own: the stopped copy must not disturb the module's publisher
+    with make_pg_cluster(replicas=1, wal_level="logical") as own:
+        primary = own.primary
+        primary.execute(
+            "CREATE TABLE parcels AS SELECT g AS id, repeat('x', 200) AS pad "
+            "FROM generate_series(1, 300000) AS g"
+        )
+        primary.execute("CREATE PUBLICATION parcels FOR TABLE parcels")
+        with make_pg_cluster(replicas=0) as subscriber_cluster:
+            subscriber = subscriber_cluster.primary
+            subscriber.execute("CREATE TABLE parcels (id int, pad text)")
+            subscriber.execute(
+                "CREATE SUBSCRIPTION parcels CONNECTION "
+                f"'host={primary.host} port={primary.port} user=postgres dbname=postgres' "
+                "PUBLICATION parcels"
+            )
+            copier = None
+            try:
+                # catch the copying WAL sender and stop it mid-copy (60 MB), so it stays
+                deadline = time.monotonic() + 60
+                while copier is None and time.monotonic() < deadline:
+                    copier = primary.scalar(
+                        "SELECT pid FROM pg_stat_replication "
+                        "WHERE application_name LIKE 'pg\\_%\\_sync\\_%' AND state = 'startup' "
+                        # copying, its slot made and released
+                        "AND NOT EXISTS (SELECT FROM pg_replication_slots WHERE active_pid = pid)"
+                    )
+                assert copier is not None, "the subscription's table copy never showed"
+                os.kill(copier, signal.SIGSTOP)
+                run = check_postgresql("standbys", env=primary.env())
+                assert run.status == "OK", run.stdout
+                assert run.first_line.startswith("PG_STANDBYS OK - 1 streaming (replica1), "), (
+                    run.stdout
+                )
+                assert not [label for label in run.perfdata if label.startswith("pg_")], run.stdout
+                assert not [line for line in run.long_output if line.startswith("pg_")], run.stdout
+            finally:
+                if copier is not None:
+                    os.kill(copier, signal.SIGCONT)
+                subscriber.execute("DROP SUBSCRIPTION parcels")
+                primary.execute("DROP PUBLICATION parcels")
+                primary.execute("DROP TABLE parcels")
 
 
 class _Committer:

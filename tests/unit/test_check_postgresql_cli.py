@@ -83,3 +83,23 @@ def test_timeout_takes_a_duration() -> None:
 
     assert TimeoutType().convert("2min", None, None) == 120.0
     assert TimeoutType().convert("2.5", None, None) == 2.5
+
+
+@pytest.mark.parametrize(
+    ("conninfo", "message"),
+    [
+        # libpq quotes the token it cannot decode: here the password itself
+        ("postgresql://mon:S3cretPW%ZZ@127.0.0.1:1/postgres", "invalid percent-encoded token"),
+        # ... or the whole URI
+        ("postgresql://mon:S3cretPW@[::1/postgres", "IPv6 host address in URI"),
+        # ... or the word after an unquoted space: the password's second half
+        ("host=127.0.0.1 port=1 password=pass S3cretPW", 'missing "=" after'),
+    ],
+)
+def test_a_conninfo_libpq_rejects_is_not_echoed(conninfo: str, message: str) -> None:
+    # libpq objects before connecting, so no server is needed
+    run = check_postgresql("alive", "-d", conninfo)
+    assert run.status == "UNKNOWN"
+    assert run.summary.startswith("bad connection settings: ")
+    assert message in run.summary
+    assert "S3cretPW" not in run.stdout

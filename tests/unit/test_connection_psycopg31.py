@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import psycopg
 import pytest
 
-from checks.postgres.connection import settings_problem
+from checks.postgres.connection import ConnectionSettings, explain_connect_error, settings_problem
 
 
 def _psycopg31_error(shortened: str, libpq_said: str) -> psycopg.OperationalError:
@@ -34,3 +34,26 @@ def _psycopg31_error(shortened: str, libpq_said: str) -> psycopg.OperationalErro
 )
 def test_the_whole_libpq_message_decides(shortened: str, libpq_said: str, problem) -> None:
     assert settings_problem(_psycopg31_error(shortened, libpq_said)) == problem
+
+
+def test_every_host_is_named_from_the_whole_message() -> None:
+    libpq_said = (
+        'connection to server at "127.0.0.1", port 1 failed: Connection refused\n'
+        "\tIs the server running on that host and accepting TCP/IP connections?\n"
+        'connection to server at "localhost" (127.0.0.1), port 2 failed: Connection refused\n'
+        "\tIs the server running on that host and accepting TCP/IP connections?"
+    )
+    # what psycopg 3.1.7 makes of it: the first server's words are cut off
+    shortened = "Connection refused\n\tIs the server running on that host and accepting " + (
+        "TCP/IP connections?\n" + libpq_said.split("?\n", 1)[1]
+    )
+    exc = type("Error31", (psycopg.OperationalError,), {"pgconn": None})(
+        f"connection failed: {shortened}"
+    )
+    exc.pgconn = SimpleNamespace(error_message=libpq_said.encode() + b"\n")
+    summary, details = explain_connect_error(exc, ConnectionSettings())
+    assert summary == (
+        "cannot connect to any of 2 servers: 127.0.0.1:1: Connection refused, "
+        "localhost:2: Connection refused"
+    )
+    assert len(details) == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from checks.postgres.connection import major_of
-from harness.pgbin import major_matches, parse_majors
+from harness.pgbin import SERVER_PROGRAMS, discover_installations, major_matches, parse_majors
 
 
 @pytest.mark.parametrize(
@@ -44,3 +44,15 @@ def test_parse_majors() -> None:
 )
 def test_major_of(server_version: int, name: str) -> None:
     assert major_of(server_version) == name
+
+
+def test_a_relative_pg_bindir_is_found(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bindir = tmp_path / "pg" / "bin"
+    bindir.mkdir(parents=True)
+    for program in SERVER_PROGRAMS:
+        script = bindir / program
+        script.write_text("#!/bin/sh\necho 'postgres (PostgreSQL) 13.23'\n")
+        script.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    found = discover_installations({"PG_BINDIR": "pg/bin"})
+    assert [(i.major, i.bindir) for i in found] == [(13, bindir)]

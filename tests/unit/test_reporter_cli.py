@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 REPORTER = [sys.executable, "-m", "checks.role_reporter"]
 
 
@@ -95,3 +97,12 @@ def test_empty_and_world_readable_token_files_are_refused_each_in_its_own_words(
         "(mode 644); chmod 600 it, owned by the reporter's user\n"
     )
     assert secret not in result.stderr
+
+
+@pytest.mark.parametrize("interval", ["nan", "inf", "1e300"])
+def test_an_interval_that_is_no_number_of_seconds_is_a_usage_error(interval: str) -> None:
+    # nan made the loop poll PostgreSQL without pause; inf and 1e300 crashed it
+    result = run("--interval", interval)
+    assert result.returncode == 2
+    assert result.stderr.startswith("pg-role-reporter: Invalid value for '--interval'")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

@@ -8,7 +8,9 @@ A WAL sender whose client reports where it wrote WAL but never where it replayed
 (``replay_lsn`` NULL, ``write_lsn`` set) feeds a WAL receiver such as pg_receivewal or
 barman, not a standby: nothing can fail over to it, and it has no replay lag.
 A WAL sender decoding a logical replication slot feeds a subscriber (or pg_recvlogical):
-it holds a copy of some tables, not of the cluster, so it is not a standby either.
+it holds a copy of some tables, not of the cluster, so it is not a standby either. So does
+one copying a table for a new subscription, which has no active slot while it copies: a
+logical WAL sender is told by the database it is connected to.
 
 Whether commits wait for synchronous standbys is the server's ``synchronous_commit``
 (``on``, ``remote_write``, ``remote_apply`` wait; ``local`` and ``off`` do not), read from
@@ -48,8 +50,12 @@ SELECT here.in_recovery, here.synchronous_standby_names, here.synchronous_commit
        r.pid, r.application_name, host(r.client_addr) AS client_addr,
        r.state, r.sync_state,
        (r.replay_lsn IS NULL AND r.write_lsn IS NOT NULL) AS wal_receiver,
-       EXISTS (SELECT FROM pg_replication_slots AS s
-               WHERE s.active_pid = r.pid AND s.slot_type = 'logical') AS logical,
+       -- a logical WAL sender is connected to a database (a physical one is not); its
+       -- slot is not active while it copies a subscription's table
+       (EXISTS (SELECT FROM pg_replication_slots AS s
+                WHERE s.active_pid = r.pid AND s.slot_type = 'logical')
+        OR EXISTS (SELECT FROM pg_stat_activity AS a
+                   WHERE a.pid = r.pid AND a.datid IS NOT NULL)) AS logical,
        CASE WHEN r.replay_lsn IS NULL THEN NULL
             ELSE greatest(0, pg_wal_lsn_diff(here.lsn, r.replay_lsn))::bigint
        END AS replay_lag_bytes,

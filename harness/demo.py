@@ -231,8 +231,8 @@ class Demo:
         took = self.wait_for_dns(None, None)
         say(f"  leader gone from DNS after {took:.1f}s (no wrong leader meanwhile):")
         self.show_answers()
-        say("  (replicas whose WAL receiver has lost the primary fail their lag check, so")
-        say("   follower.pg-db can empty too until they stream from the new primary)")
+        say("  (replicas whose WAL receiver has lost the primary warn in their lag check for")
+        say("   --receiver-grace, 30s, and stay in follower.pg-db meanwhile)")
         say(
             f"Promoting {new_primary.name} ({self.service_ids[new_primary.name]}), "
             "repointing the other replica ..."

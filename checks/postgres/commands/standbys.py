@@ -233,21 +233,27 @@ class Standbys(plugin.Probe):
         return notes
 
     @staticmethod
-    def _lag_metrics(label: str, standby: Standby) -> Iterator[nagiosplugin.Metric]:
+    def _lag_metrics(
+        label: str,
+        standby: Standby,
+        *,
+        bytes_context: str = "standby_replay_bytes",
+        seconds_context: str = "standby_replay_seconds",
+    ) -> Iterator[nagiosplugin.Metric]:
         if standby.replay_lag_bytes is not None:
             yield nagiosplugin.Metric(
                 f"{label}_replay_lag_bytes",
                 standby.replay_lag_bytes,
                 "B",
                 min=0,
-                context="standby_replay_bytes",
+                context=bytes_context,
             )
         yield nagiosplugin.Metric(
             f"{label}_replay_lag",
             round(standby.replay_lag_seconds, 3),
             "s",
             min=0,
-            context="standby_replay_seconds",
+            context=seconds_context,
         )
 
     @staticmethod
@@ -272,20 +278,9 @@ class Standbys(plugin.Probe):
             min=0,
             context="delayed_replay_seconds",
         )
-        if standby.replay_lag_bytes is not None:
-            yield nagiosplugin.Metric(
-                f"{label}_replay_lag_bytes",
-                standby.replay_lag_bytes,
-                "B",
-                min=0,
-                context="standby_lag_fact",
-            )
-        yield nagiosplugin.Metric(
-            f"{label}_replay_lag",
-            round(standby.replay_lag_seconds, 3),
-            "s",
-            min=0,
-            context="standby_lag_fact",
+        # its whole lag is still shown, as a fact that is not judged
+        yield from Standbys._lag_metrics(
+            label, standby, bytes_context="standby_lag_fact", seconds_context="standby_lag_fact"
         )
 
 

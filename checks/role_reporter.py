@@ -1020,6 +1020,7 @@ def _a_number(value: float, param: click.Parameter, ctx: click.Context) -> float
     "--lock-delay",
     type=click.FloatRange(min=0, max=60),
     default=DEFAULT_LOCK_DELAY_SECONDS,
+    callback=lambda ctx, param, value: _a_number(value, param, ctx),
     show_default=True,
     help="Seconds Consul keeps the lock from a new holder after a session was invalidated "
     "(an explicit release has no delay).",
@@ -1028,6 +1029,7 @@ def _a_number(value: float, param: click.Parameter, ctx: click.Context) -> float
     "--session-ttl",
     type=click.FloatRange(min=10, max=86400),
     default=DEFAULT_SESSION_TTL_SECONDS,
+    callback=lambda ctx, param, value: _a_number(value, param, ctx),
     show_default=True,
     help="TTL of the reporter's Consul session: a reporter that died holding the lock "
     "loses it within twice this.",
@@ -1043,8 +1045,9 @@ def _a_number(value: float, param: click.Parameter, ctx: click.Context) -> float
 )
 @click.option(
     "--wal-lsn-interval",
-    type=click.FloatRange(min=1),
+    type=click.FloatRange(min=1, max=86400),
     default=DEFAULT_WAL_LSN_INTERVAL_SECONDS,
+    callback=lambda ctx, param, value: _a_number(value, param, ctx),
     show_default=True,
     help="Longest gap between two pg_wal_lsn publications while the position moves "
     "(sooner after 16 MiB of WAL, never more than once a second).",

@@ -106,3 +106,15 @@ def test_an_interval_that_is_no_number_of_seconds_is_a_usage_error(interval: str
     assert result.returncode == 2
     assert result.stderr.startswith("pg-role-reporter: Invalid value for '--interval'")
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("option", ["--lock-delay", "--session-ttl", "--wal-lsn-interval"])
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_every_duration_option_refuses_what_is_no_number_of_seconds(
+    option: str, value: str
+) -> None:
+    # FloatRange lets nan through; it would reach Consul's session or the publish timer
+    result = run(option, value)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"pg-role-reporter: Invalid value for '{option}'")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

@@ -317,7 +317,12 @@ def test_acl_default_deny(
         timeout=15,
         what="leader tag written with the documented token",
     )
-    assert leaders_http(d.agent) == {"pg-db-1"}
+    # the agent's copy is written at once; the catalog that the health API reads syncs after
+    wait_until(
+        lambda: leaders_http(d.agent) == {"pg-db-1"},
+        timeout=15,
+        what="the leader tag to reach the catalog",
+    )
     assert srv_ports(d.agent, LEADER) == set(), "anonymous DNS sees nothing under default deny"
     assert token not in writer.log()
     assert writer.alive()

@@ -11,7 +11,7 @@ import pytest
 from harness.consul import ConsulAgent
 from harness.ports import free_port
 from harness.postgres import PgCluster, PgServer, wait_for
-from tests.plugin_run import check_postgresql
+from tests.plugin_run import PluginRun, check_postgresql
 
 # Scenario runs on every supported major, not only the full-suite ones.
 pytestmark = pytest.mark.pg_matrix
@@ -198,16 +198,7 @@ def test_cascaded_replica_is_judged_against_the_leader(
         )
         # replica1 itself: receiver down, and behind the leader by more than the critical
         # threshold: no grace for it
-        orphan = check_postgresql(
-            "lag",
-            "--consul-service",
-            service,
-            "-w",
-            "1MB",
-            "-c",
-            "2MB",
-            env={**upstream.env(), **consul_agent.env()},
-        )
+        orphan = _lag_against_leader(upstream, consul_agent, service, "-w", "1MB", "-c", "2MB")
     finally:
         consul_agent.api("PUT", f"/v1/agent/service/deregister/{service}")
     with_primary = check_postgresql(
@@ -239,6 +230,15 @@ def test_cascaded_replica_is_judged_against_the_leader(
         assert any(line.startswith(f"compared with {source}") for line in run.long_output)
 
 
+def _lag_against_leader(
+    server: PgServer, agent: ConsulAgent, service: str, *options: str
+) -> PluginRun:
+    """`lag --consul-service` on `server`, asking `agent` for the leader's position."""
+    return check_postgresql(
+        "lag", *options, "--consul-service", service, env={**server.env(), **agent.env()}
+    )
+
+
 def _register_leaders(consul_agent: ConsulAgent, service: str, leaders: dict[str, dict]) -> None:
     for service_id, meta in leaders.items():
         consul_agent.api(
@@ -262,9 +262,7 @@ def test_a_published_position_at_the_end_of_the_lsn_range_is_judged_not_unknown(
         {service: {"pg_wal_lsn": "FFFFFFFF/FFFFFFFF", "pg_system_identifier": system_identifier}},
     )
     try:
-        run = check_postgresql(
-            "lag", "--consul-service", service, env={**replica.env(), **consul_agent.env()}
-        )
+        run = _lag_against_leader(replica, consul_agent, service)
     finally:
         consul_agent.api("PUT", f"/v1/agent/service/deregister/{service}")
     assert run.status == "CRITICAL", run.stdout
@@ -316,14 +314,7 @@ def test_two_tagged_leaders_the_replica_is_judged_against_its_clusters_newest(
     assert leaders[f"{service}-new"]["pg_timeline"] == "2"
     _register_leaders(consul_agent, service, leaders)
     try:
-        run = check_postgresql(
-            "lag",
-            "-w",
-            "1MB",
-            "--consul-service",
-            service,
-            env={**replica.env(), **consul_agent.env()},
-        )
+        run = _lag_against_leader(replica, consul_agent, service, "-w", "1MB")
     finally:
         for service_id in leaders:
             consul_agent.api("PUT", f"/v1/agent/service/deregister/{service_id}")
@@ -450,14 +441,7 @@ def test_a_primary_restart_keeps_a_replica_that_was_only_warning_in_dns(
     try:
         primary.stop()
         wait_for(lambda: replica.wal_receiver_status() != "streaming", what="receiver gone")
-        run = check_postgresql(
-            "lag",
-            "-w",
-            "1MB",
-            "--consul-service",
-            service,
-            env={**replica.env(), **consul_agent.env()},
-        )
+        run = _lag_against_leader(replica, consul_agent, service, "-w", "1MB")
     finally:
         consul_agent.api("PUT", f"/v1/agent/service/deregister/{service}")
         replica.resume_replay()

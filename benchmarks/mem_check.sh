@@ -23,7 +23,8 @@ trap 'rm -rf "$work"' EXIT
 # Installed packages run from bytecode compiled at install time; an editable install under
 # PYTHONDONTWRITEBYTECODE=1 would recompile mem_check's modules from source on every run
 # and bill that to mem_check. Compile the modules it imports (into the ignored __pycache__).
-"$python" -m compileall -q "$here/checks/__init__.py" "$here/checks/plugin.py" \
+"$python" -m compileall -q "$here/checks/__init__.py" "$here/checks/status.py" \
+  "$here/checks/output.py" "$here/checks/adapters.py" "$here/checks/runtime.py" \
   "$here/checks/thresholds.py" "$here/checks/units.py" "$here/checks/mem_check.py" \
   "$here/checks/memory" >/dev/null
 

@@ -10,7 +10,7 @@ from typing import NoReturn
 
 import click
 
-from checks import plugin
+from checks import runtime
 
 NAME = "CHECK_POSTGRESQL"
 DEFAULT_COMMAND = "alive"
@@ -56,8 +56,8 @@ class LazyDefaultGroup(click.Group):
         return super().parse_args(ctx, args)
 
 
-@click.group(cls=LazyDefaultGroup, context_settings=plugin.CONTEXT_SETTINGS)
-@plugin.version_option
+@click.group(cls=LazyDefaultGroup, context_settings=runtime.CONTEXT_SETTINGS)
+@runtime.version_option
 def cli() -> None:
     """Nagios-compatible checks of PostgreSQL for high availability behind Consul.
 
@@ -69,7 +69,7 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
-    plugin.run_cli(cli, NAME, argv)
+    runtime.run_cli(cli, NAME, argv)
 
 
 if __name__ == "__main__":

@@ -13,21 +13,12 @@ from typing import NoReturn, TypeVar
 import click
 import nagiosplugin
 
+from checks.adapters import FactContext, MetricContext, Summary, status_of
 from checks.memory.probe import METRIC_ORDER, MemoryProbe
 from checks.memory.snapshot import SCOPES, take_snapshot
-from checks.plugin import (
-    CONTEXT_SETTINGS,
-    FactContext,
-    MetricContext,
-    Report,
-    Status,
-    Summary,
-    common_options,
-    run_check,
-    run_cli,
-    version_option,
-    worst,
-)
+from checks.output import Report
+from checks.runtime import CONTEXT_SETTINGS, common_options, run_check, run_cli, version_option
+from checks.status import worst
 from checks.thresholds import (
     Limits,
     Threshold,
@@ -83,8 +74,8 @@ class MemSummary(Summary):
         return self.probe.headline
 
     def problem(self, results: nagiosplugin.Results) -> str:
-        status = worst(Status.of(r.state) for r in results)
-        said = {r.metric.name for r in results if Status.of(r.state) is status and r.metric}
+        status = worst(status_of(r.state) for r in results)
+        said = {r.metric.name for r in results if status_of(r.state) is status and r.metric}
         return f"{super().problem(results)}, {self.probe.headline_without(said)}"
 
 

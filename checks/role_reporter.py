@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from checks import plugin
+from checks import runtime
 from checks.consul import (
     ConsulClient,
     ConsulError,
@@ -76,6 +76,7 @@ from checks.reporter.reconcile import (
     plan,
 )
 from checks.reporter.systemd import Notifier, journal_line, log_formatter
+from checks.status import CheckFailed, Status
 
 if TYPE_CHECKING:
     import psycopg
@@ -290,7 +291,7 @@ class PostgresRole:
             with RoundTripDeadline(self._conn, self.settings.timeout) as deadline:
                 facts = read_role(self._conn)
                 position = read_position(self._conn, since=since_lsn)
-        except plugin.CheckFailed as failure:
+        except CheckFailed as failure:
             self.close()
             message = failure.message
             if deadline is not None and deadline.expired:
@@ -298,7 +299,7 @@ class PostgresRole:
                     f"no answer from {self.settings.target()} within "
                     f"{self.settings.timeout:g}s (server stopped or hung?)"
                 )
-            problem = classify(message, unknown_status=failure.status == plugin.Status.UNKNOWN)
+            problem = classify(message, unknown_status=failure.status == Status.UNKNOWN)
             return Observed(role="unreachable", error=message), None, problem
         observed = Observed(
             role=facts.role,
@@ -966,8 +967,8 @@ def _a_number(value: float, param: click.Parameter, ctx: click.Context) -> float
     return value
 
 
-@click.command("pg-role-reporter", context_settings=plugin.CONTEXT_SETTINGS)
-@plugin.version_option
+@click.command("pg-role-reporter", context_settings=runtime.CONTEXT_SETTINGS)
+@runtime.version_option
 @functools.partial(
     connection_options,
     # connection_options words -t and -v for checks; a daemon's differ

@@ -13,7 +13,7 @@ import re
 from typing import NamedTuple
 
 from checks.memory.files import read_keyed, read_text, under
-from checks.plugin import unknown
+from checks.status import unknown
 
 # cgroup v1 reports "no limit" as PAGE_COUNTER_MAX pages: 9223372036854771712 with 4 KiB
 # pages, other values with other page sizes; anything this large is no limit.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 import os
 
-from checks.plugin import unknown
+from checks.status import unknown
 
 
 def under(root: str, path: str) -> str:

@@ -6,7 +6,7 @@ import os
 from typing import NamedTuple
 
 from checks.memory.files import read_keyed, read_text, under
-from checks.plugin import unknown
+from checks.status import unknown
 
 
 class HostMemory(NamedTuple):

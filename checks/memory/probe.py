@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import nagiosplugin
 
-from checks.plugin import Probe
+from checks.adapters import Probe
 from checks.units import format_bytes
 
 if TYPE_CHECKING:  # type-only: processes is imported for --top alone

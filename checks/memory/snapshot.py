@@ -14,7 +14,7 @@ from checks.memory.cgroup import CgroupMemory, find_hierarchy, read_cgroup
 from checks.memory.meminfo import HostMemory, Paging, read_host_memory, read_paging
 from checks.memory.overcommit import Overcommit, read_overcommit
 from checks.memory.pressure import Pressure, read_pressure
-from checks.plugin import CheckFailed, unknown
+from checks.status import CheckFailed, unknown
 
 SCOPES = ("auto", "host", "cgroup")
 

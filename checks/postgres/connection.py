@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from checks.plugin import critical, unknown
+from checks.status import critical, unknown
 
 if TYPE_CHECKING:
     import psycopg

@@ -12,8 +12,9 @@ from typing import Any
 
 import click
 
-from checks.plugin import Status, TimeoutType, common_options
 from checks.postgres.connection import ConnectionSettings
+from checks.runtime import TimeoutType, common_options
+from checks.status import Status
 
 ROLE_MISMATCH_STATES = {
     "ok": Status.OK,

@@ -58,5 +58,5 @@ def test_root_building_another_users_checkout_ships_only_what_git_keeps(
     listing = subprocess.run(
         ["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True
     ).stdout
-    assert "/usr/share/pg-ha-checks/checks/plugin.py\n" in listing
+    assert "/usr/share/pg-ha-checks/checks/runtime.py\n" in listing
     assert "local_override" not in listing

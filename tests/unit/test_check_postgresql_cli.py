@@ -79,7 +79,7 @@ def test_timeouts_never_reach_the_server(value: str) -> None:
 
 
 def test_timeout_takes_a_duration() -> None:
-    from checks.plugin import TimeoutType
+    from checks.runtime import TimeoutType
 
     assert TimeoutType().convert("2min", None, None) == 120.0
     assert TimeoutType().convert("2.5", None, None) == 2.5

@@ -8,7 +8,6 @@ from dataclasses import replace
 import nagiosplugin
 import pytest
 
-from checks.plugin import Status
 from checks.postgres.commands.lag import (
     DEFAULTS,
     Verdict,
@@ -19,6 +18,7 @@ from checks.postgres.commands.lag import (
 )
 from checks.postgres.probes.lag import ReplicaLag
 from checks.postgres.probes.lag_reference import Reference, lsn_order
+from checks.status import Status
 from checks.thresholds import Limits
 
 STREAMING = ReplicaLag(

@@ -10,7 +10,7 @@ from checks.memory.cgroup import (
     resolve,
     tightest_limit,
 )
-from checks.plugin import CheckFailed
+from checks.status import CheckFailed
 from tests.unit.mem_helpers import copy_tree, rewrite, tree
 
 GiB, MiB = 1024**3, 1024**2

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from checks.memory.meminfo import parse_meminfo, read_host_memory, read_paging
-from checks.plugin import CheckFailed, Status
+from checks.status import CheckFailed, Status
 from tests.unit.mem_helpers import copy_tree, rewrite, tree
 
 GiB = 1024**3

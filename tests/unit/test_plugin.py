@@ -4,8 +4,9 @@ import click
 import nagiosplugin
 import pytest
 
-from checks import plugin
-from checks.plugin import Report, Status, worst
+from checks import adapters, output, runtime
+from checks.output import Report
+from checks.status import Status, critical, worst
 from checks.thresholds import Limits
 from checks.units import Unit
 
@@ -39,7 +40,7 @@ def test_output_stays_under_consul_window() -> None:
         [f"detail {i} " + "x" * 80 for i in range(200)],
     )
     text = report.render()
-    assert len(text.encode()) <= plugin.OUTPUT_LIMIT
+    assert len(text.encode()) <= output.OUTPUT_LIMIT
     first, *rest = text.splitlines()
     assert first.startswith("X OK - fine | m0=1")
     assert rest[-1].startswith("… ") and rest[-1].endswith(" more")
@@ -52,7 +53,7 @@ def test_summary_is_one_line_and_bounded() -> None:
     assert len(first) < 220
 
 
-class FakeProbe(plugin.Probe):
+class FakeProbe(adapters.Probe):
     def __init__(self, values: dict[str, float], error: Exception | None = None) -> None:
         super().__init__()
         self.values, self.error = values, error
@@ -67,19 +68,21 @@ class FakeProbe(plugin.Probe):
 
 def contexts():
     return [
-        plugin.MetricContext(
+        adapters.MetricContext(
             "size",
             Limits(nagiosplugin.Range("10"), nagiosplugin.Range("20")),
             label="size",
             unit=Unit.BYTES,
         ),
-        plugin.FlagContext("broken", bad_value=True, state=Status.UNKNOWN, hint="cannot tell"),
+        adapters.FlagContext("broken", bad_value=True, state=Status.UNKNOWN, hint="cannot tell"),
     ]
 
 
 def test_evaluate_words_the_worst_result_with_its_range() -> None:
-    check = nagiosplugin.Check(FakeProbe({"size": 30, "broken": 1}), *contexts(), plugin.Summary())
-    report = plugin.evaluate("T", check)
+    check = nagiosplugin.Check(
+        FakeProbe({"size": 30, "broken": 1}), *contexts(), adapters.Summary()
+    )
+    report = adapters.evaluate("T", check)
     assert report.status is Status.CRITICAL
     assert report.summary == "size 30 B (above 20 B)"
     assert report.perfdata == ["broken=1;;;0;1", "size=30B;10;20"]
@@ -87,18 +90,18 @@ def test_evaluate_words_the_worst_result_with_its_range() -> None:
 
 
 def test_probe_failure_ends_the_check_with_its_state() -> None:
-    check = nagiosplugin.Check(FakeProbe({}, plugin.critical("cannot connect")), *contexts())
-    report = plugin.evaluate("T", check)
+    check = nagiosplugin.Check(FakeProbe({}, critical("cannot connect")), *contexts())
+    report = adapters.evaluate("T", check)
     assert (report.status, report.summary) == (Status.CRITICAL, "cannot connect")
 
 
 def test_internal_error_is_unknown_without_traceback() -> None:
     check = nagiosplugin.Check(FakeProbe({}, ZeroDivisionError("boom")), *contexts())
-    report = plugin.evaluate("T", check)
+    report = adapters.evaluate("T", check)
     assert report.status is Status.UNKNOWN
     assert report.summary == "internal error: ZeroDivisionError: boom"
     assert report.details == []
-    verbose = plugin.evaluate(
+    verbose = adapters.evaluate(
         "T", nagiosplugin.Check(FakeProbe({}, ZeroDivisionError("boom")), *contexts()), verbose=3
     )
     assert any("Traceback" in line for line in verbose.details)
@@ -121,7 +124,7 @@ def tiny(n: int) -> Report:
 )
 def test_run_cli_owns_exit_code_and_output(capsys, argv, code, first) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        plugin.run_cli(tiny, "TINY", argv)
+        runtime.run_cli(tiny, "TINY", argv)
     out, err = capsys.readouterr()
     assert exit_info.value.code == code
     assert out.startswith(first)
@@ -129,14 +132,14 @@ def test_run_cli_owns_exit_code_and_output(capsys, argv, code, first) -> None:
 
 
 def test_watchdog_claim_is_exclusive() -> None:
-    dog = plugin.Watchdog("T", 60, "somewhere")
+    dog = runtime.Watchdog("T", 60, "somewhere")
     assert dog.finish() is True
     assert dog.finish() is False
 
 
 def test_perfdata_labels_are_ascii_snake_case_and_stable() -> None:
     labels = {
-        name: plugin.perfdata_label(name, set(), fallback="standby")
+        name: output.perfdata_label(name, set(), fallback="standby")
         for name in ("replica1", "Replica 1", "replica-1", "réplica", "")
     }
     assert labels["replica1"] == "replica1"
@@ -144,8 +147,8 @@ def test_perfdata_labels_are_ascii_snake_case_and_stable() -> None:
     assert len(set(labels.values())) == len(labels)
     assert labels[""].startswith("standby_")
     # a name keeps its label whoever else is connected
-    alone = plugin.perfdata_label("Replica 1", set(), fallback="standby")
-    crowded = plugin.perfdata_label("Replica 1", {"replica_1", "replica1"}, fallback="standby")
+    alone = output.perfdata_label("Replica 1", set(), fallback="standby")
+    crowded = output.perfdata_label("Replica 1", {"replica_1", "replica1"}, fallback="standby")
     assert alone == crowded == labels["Replica 1"]
 
 
@@ -170,8 +173,8 @@ def test_first_line_never_carries_a_semicolon() -> None:
 
 
 def test_check_keeps_perfdata_in_the_order_the_probe_yields_it() -> None:
-    check = plugin.Check(FakeProbe({"size": 1, "broken": 0}), *contexts())
-    assert plugin.evaluate("T", check).perfdata == ["size=1B;10;20", "broken=0;;;0;1"]
+    check = adapters.Check(FakeProbe({"size": 1, "broken": 0}), *contexts())
+    assert adapters.evaluate("T", check).perfdata == ["size=1B;10;20", "broken=0;;;0;1"]
 
 
 def test_the_watchdog_ends_the_process_even_when_its_answer_cannot_be_written() -> None:

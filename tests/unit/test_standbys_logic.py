@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from checks import plugin
+from checks import output
 from checks.postgres.commands import standbys as cmd
 from checks.postgres.probes.standbys import (
     Standby,
@@ -17,6 +17,7 @@ from checks.postgres.probes.standbys import (
     server_shown_name,
     worst_first,
 )
+from checks.status import Status
 
 
 @pytest.mark.parametrize(
@@ -100,19 +101,19 @@ def upstream(
     )
 
 
-def run(monkeypatch: pytest.MonkeyPatch, up: Upstream, *args: str) -> plugin.Report:
+def run(monkeypatch: pytest.MonkeyPatch, up: Upstream, *args: str) -> output.Report:
     conn = SimpleNamespace(info=SimpleNamespace(user="monitor"))
     monkeypatch.setattr(cmd, "connect", lambda settings: contextlib.nullcontext(conn))
     monkeypatch.setattr(cmd, "read_standbys", lambda c: up)
     report = cmd.command.main(args=list(args), standalone_mode=False)
-    assert isinstance(report, plugin.Report)
+    assert isinstance(report, output.Report)
     return report
 
 
 def test_alert_names_the_standby_that_owns_the_metric(monkeypatch: pytest.MonkeyPatch) -> None:
     up = upstream(standby("replica1", lag=0), standby("replica1_dr", lag=200 * 2**20))
     report = run(monkeypatch, up, "-w", "64MB", "-c", "100MB")
-    assert report.status is plugin.Status.CRITICAL
+    assert report.status is Status.CRITICAL
     assert report.summary == "replica1_dr replay lag 200.0 MiB (above 100.0 MiB)"
     up = upstream(standby("replica1", lag=200 * 2**20), standby("replica1_dr", lag=0))
     report = run(monkeypatch, up, "-w", "64MB", "-c", "100MB")
@@ -122,7 +123,7 @@ def test_alert_names_the_standby_that_owns_the_metric(monkeypatch: pytest.Monkey
 def test_synchronous_outage_is_critical_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     up = upstream(standby("replica1"), names='FIRST 1 ("replica 9")')
     report = run(monkeypatch, up)
-    assert report.status is plugin.Status.CRITICAL
+    assert report.status is Status.CRITICAL
     assert report.summary == "commits wait: 1 synchronous standby(s) required, 0 streaming"
     assert "sync_standbys=0;;1:;0" in report.perfdata
 
@@ -135,13 +136,13 @@ def test_synchronous_standbys_enough(monkeypatch: pytest.MonkeyPatch) -> None:
         names="ANY 2 (a, b, c)",
     )
     report = run(monkeypatch, up)
-    assert report.status is plugin.Status.OK, report.summary
+    assert report.status is Status.OK, report.summary
 
 
 def test_explicit_sync_overrides_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     up = upstream(standby("replica1"), names="replica9")
     report = run(monkeypatch, up, "--sync", "0")
-    assert report.status is plugin.Status.OK, report.summary
+    assert report.status is Status.OK, report.summary
     report = run(monkeypatch, upstream(standby("replica1")), "--sync", "1")
     assert report.summary == "synchronous standbys 0 (below 1)"
 
@@ -150,13 +151,13 @@ def test_cascading_replica_ignores_synchronous_standby_names(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     up = upstream(standby("replica2"), names="replica9", in_recovery=True)
-    assert run(monkeypatch, up).status is plugin.Status.OK
+    assert run(monkeypatch, up).status is Status.OK
 
 
 def test_wal_receiver_is_listed_not_counted(monkeypatch: pytest.MonkeyPatch) -> None:
     up = upstream(standby("barman", receiver=True))
     report = run(monkeypatch, up)
-    assert report.status is plugin.Status.CRITICAL
+    assert report.status is Status.CRITICAL
     assert report.summary == "streaming standbys 0 (below 1)"
     assert any(
         line.startswith("WAL receiver (not a standby): barman (127.0.0.1): streaming")
@@ -173,7 +174,7 @@ def test_synchronous_wal_receiver_lets_commits_proceed(monkeypatch: pytest.Monke
         names="barman",
     )
     report = run(monkeypatch, up)
-    assert report.status is plugin.Status.OK, report.summary
+    assert report.status is Status.OK, report.summary
     assert report.summary.endswith(", 1 WAL receiver(s)")
 
 
@@ -206,20 +207,20 @@ def test_missing_synchronous_standby_without_waiting_commits_is_a_warning(
 ) -> None:
     up = upstream(standby("replica1"), names="replica9", synchronous_commit=setting)
     report = run(monkeypatch, up)
-    assert report.status is plugin.Status.WARNING
+    assert report.status is Status.WARNING
     assert report.summary == (
         f"1 synchronous standby(s) named, 0 streaming: commits do not wait "
         f"(synchronous_commit {setting})"
     )
     assert "sync_standbys=0;;;0" in report.perfdata
     # the user's own --sync is still the user's word
-    assert run(monkeypatch, up, "--sync", "1").status is plugin.Status.CRITICAL
+    assert run(monkeypatch, up, "--sync", "1").status is Status.CRITICAL
 
 
 @pytest.mark.parametrize("setting", ["on", "remote_write", "remote_apply"])
 def test_waiting_commits_stay_critical(monkeypatch: pytest.MonkeyPatch, setting: str) -> None:
     up = upstream(standby("replica1"), names="replica9", synchronous_commit=setting)
-    assert run(monkeypatch, up).status is plugin.Status.CRITICAL
+    assert run(monkeypatch, up).status is Status.CRITICAL
 
 
 def test_logical_sender_is_listed_not_counted(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -233,13 +234,13 @@ def test_logical_sender_is_listed_not_counted(monkeypatch: pytest.MonkeyPatch) -
 
 def test_synchronous_logical_sender_releases_commits(monkeypatch: pytest.MonkeyPatch) -> None:
     up = upstream(standby("replica1"), standby("sub", logical=True, sync_state="sync"), names="sub")
-    assert run(monkeypatch, up).status is plugin.Status.OK
+    assert run(monkeypatch, up).status is Status.OK
 
 
 def test_excluded_standby_is_neither_counted_nor_judged(monkeypatch: pytest.MonkeyPatch) -> None:
     up = upstream(standby("replica1"), standby("dr", lag=5 * 2**30, seconds=900))
     report = run(monkeypatch, up, "--exclude", "dr")
-    assert report.status is plugin.Status.OK, report.summary
+    assert report.status is Status.OK, report.summary
     assert report.summary.endswith(", 1 excluded")
     assert "standbys=1;;1:;0" in report.perfdata
     assert not any(p.startswith("dr_") for p in report.perfdata)
@@ -247,15 +248,15 @@ def test_excluded_standby_is_neither_counted_nor_judged(monkeypatch: pytest.Monk
 
 def test_delayed_standby_is_judged_beyond_its_delay(monkeypatch: pytest.MonkeyPatch) -> None:
     up = upstream(standby("replica1"), standby("dr", lag=5 * 2**30, seconds=130))
-    assert run(monkeypatch, up).status is plugin.Status.CRITICAL
+    assert run(monkeypatch, up).status is Status.CRITICAL
     report = run(monkeypatch, up, "--delayed", "dr=2min")
-    assert report.status is plugin.Status.OK, report.summary
+    assert report.status is Status.OK, report.summary
     assert "dr_replay_lag_beyond_delay=10.0s;60;300;0" in report.perfdata
     assert "dr_flush_lag_bytes=0B;67108864;1073741824;0" in report.perfdata
     assert "dr_replay_lag_bytes=5368709120B;;;0" in report.perfdata
     assert ", 1 delayed on purpose" in report.summary
     late = run(monkeypatch, upstream(standby("dr", seconds=500)), "--delayed", "dr=2min")
-    assert late.status is plugin.Status.CRITICAL
+    assert late.status is Status.CRITICAL
     assert late.summary == "dr replay lag beyond its delay 6min 20s (above 5min 0s)"
 
 
@@ -281,5 +282,5 @@ def test_expected_non_ascii_name_matches_as_the_server_shows_it(
 ) -> None:
     up = upstream(standby("r??plica"))
     report = run(monkeypatch, up, "--standby", "r\u00e9plica")
-    assert report.status is plugin.Status.OK, report.summary
+    assert report.status is Status.OK, report.summary
     assert any("is shown by the server as 'r??plica'" in line for line in report.details)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import click
 import nagiosplugin
 
-from checks import plugin
+from checks import adapters, output, runtime
 from checks.postgres.connection import ConnectionSettings, connect, reached
 from checks.postgres.options import connection_options
 from checks.postgres.probes.alive import read_liveness
@@ -26,7 +26,7 @@ NAME = "PG_ALIVE"
 DEFAULT_CONNECT = Limits(nagiosplugin.Range("2"), nagiosplugin.Range("5"))
 
 
-class Alive(plugin.Probe):
+class Alive(adapters.Probe):
     def __init__(self, settings: ConnectionSettings) -> None:
         super().__init__()
         self.settings = settings
@@ -53,7 +53,7 @@ class Alive(plugin.Probe):
         yield nagiosplugin.Metric("query_time", round(facts.query_seconds, 3), "s", min=0)
 
 
-class AliveSummary(plugin.Summary):
+class AliveSummary(adapters.Summary):
     probe: Alive
 
     def ok(self, results: nagiosplugin.Results) -> str:
@@ -63,13 +63,13 @@ class AliveSummary(plugin.Summary):
         return f"{self.probe.reached} accepts connections (PostgreSQL {version}, {self.probe.role})"
 
 
-@click.command("alive", context_settings=plugin.CONTEXT_SETTINGS)
+@click.command("alive", context_settings=runtime.CONTEXT_SETTINGS)
 @connection_options
 @threshold_options(plain_unit=Unit.SECONDS, help_suffix="Connect time, e.g. 500ms or 2s.")
 @range_options("query", ThresholdType(unit=Unit.SECONDS, plain_unit=Unit.SECONDS), "the query time")
 def command(
     settings: ConnectionSettings, verbose: int, warning, critical, query_warning, query_critical
-) -> plugin.Report:
+) -> output.Report:
     """Connect and run a query; CRITICAL when the server refuses, fails or is too slow.
 
     -w/-c apply to the connect time (default: warning above 2s, critical above 5s);
@@ -86,10 +86,10 @@ def command(
         probe = Alive(settings)
         return nagiosplugin.Check(
             probe,
-            plugin.MetricContext(
+            adapters.MetricContext(
                 "connect_time", limits["connect_time"], label="connect time", unit=Unit.SECONDS
             ),
-            plugin.MetricContext(
+            adapters.MetricContext(
                 "query_time",
                 Limits.given(query_warning, query_critical),
                 label="query time",
@@ -98,6 +98,6 @@ def command(
             AliveSummary(probe),
         )
 
-    return plugin.run_check(
+    return runtime.run_check(
         NAME, build, timeout=settings.timeout, target=settings.target, verbose=verbose
     )

@@ -13,10 +13,11 @@ from collections.abc import Iterator
 import click
 import nagiosplugin
 
-from checks import plugin
+from checks import adapters, output, runtime
 from checks.postgres.connection import ConnectionSettings, connect
 from checks.postgres.options import connection_options
 from checks.postgres.probes.archiver import Archiver, read_archiver
+from checks.status import CheckFailed, Status, unknown
 from checks.thresholds import Limits, assign, threshold_options
 from checks.units import Unit, format_duration
 
@@ -24,7 +25,7 @@ NAME = "PG_ARCHIVER"
 DEFAULTS = {"archive_delay": Limits(nagiosplugin.Range("300"), nagiosplugin.Range("900"))}
 
 
-class ArchiverProbe(plugin.Probe):
+class ArchiverProbe(adapters.Probe):
     def __init__(self, settings: ConnectionSettings, expect_archiving: bool) -> None:
         super().__init__()
         self.settings = settings
@@ -36,17 +37,17 @@ class ArchiverProbe(plugin.Probe):
             facts = self.facts = read_archiver(conn)
             login = conn.info.user
         if facts.archive_mode == "off":
-            status = plugin.Status.CRITICAL if self.expect_archiving else plugin.Status.OK
-            raise plugin.CheckFailed(status, "archive_mode is off: WAL is not archived")
+            status = Status.CRITICAL if self.expect_archiving else Status.OK
+            raise CheckFailed(status, "archive_mode is off: WAL is not archived")
         if not facts.archives_here:
             # the same configuration on both nodes of a pair: this one archives once promoted
-            raise plugin.CheckFailed(
-                plugin.Status.OK,
+            raise CheckFailed(
+                Status.OK,
                 "replica with archive_mode=on: the primary archives "
                 "(archive_mode=always archives here too)",
             )
         if not facts.can_list_status:
-            raise plugin.unknown(
+            raise unknown(
                 f"cannot list pg_wal/archive_status as role {login}: "
                 f"GRANT pg_monitor TO {login} (or EXECUTE on pg_ls_archive_statusdir())"
             )
@@ -107,7 +108,7 @@ class FailingContext(nagiosplugin.Context):
         return nagiosplugin.Performance(metric.name, metric.value, min=0, max=1)
 
 
-class ArchiverSummary(plugin.Summary):
+class ArchiverSummary(adapters.Summary):
     probe: ArchiverProbe
 
     def ok(self, results: nagiosplugin.Results) -> str:
@@ -123,7 +124,7 @@ class ArchiverSummary(plugin.Summary):
         return f"{text}, {facts.ready_wal_files} WAL files waiting"
 
 
-@click.command("archiver", context_settings=plugin.CONTEXT_SETTINGS)
+@click.command("archiver", context_settings=runtime.CONTEXT_SETTINGS)
 @connection_options
 @threshold_options(
     plain_unit=None,
@@ -137,7 +138,7 @@ class ArchiverSummary(plugin.Summary):
 )
 def command(
     settings: ConnectionSettings, verbose: int, warning, critical, expect_archiving: bool
-) -> plugin.Report:
+) -> output.Report:
     """WAL archiving (pg_stat_archiver): failing now, how long WAL has waited, how much.
 
     A failure newer than the last success is CRITICAL. The archive delay is 0 when no WAL
@@ -158,19 +159,19 @@ def command(
         return nagiosplugin.Check(
             probe,
             FailingContext("archive_failing"),
-            plugin.MetricContext(
+            adapters.MetricContext(
                 "archive_delay", limits["archive_delay"], label="archive delay", unit=Unit.SECONDS
             ),
-            plugin.MetricContext(
+            adapters.MetricContext(
                 "ready_wal_files",
                 limits["ready_wal_files"],
                 label="WAL files waiting",
                 unit=Unit.NUMBER,
             ),
-            plugin.FactContext("archiver_fact"),
+            adapters.FactContext("archiver_fact"),
             ArchiverSummary(probe),
         )
 
-    return plugin.run_check(
+    return runtime.run_check(
         NAME, build, timeout=settings.timeout, target=settings.target, verbose=verbose
     )

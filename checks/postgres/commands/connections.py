@@ -7,10 +7,11 @@ from collections.abc import Iterator
 import click
 import nagiosplugin
 
-from checks import plugin
+from checks import adapters, output, runtime
 from checks.postgres.connection import ConnectionSettings, connect
 from checks.postgres.options import connection_options
 from checks.postgres.probes.connections import Connections, read_connections
+from checks.status import unknown
 from checks.thresholds import Limits, assign, threshold_options
 from checks.units import Unit
 
@@ -20,7 +21,7 @@ DEFAULTS = {"connections_pct": Limits(nagiosplugin.Range("80"), nagiosplugin.Ran
 TOP_DATABASES = 5
 
 
-class ConnectionsProbe(plugin.Probe):
+class ConnectionsProbe(adapters.Probe):
     def __init__(self, settings: ConnectionSettings) -> None:
         super().__init__()
         self.settings = settings
@@ -31,7 +32,7 @@ class ConnectionsProbe(plugin.Probe):
             facts = self.facts = read_connections(conn)
             login = conn.info.user
         if facts.hidden:
-            raise plugin.unknown(
+            raise unknown(
                 f"cannot see {facts.hidden} other sessions in pg_stat_activity as role "
                 f"{login}: GRANT pg_monitor TO {login} (or pg_read_all_stats)"
             )
@@ -58,7 +59,7 @@ class ConnectionsProbe(plugin.Probe):
         )
 
 
-class ConnectionsSummary(plugin.Summary):
+class ConnectionsSummary(adapters.Summary):
     probe: ConnectionsProbe
 
     def _busiest(self) -> str:
@@ -81,13 +82,13 @@ class ConnectionsSummary(plugin.Summary):
         return ", ".join(filter(None, [text, self._busiest()]))
 
 
-@click.command("connections", context_settings=plugin.CONTEXT_SETTINGS)
+@click.command("connections", context_settings=runtime.CONTEXT_SETTINGS)
 @connection_options
 @threshold_options(
     plain_unit=None,
     help_suffix="A count of client connections (40) or a percentage of the usable ones (80%).",
 )
-def command(settings: ConnectionSettings, verbose: int, warning, critical) -> plugin.Report:
+def command(settings: ConnectionSettings, verbose: int, warning, critical) -> output.Report:
     """Client connections against the usable ones: max_connections minus the reserved slots.
 
     Usable = max_connections - superuser_reserved_connections - reserved_connections (16+),
@@ -105,19 +106,19 @@ def command(settings: ConnectionSettings, verbose: int, warning, critical) -> pl
         probe = ConnectionsProbe(settings)
         return nagiosplugin.Check(
             probe,
-            plugin.MetricContext(
+            adapters.MetricContext(
                 "connections", limits["connections"], label="connections", unit=Unit.NUMBER
             ),
-            plugin.MetricContext(
+            adapters.MetricContext(
                 "connections_pct",
                 limits["connections_pct"],
                 label="connections used",
                 unit=Unit.PERCENT,
             ),
-            plugin.FactContext("connections_fact"),
+            adapters.FactContext("connections_fact"),
             ConnectionsSummary(probe),
         )
 
-    return plugin.run_check(
+    return runtime.run_check(
         NAME, build, timeout=settings.timeout, target=settings.target, verbose=verbose
     )

@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING
 import click
 import nagiosplugin
 
-from checks import plugin
+from checks import adapters, output, runtime
 from checks.postgres.connection import ConnectionSettings, connect
 from checks.postgres.options import connection_options
+from checks.status import CheckFailed, Status
 
 if TYPE_CHECKING:
     from checks.consul import ConsulSettings
@@ -41,13 +42,13 @@ CONSUL_BUDGET_SHARE = 0.25
 DEFAULT_REPORTER_SILENCE_SECONDS = 8.0
 
 
-class ConsulRole(plugin.Probe):
+class ConsulRole(adapters.Probe):
     def __init__(
         self,
         settings: ConnectionSettings,
         *,
         service_id: str,
-        consul_settings: ConsulSettings | plugin.CheckFailed,
+        consul_settings: ConsulSettings | CheckFailed,
         leader_tag: str,
         follower_tag: str,
         lock_key: str | None,
@@ -70,7 +71,7 @@ class ConsulRole(plugin.Probe):
         from checks.consul import ConsulClient, ConsulError, ConsulNotFound
         from checks.reporter.fence import default_lock_key
 
-        if isinstance(self.consul_settings, plugin.CheckFailed):
+        if isinstance(self.consul_settings, CheckFailed):
             raise self.consul_settings
         try:
             with ConsulClient(self.consul_settings) as client:
@@ -83,12 +84,12 @@ class ConsulRole(plugin.Probe):
                 except ConsulError as exc:
                     lock_error = str(exc)
         except ConsulNotFound:
-            raise plugin.CheckFailed(
-                plugin.Status.WARNING,
+            raise CheckFailed(
+                Status.WARNING,
                 f"service {self.service_id} is not registered on the local Consul agent",
             ) from None
         except ConsulError as exc:
-            raise plugin.CheckFailed(plugin.Status.WARNING, f"Consul: {exc}") from None
+            raise CheckFailed(Status.WARNING, f"Consul: {exc}") from None
         return service, entry, lock_error, key
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
@@ -108,7 +109,7 @@ class ConsulRole(plugin.Probe):
             try:
                 connections, silent = read_presence(conn)
                 presence: ReporterPresence | None = ReporterPresence(connections, silent)
-            except plugin.CheckFailed:
+            except CheckFailed:
                 presence = None  # pg_stat_activity hidden: say nothing about the reporter
         tags = list(service.get("Tags") or [])
         meta = service.get("Meta") or {}
@@ -167,7 +168,7 @@ class VerdictContext(nagiosplugin.Context):
         return nagiosplugin.Result(state, verdict.problem, metric)
 
 
-class VerdictSummary(plugin.Summary):
+class VerdictSummary(adapters.Summary):
     probe: ConsulRole
 
     def ok(self, results: nagiosplugin.Results) -> str:
@@ -175,7 +176,7 @@ class VerdictSummary(plugin.Summary):
         return verdict.summary if verdict is not None else "no verdict"
 
 
-@click.command("consul-role", context_settings=plugin.CONTEXT_SETTINGS)
+@click.command("consul-role", context_settings=runtime.CONTEXT_SETTINGS)
 @connection_options
 @click.option(
     "--service-id",
@@ -214,7 +215,7 @@ def command(
     lock_key: str | None,
     lock_datacenter: str | None,
     reporter_silence: float,
-) -> plugin.Report:
+) -> output.Report:
     """CRITICAL when the Consul role tag does not match the real role or the fence.
 
     CRITICAL, so Consul drops this instance from DNS: tagged leader but not a writable
@@ -231,7 +232,7 @@ def command(
     consul_settings = _consul_settings(consul_addr, settings.timeout)
     consul_where = (
         f"the Consul agent at {consul_settings.address}"
-        if not isinstance(consul_settings, plugin.CheckFailed)
+        if not isinstance(consul_settings, CheckFailed)
         else "the Consul agent"
     )
 
@@ -249,12 +250,12 @@ def command(
         return nagiosplugin.Check(
             probe,
             VerdictContext("tag_matches_role"),
-            plugin.FactContext("is_primary"),
-            plugin.FactContext("timeline"),
+            adapters.FactContext("is_primary"),
+            adapters.FactContext("timeline"),
             VerdictSummary(probe),
         )
 
-    return plugin.run_check(
+    return runtime.run_check(
         NAME,
         build,
         timeout=settings.timeout,
@@ -263,7 +264,7 @@ def command(
     )
 
 
-def _consul_settings(address: str | None, timeout: float) -> ConsulSettings | plugin.CheckFailed:
+def _consul_settings(address: str | None, timeout: float) -> ConsulSettings | CheckFailed:
     """The agent's settings with request timeouts that fit inside --timeout, or why not."""
     from dataclasses import replace
 
@@ -275,7 +276,7 @@ def _consul_settings(address: str | None, timeout: float) -> ConsulSettings | pl
         # A configuration error (token file empty or unreadable, bad address). Not UNKNOWN:
         # Consul counts exit 3 as critical, and this check's own trouble must never evict a
         # healthy primary (docs/design.md §5); WARNING says it and keeps it in DNS.
-        return plugin.CheckFailed(plugin.Status.WARNING, f"Consul: {exc}")
+        return CheckFailed(Status.WARNING, f"Consul: {exc}")
     if timeout <= 0:
         return consul
     share = timeout * CONSUL_BUDGET_SHARE

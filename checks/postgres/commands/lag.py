@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 import click
 import nagiosplugin
 
-from checks import plugin
+from checks import adapters, output, runtime
 from checks.postgres.connection import ConnectionSettings, connect
 from checks.postgres.options import connection_options, role_mismatch_option
 from checks.postgres.probes.lag import (
@@ -45,6 +45,7 @@ from checks.postgres.probes.lag_reference import (
     primary_from_conninfo,
     upstream_parameters,
 )
+from checks.status import CheckFailed, Status, unknown
 from checks.thresholds import Limits, ThresholdType, assign, range_options, threshold_options
 from checks.units import Unit, UnitError, format_bytes, format_duration, parse_quantity
 
@@ -151,18 +152,18 @@ def waiting(facts: ReplicaLag, reference: Reference | None) -> bool:
 class Verdict:
     """A state the probe decided from several facts (receiver, pause), with its words."""
 
-    status: plugin.Status
+    status: Status
     text: str | None
 
 
 def judge_receiver(facts: ReplicaLag, behind: Figure, byte_limits: Limits, grace: float) -> Verdict:
     if facts.streaming:
-        return Verdict(plugin.Status.OK, None)
+        return Verdict(Status.OK, None)
     if facts.log_shipping:
-        return Verdict(plugin.Status.OK, None)
+        return Verdict(Status.OK, None)
     if facts.streaming_configured is False and facts.archive_configured is False:
         return Verdict(
-            plugin.Status.CRITICAL,
+            Status.CRITICAL,
             "no WAL source: neither primary_conninfo nor restore_command is set",
         )
     down = (
@@ -174,14 +175,14 @@ def judge_receiver(facts: ReplicaLag, behind: Figure, byte_limits: Limits, grace
     # follower.pg-db) a receiver blip, a primary restart under write load, must not
     # evict it before the grace is over.
     if behind.value is not None and behind.value > _critical_limit(byte_limits):
-        return Verdict(plugin.Status.CRITICAL, f"{down} and {format_bytes(behind.value)} behind")
+        return Verdict(Status.CRITICAL, f"{down} and {format_bytes(behind.value)} behind")
     # How long since anything came from upstream: the newest WAL file's age, or the
     # replica's own uptime if it started since (probes/lag.py).
     ages = [a for a in (facts.last_wal_written_age, facts.server_uptime) if a is not None]
     quiet = min(ages) if ages else None
     if quiet is not None and quiet <= grace:
         return Verdict(
-            plugin.Status.WARNING,
+            Status.WARNING,
             f"{down} (nothing from upstream for {format_duration(quiet)}, "
             f"CRITICAL after {format_duration(grace)})",
         )
@@ -191,10 +192,8 @@ def judge_receiver(facts: ReplicaLag, behind: Figure, byte_limits: Limits, grace
         # away: nothing on the replica records when its receiver stopped), but it has
         # everything the primary has published: it misses nothing yet. The first byte
         # the primary writes and publishes makes this CRITICAL.
-        return Verdict(
-            plugin.Status.WARNING, f"{down} ({since}), not behind the primary's known position"
-        )
-    return Verdict(plugin.Status.CRITICAL, f"{down}: {since}")
+        return Verdict(Status.WARNING, f"{down} ({since}), not behind the primary's known position")
+    return Verdict(Status.CRITICAL, f"{down}: {since}")
 
 
 def insufficient_parameters(own: dict[str, int], upstream: dict[str, int]) -> list[str]:
@@ -208,11 +207,11 @@ def insufficient_parameters(own: dict[str, int], upstream: dict[str, int]) -> li
 # --------------------------------------------------------------------------- probe
 
 
-class Lag(plugin.Probe):
+class Lag(adapters.Probe):
     def __init__(
         self,
         settings: ConnectionSettings,
-        on_primary: plugin.Status,
+        on_primary: Status,
         *,
         limits: dict[str, Limits],
         grace: float,
@@ -230,7 +229,7 @@ class Lag(plugin.Probe):
         self.reference: Reference | None = None
         self.bytes = Figure(None)
         self.seconds = Figure(None)
-        self.receiver = Verdict(plugin.Status.OK, None)
+        self.receiver = Verdict(Status.OK, None)
         self.pause: Verdict | None = None
         self.notes: list[str] = []
 
@@ -240,7 +239,7 @@ class Lag(plugin.Probe):
             return primary_from_conninfo(self.primary, timeout * PRIMARY_BUDGET_SHARE)
         if self.consul:
             service, tag, consul_settings = self.consul
-            if isinstance(consul_settings, plugin.CheckFailed):
+            if isinstance(consul_settings, CheckFailed):
                 return Reference(None, f"the {tag} in Consul", problem=consul_settings.message)
             budget = min(CONSUL_BUDGET_MAX, timeout * CONSUL_BUDGET_SHARE)
             return leader_from_consul(
@@ -257,11 +256,11 @@ class Lag(plugin.Probe):
             facts = self.facts = read_lag(conn)
             login = conn.info.user
             if not facts.in_recovery:
-                raise plugin.CheckFailed(
+                raise CheckFailed(
                     self.on_primary, "primary (not in recovery): no replay lag to measure"
                 )
             if facts.receiver_hidden:
-                raise plugin.unknown(
+                raise unknown(
                     f"cannot see pg_stat_wal_receiver details as role {login}: "
                     f"GRANT pg_monitor TO {login} (or pg_read_all_stats)"
                 )
@@ -335,7 +334,7 @@ class Lag(plugin.Probe):
     def _judge_pause(self, facts: ReplicaLag, own: dict[str, int] | None) -> Verdict:
         plain = "WAL replay is paused (pg_wal_replay_resume() resumes it)"
         if own is None:
-            return Verdict(plugin.Status.WARNING, plain)
+            return Verdict(Status.WARNING, plain)
         upstream: dict[str, int] | str | None = None
         if self.reference and self.reference.parameters:
             upstream = self.reference.parameters
@@ -350,15 +349,15 @@ class Lag(plugin.Probe):
             short = insufficient_parameters(own, upstream)
             if short:
                 return Verdict(
-                    plugin.Status.CRITICAL,
+                    Status.CRITICAL,
                     "WAL replay paused for insufficient parameter settings: "
                     + ", ".join(short)
                     + f": raise {'it' if len(short) == 1 else 'them'} on this replica and "
                     "restart it (resuming replay would shut this standby down)",
                 )
-            return Verdict(plugin.Status.WARNING, plain)
+            return Verdict(Status.WARNING, plain)
         return Verdict(
-            plugin.Status.WARNING,
+            Status.WARNING,
             "WAL replay is paused: by pg_wal_replay_pause(), or for insufficient parameter "
             "settings if the server log says so (then raise that parameter here and restart, "
             "resuming would shut this standby down)",
@@ -401,7 +400,7 @@ class Lag(plugin.Probe):
 # --------------------------------------------------------------------------- contexts
 
 
-class LagMetricContext(plugin.MetricContext):
+class LagMetricContext(adapters.MetricContext):
     """A threshold metric whose text says which bound it is ("at least 3.0s")."""
 
     def __init__(self, name: str, limits: Limits, unit: Unit, figure: str) -> None:
@@ -416,9 +415,9 @@ class LagMetricContext(plugin.MetricContext):
 
 
 _STATES = {
-    plugin.Status.WARNING: nagiosplugin.Warn,
-    plugin.Status.CRITICAL: nagiosplugin.Critical,
-    plugin.Status.UNKNOWN: nagiosplugin.Unknown,
+    Status.WARNING: nagiosplugin.Warn,
+    Status.CRITICAL: nagiosplugin.Critical,
+    Status.UNKNOWN: nagiosplugin.Unknown,
 }
 
 
@@ -431,7 +430,7 @@ class VerdictContext(nagiosplugin.Context):
 
     def evaluate(self, metric: nagiosplugin.Metric, resource: Lag) -> nagiosplugin.Result:
         verdict: Verdict | None = getattr(resource, self.verdict)
-        if verdict is None or verdict.status is plugin.Status.OK:
+        if verdict is None or verdict.status is Status.OK:
             return nagiosplugin.Result(nagiosplugin.Ok, None, metric)
         return nagiosplugin.Result(_STATES[verdict.status], verdict.text, metric)
 
@@ -439,7 +438,7 @@ class VerdictContext(nagiosplugin.Context):
         return nagiosplugin.Performance(metric.name, metric.value, min=0, max=1)
 
 
-class ReceiverAgeContext(plugin.MetricContext):
+class ReceiverAgeContext(adapters.MetricContext):
     """Unless told otherwise: warning past wal_receiver_timeout, critical past twice it."""
 
     def __init__(self, limits: Limits) -> None:
@@ -456,7 +455,7 @@ class ReceiverAgeContext(plugin.MetricContext):
         return super().evaluate(metric, resource)
 
 
-class LagSummary(plugin.Summary):
+class LagSummary(adapters.Summary):
     probe: Lag
 
     def ok(self, results: nagiosplugin.Results) -> str:
@@ -510,10 +509,10 @@ def _consul_settings(address: str | None):
     try:
         return ConsulSettings.from_env(address=address)
     except ConsulError as exc:
-        return plugin.unknown(f"Consul settings: {exc}")
+        return unknown(f"Consul settings: {exc}")
 
 
-@click.command("lag", context_settings=plugin.CONTEXT_SETTINGS)
+@click.command("lag", context_settings=runtime.CONTEXT_SETTINGS)
 @connection_options
 @threshold_options(
     plain_unit=None,
@@ -568,8 +567,8 @@ def command(
     consul_service: str | None,
     leader_tag: str,
     consul_addr: str | None,
-    role_mismatch: plugin.Status,
-) -> plugin.Report:
+    role_mismatch: Status,
+) -> output.Report:
     """Replica lag: WAL not yet replayed, in bytes and seconds; WAL receiver state.
 
     Bytes count against the furthest position known: received WAL, and with --primary or
@@ -601,7 +600,7 @@ def command(
             primary=primary,
             consul=consul,
         )
-        return plugin.Check(
+        return adapters.Check(
             probe,
             LagMetricContext("replay_lag_bytes", limits["replay_lag_bytes"], Unit.BYTES, "bytes"),
             LagMetricContext(
@@ -610,12 +609,12 @@ def command(
             VerdictContext("replay_paused", "pause"),
             VerdictContext("receiver_streaming", "receiver"),
             ReceiverAgeContext(receiver_limits),
-            plugin.FactContext("apply_delay"),
-            plugin.FactContext("delayed_bytes"),
-            plugin.FactContext("last_wal_age"),
+            adapters.FactContext("apply_delay"),
+            adapters.FactContext("delayed_bytes"),
+            adapters.FactContext("last_wal_age"),
             LagSummary(probe),
         )
 
-    return plugin.run_check(
+    return runtime.run_check(
         NAME, build, timeout=settings.timeout, target=settings.target(), verbose=verbose
     )

@@ -11,15 +11,16 @@ from collections.abc import Iterator
 import click
 import nagiosplugin
 
-from checks import plugin
+from checks import adapters, output, runtime
 from checks.postgres.connection import ConnectionSettings, connect
 from checks.postgres.options import connection_options
 from checks.postgres.probes.role import RoleFacts, read_role
+from checks.status import Status
 
 NAME = "PG_ROLE"
 
 
-class Role(plugin.Probe):
+class Role(adapters.Probe):
     def __init__(self, settings: ConnectionSettings) -> None:
         super().__init__()
         self.settings = settings
@@ -42,7 +43,7 @@ class Role(plugin.Probe):
         yield nagiosplugin.Metric("timeline", facts.timeline, min=1, context="timeline")
 
 
-class RoleSummary(plugin.Summary):
+class RoleSummary(adapters.Summary):
     probe: Role
 
     def ok(self, results: nagiosplugin.Results) -> str:
@@ -73,28 +74,28 @@ def expectation_contexts(expect: str) -> list[nagiosplugin.Context]:
     """The role expectation as thresholds on the 0/1 metrics."""
     if expect == "primary":
         return [
-            plugin.FlagContext(
+            adapters.FlagContext(
                 "is_primary",
                 bad_value=False,
-                state=plugin.Status.CRITICAL,
+                state=Status.CRITICAL,
                 hint="replica (in recovery), expected primary",
             ),
             WritableContext("writable"),
         ]
     if expect == "replica":
         return [
-            plugin.FlagContext(
+            adapters.FlagContext(
                 "is_primary",
                 bad_value=True,
-                state=plugin.Status.CRITICAL,
+                state=Status.CRITICAL,
                 hint="primary (not in recovery), expected replica",
             ),
-            plugin.FactContext("writable"),
+            adapters.FactContext("writable"),
         ]
-    return [plugin.FactContext("is_primary"), plugin.FactContext("writable")]
+    return [adapters.FactContext("is_primary"), adapters.FactContext("writable")]
 
 
-@click.command("role", context_settings=plugin.CONTEXT_SETTINGS)
+@click.command("role", context_settings=runtime.CONTEXT_SETTINGS)
 @connection_options
 @click.option(
     "--expect",
@@ -104,7 +105,7 @@ def expectation_contexts(expect: str) -> list[nagiosplugin.Context]:
     help="The role this instance must have; any other is CRITICAL. "
     "'primary' also requires it to be writable.",
 )
-def command(settings: ConnectionSettings, verbose: int, expect: str) -> plugin.Report:
+def command(settings: ConnectionSettings, verbose: int, expect: str) -> output.Report:
     """Report primary or replica, timeline and system identifier; CRITICAL on the wrong role.
 
     Perfdata: is_primary and is_writable (0/1), timeline. The timeline of a primary is read
@@ -116,10 +117,10 @@ def command(settings: ConnectionSettings, verbose: int, expect: str) -> plugin.R
         return nagiosplugin.Check(
             probe,
             *expectation_contexts(expect),
-            plugin.FactContext("timeline"),
+            adapters.FactContext("timeline"),
             RoleSummary(probe),
         )
 
-    return plugin.run_check(
+    return runtime.run_check(
         NAME, build, timeout=settings.timeout, target=settings.target, verbose=verbose
     )

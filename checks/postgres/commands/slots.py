@@ -13,10 +13,11 @@ from collections.abc import Iterator
 import click
 import nagiosplugin
 
-from checks import plugin
+from checks import adapters, output, runtime
 from checks.postgres.connection import ConnectionSettings, connect
 from checks.postgres.options import connection_options
 from checks.postgres.probes.slots import Slot, read_slots
+from checks.status import Status, critical, worst
 from checks.thresholds import Limits, ThresholdType, assign, range_options, threshold_options
 from checks.units import Unit, format_bytes, format_duration, format_value
 
@@ -27,10 +28,10 @@ DEFAULTS = {
 # wal_status -> (state, what it means); "lost" depends on the slot type (lost_hint)
 WAL_STATUS_HINTS = {
     "unreserved": (
-        plugin.Status.WARNING,
+        Status.WARNING,
         "past max_slot_wal_keep_size (wal_status unreserved): its WAL goes at the next checkpoint",
     ),
-    "lost": (plugin.Status.CRITICAL, ""),
+    "lost": (Status.CRITICAL, ""),
 }
 LOST_HINTS = {
     "physical": "lost its WAL (wal_status lost): its standby needs a new base backup",
@@ -46,7 +47,7 @@ def wal_status_hint(slot: Slot) -> str:
     return WAL_STATUS_HINTS[slot.wal_status or ""][1]
 
 
-class Slots(plugin.Probe):
+class Slots(adapters.Probe):
     def __init__(self, settings: ConnectionSettings, selected: tuple[str, ...]) -> None:
         super().__init__()
         self.settings = settings
@@ -62,17 +63,17 @@ class Slots(plugin.Probe):
         if self.selected:
             missing = sorted(set(self.selected) - {s.slot_name for s in slots})
             if missing:
-                raise plugin.critical(f"no replication slot named {', '.join(missing)}")
+                raise critical(f"no replication slot named {', '.join(missing)}")
             slots = [s for s in slots if s.slot_name in self.selected]
         # worst first: lost, unreserved, inactive by WAL retained, then the rest
         slots = sorted(slots, key=lambda s: s.badness)
         self.slots = slots
-        # aggregates first, then slots worst first: plugin.Check keeps this order, so a
+        # aggregates first, then slots worst first: adapters.Check keeps this order, so a
         # perfdata line cut at 4 KB loses the healthiest slots, never the totals
         yield from self._aggregates(slots)
         taken: set[str] = set()
         for slot in slots:
-            label = plugin.perfdata_label(slot.slot_name, taken, fallback="slot")
+            label = output.perfdata_label(slot.slot_name, taken, fallback="slot")
             self.details.append(_describe(slot))
             for metric in self._per_slot(label, slot):
                 self.owner[metric.name] = slot
@@ -158,7 +159,7 @@ def _describe(slot: Slot) -> str:
     return ", ".join(parts)
 
 
-class SlotMetricContext(plugin.MetricContext):
+class SlotMetricContext(adapters.MetricContext):
     """One context for every slot's metric of a kind; the text names the slot."""
 
     def describe(self, metric: nagiosplugin.Metric) -> str:
@@ -209,7 +210,7 @@ class WalStatusContext(nagiosplugin.Context):
         return nagiosplugin.Result(_STATES[status], text, metric)
 
 
-_STATES = {plugin.Status.WARNING: nagiosplugin.Warn, plugin.Status.CRITICAL: nagiosplugin.Critical}
+_STATES = {Status.WARNING: nagiosplugin.Warn, Status.CRITICAL: nagiosplugin.Critical}
 
 INVALIDATED_HINTS = {
     "physical": "its standby needs a new base backup",
@@ -231,7 +232,7 @@ class InvalidatedContext(nagiosplugin.Context):
         )
 
 
-class SlotsSummary(plugin.Summary):
+class SlotsSummary(adapters.Summary):
     probe: Slots
 
     def ok(self, results: nagiosplugin.Results) -> str:
@@ -261,8 +262,8 @@ class SlotsSummary(plugin.Summary):
     def problem(self, results: nagiosplugin.Results) -> str:
         """One slot: its results in full. Several: counted per problem, so that the line
         stays short with dozens of slots; the long output lists them, worst first."""
-        status = plugin.worst(plugin.Status.of(r.state) for r in results)
-        bad = [r for r in results if plugin.Status.of(r.state) is status]
+        status = worst(adapters.status_of(r.state) for r in results)
+        bad = [r for r in results if adapters.status_of(r.state) is status]
         owners = [self.probe.owner.get(r.metric.name) for r in bad]
         if None in owners or len({s.slot_name for s in owners if s}) <= 1:
             return super().problem(results)
@@ -307,7 +308,7 @@ def _problem_words(result: nagiosplugin.Result) -> tuple[int, str]:
     return 5, str(result)
 
 
-@click.command("slots", context_settings=plugin.CONTEXT_SETTINGS)
+@click.command("slots", context_settings=runtime.CONTEXT_SETTINGS)
 @connection_options
 @threshold_options(
     plain_unit=Unit.BYTES,
@@ -342,7 +343,7 @@ def command(
     inactive_critical,
     safe_wal_warning,
     safe_wal_critical,
-) -> plugin.Report:
+) -> output.Report:
     """Replication slots: WAL retained by each, inactive slots, wal_status, safe_wal_size.
 
     Inactive is WARNING (CRITICAL after --inactive-critical on 17+); a slot not used yet
@@ -363,9 +364,9 @@ def command(
 
     def build() -> nagiosplugin.Check:
         probe = Slots(settings, selected)
-        return plugin.Check(
+        return adapters.Check(
             probe,
-            plugin.FactContext("slot_fact"),
+            adapters.FactContext("slot_fact"),
             SlotMetricContext(
                 "slot_retained", limits["slot_retained"], label="retains", unit=Unit.BYTES
             ),
@@ -378,6 +379,6 @@ def command(
             SlotsSummary(probe),
         )
 
-    return plugin.run_check(
+    return runtime.run_check(
         NAME, build, timeout=settings.timeout, target=settings.target, verbose=verbose
     )

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import click
 import nagiosplugin
 
-from checks import plugin
+from checks import adapters, output, runtime
 from checks.postgres.connection import ConnectionSettings, connect
 from checks.postgres.options import connection_options, role_mismatch_option
 from checks.postgres.probes.standbys import (
@@ -17,6 +17,7 @@ from checks.postgres.probes.standbys import (
     read_standbys,
     server_shown_name,
 )
+from checks.status import CheckFailed, Status, unknown
 from checks.thresholds import Limits, assign, threshold_options
 from checks.units import (
     Unit,
@@ -36,12 +37,12 @@ DEFAULTS = {
 }
 
 
-class Standbys(plugin.Probe):
+class Standbys(adapters.Probe):
     def __init__(
         self,
         settings: ConnectionSettings,
         expected_names: tuple[str, ...],
-        on_replica: plugin.Status,
+        on_replica: Status,
         *,
         excluded: tuple[str, ...] = (),
         delays: dict[str, float] | None = None,
@@ -97,11 +98,9 @@ class Standbys(plugin.Probe):
         self.logical = upstream.logical
         if upstream.in_recovery and not upstream.standbys and not receivers:
             # a cascading replica with standbys of its own is checked like a primary
-            raise plugin.CheckFailed(
-                self.on_replica, "replica (in recovery) with no standbys of its own"
-            )
+            raise CheckFailed(self.on_replica, "replica (in recovery) with no standbys of its own")
         if any(s.hidden for s in upstream.standbys + upstream.logical):
-            raise plugin.unknown(
+            raise unknown(
                 f"cannot see pg_stat_replication details as role {login}: "
                 f"GRANT pg_monitor TO {login} (or pg_read_all_stats)"
             )
@@ -129,7 +128,7 @@ class Standbys(plugin.Probe):
             yield nagiosplugin.Metric(f"expected_{name}", int(present), context="expected")
         taken: set[str] = set()
         for standby in standbys:
-            label = plugin.perfdata_label(standby.application_name, taken, fallback="standby")
+            label = output.perfdata_label(standby.application_name, taken, fallback="standby")
             delay = self.delay_of.get(standby.application_name)
             replay = (
                 "replay position not reported yet"
@@ -284,7 +283,7 @@ class Standbys(plugin.Probe):
         )
 
 
-class StandbyLagContext(plugin.MetricContext):
+class StandbyLagContext(adapters.MetricContext):
     """One context for every standby's metric of a kind; the text names the standby."""
 
     def describe(self, metric: nagiosplugin.Metric) -> str:
@@ -293,7 +292,7 @@ class StandbyLagContext(plugin.MetricContext):
         return f"{name} {self.label} {format_value(metric.value, self.unit)}"
 
 
-class SyncContext(plugin.MetricContext):
+class SyncContext(adapters.MetricContext):
     """Synchronous standbys: at least ``--sync``, by default as many as commits wait for.
 
     With synchronous_commit local or off server-wide, commits do not wait for the
@@ -363,7 +362,7 @@ class ExpectedContext(nagiosplugin.Context):
 NAMES_IN_SUMMARY = 3
 
 
-class StandbysSummary(plugin.Summary):
+class StandbysSummary(adapters.Summary):
     probe: Standbys
 
     def ok(self, results: nagiosplugin.Results) -> str:
@@ -417,7 +416,7 @@ def parse_delays(
     return delays
 
 
-@click.command("standbys", context_settings=plugin.CONTEXT_SETTINGS)
+@click.command("standbys", context_settings=runtime.CONTEXT_SETTINGS)
 @connection_options
 @threshold_options(
     plain_unit=None,
@@ -473,8 +472,8 @@ def command(
     expected_names: tuple[str, ...],
     excluded: tuple[str, ...],
     delays: dict[str, float],
-    role_mismatch: plugin.Status,
-) -> plugin.Report:
+    role_mismatch: Status,
+) -> output.Report:
     """The primary's view of its standbys (pg_stat_replication): count, sync state, lag.
 
     Perfdata: standbys, sync_standbys, max_replay_lag_bytes first; then per standby,
@@ -496,9 +495,9 @@ def command(
 
     def build() -> nagiosplugin.Check:
         probe = Standbys(settings, expected_names, role_mismatch, excluded=excluded, delays=delays)
-        return plugin.Check(
+        return adapters.Check(
             probe,
-            plugin.MetricContext(
+            adapters.MetricContext(
                 "standbys",
                 Limits(None, nagiosplugin.Range(f"{min_standbys}:")),
                 label="streaming standbys",
@@ -530,10 +529,10 @@ def command(
                 label="replay lag beyond its delay",
                 unit=Unit.SECONDS,
             ),
-            plugin.FactContext("standby_lag_fact"),
+            adapters.FactContext("standby_lag_fact"),
             StandbysSummary(probe),
         )
 
-    return plugin.run_check(
+    return runtime.run_check(
         NAME, build, timeout=settings.timeout, target=settings.target, verbose=verbose
     )

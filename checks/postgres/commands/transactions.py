@@ -12,10 +12,11 @@ from collections.abc import Iterator
 import click
 import nagiosplugin
 
-from checks import plugin
+from checks import adapters, output, runtime
 from checks.postgres.connection import ConnectionSettings, connect
 from checks.postgres.options import connection_options
 from checks.postgres.probes.transactions import Session, Transactions, read_transactions
+from checks.status import unknown, worst
 from checks.thresholds import Limits, ThresholdType, assign, range_options, threshold_options
 from checks.units import Unit, format_duration
 
@@ -32,7 +33,7 @@ DEFAULT_PREPARED = Limits(nagiosplugin.Range("300"), nagiosplugin.Range("1800"))
 DEFAULT_PREPARED_XIDS = Limits(nagiosplugin.Range("10000000"), nagiosplugin.Range("100000000"))
 
 
-class TransactionsProbe(plugin.Probe):
+class TransactionsProbe(adapters.Probe):
     def __init__(self, settings: ConnectionSettings) -> None:
         super().__init__()
         self.settings = settings
@@ -43,7 +44,7 @@ class TransactionsProbe(plugin.Probe):
             facts = self.facts = read_transactions(conn)
             login = conn.info.user
         if facts.hidden:
-            raise plugin.unknown(
+            raise unknown(
                 f"cannot see {facts.hidden} other sessions in pg_stat_activity as role "
                 f"{login}: GRANT pg_monitor TO {login} (or pg_read_all_stats)"
             )
@@ -91,7 +92,7 @@ class TransactionsProbe(plugin.Probe):
         )
 
 
-class SessionAgeContext(plugin.MetricContext):
+class SessionAgeContext(adapters.MetricContext):
     """The text names the session: pid and application_name, as pg_terminate_backend needs."""
 
     def __init__(self, name: str, limits: Limits, *, label: str, attribute: str) -> None:
@@ -106,7 +107,7 @@ class SessionAgeContext(plugin.MetricContext):
         return f"{session.describe()} {self.label} for {format_duration(metric.value)}"
 
 
-class PreparedAgeContext(plugin.MetricContext):
+class PreparedAgeContext(adapters.MetricContext):
     """The text names the prepared transaction by gid, as COMMIT/ROLLBACK PREPARED need."""
 
     def describe(self, metric: nagiosplugin.Metric) -> str:
@@ -116,7 +117,7 @@ class PreparedAgeContext(plugin.MetricContext):
         return f"{prepared.describe()} prepared {format_duration(metric.value)} ago"
 
 
-class PreparedXidContext(plugin.MetricContext):
+class PreparedXidContext(adapters.MetricContext):
     """The text names the prepared transaction that pins the oldest XID."""
 
     def describe(self, metric: nagiosplugin.Metric) -> str:
@@ -126,14 +127,14 @@ class PreparedXidContext(plugin.MetricContext):
         return f"{pinning.describe()} pins XIDs {pinning.xid_age:,} transactions old"
 
 
-class TransactionsSummary(plugin.Summary):
+class TransactionsSummary(adapters.Summary):
     probe: TransactionsProbe
 
     def problem(self, results: nagiosplugin.Results) -> str:
         """One session both oldest in transaction and oldest idle in it is named once:
         ``pid 42 (psql) in transaction for 40min (above 30min), idle for 35min (...)``."""
-        status = plugin.worst(plugin.Status.of(r.state) for r in results)
-        bad = [r for r in results if plugin.Status.of(r.state) is status]
+        status = worst(adapters.status_of(r.state) for r in results)
+        bad = [r for r in results if adapters.status_of(r.state) is status]
         facts = self.probe.facts
         oldest = facts.oldest if facts else None
         idle = facts.oldest_idle if facts else None
@@ -171,7 +172,7 @@ class TransactionsSummary(plugin.Summary):
         return text
 
 
-@click.command("transactions", context_settings=plugin.CONTEXT_SETTINGS)
+@click.command("transactions", context_settings=runtime.CONTEXT_SETTINGS)
 @connection_options
 @threshold_options(
     plain_unit=Unit.SECONDS,
@@ -209,7 +210,7 @@ def command(
     prepared_critical,
     prepared_xids_warning,
     prepared_xids_critical,
-) -> plugin.Report:
+) -> output.Report:
     """Oldest open transaction and oldest session idle in transaction, with pid and name.
 
     Only client sessions count (not autovacuum or WAL senders); the check's own session is
@@ -261,10 +262,10 @@ def command(
                 label="prepared transaction XID age",
                 unit=Unit.NUMBER,
             ),
-            plugin.FactContext("xact_fact"),
+            adapters.FactContext("xact_fact"),
             TransactionsSummary(probe),
         )
 
-    return plugin.run_check(
+    return runtime.run_check(
         NAME, build, timeout=settings.timeout, target=settings.target, verbose=verbose
     )

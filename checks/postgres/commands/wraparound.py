@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import click
 import nagiosplugin
 
-from checks import plugin
+from checks import adapters, output, runtime
 from checks.postgres.connection import ConnectionSettings, connect
 from checks.postgres.options import connection_options
 from checks.postgres.probes.wraparound import (
@@ -19,6 +19,7 @@ from checks.postgres.probes.wraparound import (
     holds_back,
     read_wraparound,
 )
+from checks.status import unknown, worst
 from checks.thresholds import Limits, ThresholdType, assign, range_options, threshold_options
 from checks.units import Unit
 
@@ -31,7 +32,7 @@ DEFAULT_MXID = Limits(nagiosplugin.Range("50"), nagiosplugin.Range("75"))
 TOP_DATABASES = 5
 
 
-class Wraparound(plugin.Probe):
+class Wraparound(adapters.Probe):
     def __init__(self, settings: ConnectionSettings) -> None:
         super().__init__()
         self.settings = settings
@@ -53,7 +54,7 @@ class Wraparound(plugin.Probe):
         databases, holder = facts.databases, facts.holder
         self.databases, self.holder = databases, holder
         if not databases:
-            raise plugin.unknown("internal error: pg_database is empty")
+            raise unknown("internal error: pg_database is empty")
         oldest = self.oldest
         oldest_mxid = self.oldest_mxid
         self.details.append(
@@ -105,7 +106,7 @@ class Wraparound(plugin.Probe):
         )
 
 
-class AgeContext(plugin.MetricContext):
+class AgeContext(adapters.MetricContext):
     """The text names the database the age belongs to."""
 
     def describe(self, metric: nagiosplugin.Metric) -> str:
@@ -116,7 +117,7 @@ class AgeContext(plugin.MetricContext):
         )
 
 
-class MxidAgeContext(plugin.MetricContext):
+class MxidAgeContext(adapters.MetricContext):
     """The text names the database with the oldest multixact ID (not always the XID one)."""
 
     def describe(self, metric: nagiosplugin.Metric) -> str:
@@ -127,7 +128,7 @@ class MxidAgeContext(plugin.MetricContext):
         )
 
 
-class WraparoundSummary(plugin.Summary):
+class WraparoundSummary(adapters.Summary):
     """A problem with the XID age names what holds the oldest XID back, when something
     does: that, not vacuum, is what the DBA has to deal with."""
 
@@ -135,9 +136,9 @@ class WraparoundSummary(plugin.Summary):
 
     def problem(self, results: nagiosplugin.Results) -> str:
         text = super().problem(results)
-        status = plugin.worst(plugin.Status.of(r.state) for r in results)
+        status = worst(adapters.status_of(r.state) for r in results)
         xid_problem = any(
-            r.metric.name in ("xid_age_pct", "xid_age") and plugin.Status.of(r.state) is status
+            r.metric.name in ("xid_age_pct", "xid_age") and adapters.status_of(r.state) is status
             for r in results
         )
         holder = self.probe.holder
@@ -146,7 +147,7 @@ class WraparoundSummary(plugin.Summary):
         return text
 
 
-@click.command("wraparound", context_settings=plugin.CONTEXT_SETTINGS)
+@click.command("wraparound", context_settings=runtime.CONTEXT_SETTINGS)
 @connection_options
 @threshold_options(
     plain_unit=None,
@@ -162,7 +163,7 @@ class WraparoundSummary(plugin.Summary):
 )
 def command(
     settings: ConnectionSettings, verbose: int, warning, critical, mxid_warning, mxid_critical
-) -> plugin.Report:
+) -> output.Report:
     """Transaction ID wraparound: the oldest age(datfrozenxid) of all databases, named.
 
     At 2^31 transactions the server stops accepting writes. Defaults: warning above 50%,
@@ -188,11 +189,11 @@ def command(
             AgeContext("xid_age_pct", limits["xid_age_pct"], label="XID age", unit=Unit.PERCENT),
             AgeContext("xid_age", limits["xid_age"], label="XID age", unit=Unit.NUMBER),
             MxidAgeContext("mxid_age_pct", mxid_limits, label="multixact age", unit=Unit.PERCENT),
-            plugin.FactContext("mxid_age"),
-            plugin.FactContext("xmin_horizon_age"),
+            adapters.FactContext("mxid_age"),
+            adapters.FactContext("xmin_horizon_age"),
             WraparoundSummary(probe),
         )
 
-    return plugin.run_check(
+    return runtime.run_check(
         NAME, build, timeout=settings.timeout, target=settings.target, verbose=verbose
     )

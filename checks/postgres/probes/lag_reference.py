@@ -19,9 +19,9 @@ import threading
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from checks.plugin import CheckFailed
 from checks.postgres.connection import ConnectionSettings, connect
 from checks.postgres.probes.lag import ServerPosition, read_position
+from checks.status import CheckFailed
 
 if TYPE_CHECKING:
     from checks.consul import ConsulSettings

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 MIN_CONNECT_TIMEOUT = 2
 # Part of --timeout left for connecting and for the query; the watchdog takes the rest.
 BUDGET_SHARE = 0.8
-# The oldest major the probes' SQL is written and tested for (wal_status in
+# The oldest major the readers' SQL is written and tested for (wal_status in
 # pg_replication_slots, for one, arrived in 13).
 OLDEST_SUPPORTED_MAJOR = 13
 

@@ -9,9 +9,9 @@ import pytest
 
 from checks import output
 from checks.postgres.commands import standbys as cmd
-from checks.postgres.probes.standbys import (
-    Standby,
-    Upstream,
+from checks.postgres.readers.standbys import (
+    StandbyFacts,
+    UpstreamFacts,
     looks_mangled,
     required_sync_standbys,
     server_shown_name,
@@ -54,8 +54,8 @@ def standby(
     seconds: float = 0.0,
     receiver: bool = False,
     logical: bool = False,
-) -> Standby:
-    return Standby(
+) -> StandbyFacts:
+    return StandbyFacts(
         pid=abs(hash(name)) % 100000,
         application_name=name,
         client_addr="127.0.0.1",
@@ -84,13 +84,13 @@ def test_worst_first_puts_not_streaming_then_largest_lag_first() -> None:
 
 
 def upstream(
-    *senders: Standby,
+    *senders: StandbyFacts,
     names: str = "",
     in_recovery: bool = False,
     synchronous_commit: str = "on",
     version: int = 150000,
-) -> Upstream:
-    return Upstream(
+) -> UpstreamFacts:
+    return UpstreamFacts(
         in_recovery=in_recovery,
         synchronous_standby_names=names,
         standbys=worst_first([s for s in senders if not s.wal_receiver and not s.logical]),
@@ -101,7 +101,7 @@ def upstream(
     )
 
 
-def run(monkeypatch: pytest.MonkeyPatch, up: Upstream, *args: str) -> output.Report:
+def run(monkeypatch: pytest.MonkeyPatch, up: UpstreamFacts, *args: str) -> output.Report:
     conn = SimpleNamespace(info=SimpleNamespace(user="monitor"))
     monkeypatch.setattr(cmd, "connect", lambda settings: contextlib.nullcontext(conn))
     monkeypatch.setattr(cmd, "read_standbys", lambda c: up)

@@ -11,7 +11,7 @@ import nagiosplugin
 from checks import adapters, output, runtime
 from checks.postgres.connection import ConnectionSettings, connect, reached
 from checks.postgres.options import connection_options
-from checks.postgres.probes.alive import read_liveness
+from checks.postgres.readers.alive import read_liveness
 from checks.thresholds import (
     Limits,
     ThresholdType,

@@ -16,7 +16,7 @@ import nagiosplugin
 from checks import adapters, output, runtime
 from checks.postgres.connection import ConnectionSettings, connect
 from checks.postgres.options import connection_options
-from checks.postgres.probes.archiver import Archiver, read_archiver
+from checks.postgres.readers.archiver import ArchiverFacts, read_archiver
 from checks.status import CheckFailed, Status, unknown
 from checks.thresholds import Limits, assign, threshold_options
 from checks.units import Unit, format_duration
@@ -30,7 +30,7 @@ class ArchiverProbe(adapters.Probe):
         super().__init__()
         self.settings = settings
         self.expect_archiving = expect_archiving
-        self.facts: Archiver | None = None
+        self.facts: ArchiverFacts | None = None
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
         with connect(self.settings) as conn:

@@ -10,7 +10,7 @@ import nagiosplugin
 from checks import adapters, output, runtime
 from checks.postgres.connection import ConnectionSettings, connect
 from checks.postgres.options import connection_options
-from checks.postgres.probes.connections import Connections, read_connections
+from checks.postgres.readers.connections import ConnectionsFacts, read_connections
 from checks.status import unknown
 from checks.thresholds import Limits, assign, threshold_options
 from checks.units import Unit
@@ -25,7 +25,7 @@ class ConnectionsProbe(adapters.Probe):
     def __init__(self, settings: ConnectionSettings) -> None:
         super().__init__()
         self.settings = settings
-        self.facts: Connections | None = None
+        self.facts: ConnectionsFacts | None = None
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
         with connect(self.settings) as conn:

@@ -14,7 +14,7 @@ import nagiosplugin
 from checks import adapters, output, runtime
 from checks.postgres.connection import ConnectionSettings, connect
 from checks.postgres.options import connection_options
-from checks.postgres.probes.role import RoleFacts, read_role
+from checks.postgres.readers.role import RoleFacts, read_role
 from checks.status import Status
 
 NAME = "PG_ROLE"

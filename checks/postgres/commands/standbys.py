@@ -10,9 +10,9 @@ import nagiosplugin
 from checks import adapters, output, runtime
 from checks.postgres.connection import ConnectionSettings, connect
 from checks.postgres.options import connection_options, role_mismatch_option
-from checks.postgres.probes.standbys import (
-    Standby,
-    Upstream,
+from checks.postgres.readers.standbys import (
+    StandbyFacts,
+    UpstreamFacts,
     looks_mangled,
     read_standbys,
     server_shown_name,
@@ -53,10 +53,10 @@ class Standbys(adapters.Probe):
         self.on_replica = on_replica
         self.excluded_names = excluded
         self.delays = delays or {}
-        self.standbys: list[Standby] = []
-        self.wal_receivers: list[Standby] = []
-        self.logical: list[Standby] = []
-        self.excluded: list[Standby] = []
+        self.standbys: list[StandbyFacts] = []
+        self.wal_receivers: list[StandbyFacts] = []
+        self.logical: list[StandbyFacts] = []
+        self.excluded: list[StandbyFacts] = []
         # application_name as the server shows it -> the delay given by --delayed
         self.delay_of: dict[str, float] = {}
         # synchronous standbys synchronous_standby_names names, how many of them commits
@@ -195,7 +195,7 @@ class Standbys(adapters.Probe):
                 f"{receiver.sync_state}, {flushed}"
             )
 
-    def _notes(self, upstream: Upstream, senders: list[Standby]) -> list[str]:
+    def _notes(self, upstream: UpstreamFacts, senders: list[StandbyFacts]) -> list[str]:
         """What commits wait for, and names the server rewrote, in words."""
         notes: list[str] = []
         version = upstream.server_version
@@ -234,7 +234,7 @@ class Standbys(adapters.Probe):
     @staticmethod
     def _lag_metrics(
         label: str,
-        standby: Standby,
+        standby: StandbyFacts,
         *,
         bytes_context: str = "standby_replay_bytes",
         seconds_context: str = "standby_replay_seconds",
@@ -257,7 +257,7 @@ class Standbys(adapters.Probe):
 
     @staticmethod
     def _delayed_metrics(
-        label: str, standby: Standby, delay: float
+        label: str, standby: StandbyFacts, delay: float
     ) -> Iterator[nagiosplugin.Metric]:
         """A standby that applies WAL late on purpose (recovery_min_apply_delay): the WAL
         it holds unreplayed is its delay, not lag. Judged: how far behind it has flushed

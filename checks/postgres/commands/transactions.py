@@ -15,7 +15,7 @@ import nagiosplugin
 from checks import adapters, output, runtime
 from checks.postgres.connection import ConnectionSettings, connect
 from checks.postgres.options import connection_options
-from checks.postgres.probes.transactions import Session, Transactions, read_transactions
+from checks.postgres.readers.transactions import SessionFacts, TransactionsFacts, read_transactions
 from checks.status import unknown, worst
 from checks.thresholds import Limits, ThresholdType, assign, range_options, threshold_options
 from checks.units import Unit, format_duration
@@ -37,7 +37,7 @@ class TransactionsProbe(adapters.Probe):
     def __init__(self, settings: ConnectionSettings) -> None:
         super().__init__()
         self.settings = settings
-        self.facts: Transactions | None = None
+        self.facts: TransactionsFacts | None = None
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
         with connect(self.settings) as conn:
@@ -101,7 +101,7 @@ class SessionAgeContext(adapters.MetricContext):
 
     def describe(self, metric: nagiosplugin.Metric) -> str:
         facts = metric.resource.facts
-        session: Session | None = getattr(facts, self.attribute, None)
+        session: SessionFacts | None = getattr(facts, self.attribute, None)
         if session is None:
             return f"no session {self.label}"
         return f"{session.describe()} {self.label} for {format_duration(metric.value)}"

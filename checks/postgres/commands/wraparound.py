@@ -12,10 +12,10 @@ import nagiosplugin
 from checks import adapters, output, runtime
 from checks.postgres.connection import ConnectionSettings, connect
 from checks.postgres.options import connection_options
-from checks.postgres.probes.wraparound import (
+from checks.postgres.readers.wraparound import (
     WRAPAROUND_LIMIT,
-    DatabaseAge,
-    HorizonHolder,
+    DatabaseAgeFacts,
+    HorizonHolderFacts,
     holds_back,
     read_wraparound,
 )
@@ -36,15 +36,15 @@ class Wraparound(adapters.Probe):
     def __init__(self, settings: ConnectionSettings) -> None:
         super().__init__()
         self.settings = settings
-        self.databases: list[DatabaseAge] = []
-        self.holder: HorizonHolder | None = None
+        self.databases: list[DatabaseAgeFacts] = []
+        self.holder: HorizonHolderFacts | None = None
 
     @property
-    def oldest(self) -> DatabaseAge:
+    def oldest(self) -> DatabaseAgeFacts:
         return self.databases[0]
 
     @property
-    def oldest_mxid(self) -> DatabaseAge:
+    def oldest_mxid(self) -> DatabaseAgeFacts:
         return max(self.databases, key=lambda d: (d.mxid_age, d.datname))
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:

@@ -143,7 +143,7 @@ def lag_sql(server_version: int) -> str:
 
 
 @dataclass(frozen=True)
-class ReplicaLag:
+class ReplicaLagFacts:
     in_recovery: bool
     server_version: int
     system_identifier: str
@@ -201,7 +201,7 @@ def _clamped(value: float | None) -> float | None:
     return None if value is None else max(0, value)
 
 
-def read_lag(conn: psycopg.Connection[dict[str, Any]]) -> ReplicaLag:
+def read_lag(conn: psycopg.Connection[dict[str, Any]]) -> ReplicaLagFacts:
     """The replica's facts; ``behind_reference_bytes`` stays None (see read_distance)."""
     version = conn.info.server_version
     row = fetch_row(conn, lag_sql(version))
@@ -224,7 +224,7 @@ def read_lag(conn: psycopg.Connection[dict[str, Any]]) -> ReplicaLag:
         "server_uptime",
     ):
         row[name] = _clamped(row[name])
-    return ReplicaLag(
+    return ReplicaLagFacts(
         in_recovery=bool(row["in_recovery"]),
         server_version=version,
         system_identifier=row["system_identifier"],
@@ -276,7 +276,7 @@ def read_parameters(conn: psycopg.Connection[dict[str, Any]]) -> dict[str, int]:
 
 
 @dataclass(frozen=True)
-class ServerPosition:
+class ServerPositionFacts:
     """What another server (a primary given by conninfo, or the upstream) told us."""
 
     in_recovery: bool
@@ -285,9 +285,9 @@ class ServerPosition:
     parameters: dict[str, int]
 
 
-def read_position(conn: psycopg.Connection[dict[str, Any]]) -> ServerPosition:
+def read_position(conn: psycopg.Connection[dict[str, Any]]) -> ServerPositionFacts:
     row = fetch_row(conn, _POSITION_SQL)
-    return ServerPosition(
+    return ServerPositionFacts(
         in_recovery=bool(row["in_recovery"]),
         wal_lsn=row["wal_lsn"],
         system_identifier=row["system_identifier"],

@@ -48,7 +48,7 @@ def connections_sql(server_version: int) -> str:
 
 
 @dataclass(frozen=True)
-class Connections:
+class ConnectionsFacts:
     max_connections: int
     superuser_reserved: int
     reserved: int
@@ -73,9 +73,9 @@ class Connections:
         return max(self.per_database.items(), key=lambda item: (item[1], item[0]))
 
 
-def read_connections(conn: psycopg.Connection[dict[str, Any]]) -> Connections:
+def read_connections(conn: psycopg.Connection[dict[str, Any]]) -> ConnectionsFacts:
     row = fetch_row(conn, connections_sql(conn.info.server_version))
-    return Connections(
+    return ConnectionsFacts(
         max_connections=row["max_connections"],
         superuser_reserved=row["superuser_reserved"],
         reserved=row["reserved"],

@@ -1,4 +1,4 @@
-"""Pure logic of the slots, connections, archiver, wraparound and transactions probes."""
+"""Pure logic of the slots, connections, archiver, wraparound and transactions readers."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ from dataclasses import replace
 
 import pytest
 
-from checks.postgres.probes.archiver import Archiver
-from checks.postgres.probes.connections import Connections, connections_sql
-from checks.postgres.probes.slots import slots_sql
-from checks.postgres.probes.wraparound import DatabaseAge
+from checks.postgres.readers.archiver import ArchiverFacts
+from checks.postgres.readers.connections import ConnectionsFacts, connections_sql
+from checks.postgres.readers.slots import slots_sql
+from checks.postgres.readers.wraparound import DatabaseAgeFacts
 
-IDLE = Archiver(
+IDLE = ArchiverFacts(
     archive_mode="on",
     in_recovery=False,
     archived_count=10,
@@ -55,13 +55,15 @@ def test_who_archives(mode: str, in_recovery: bool, archives: bool) -> None:
 
 
 def test_usable_connections_leave_out_every_reserved_slot() -> None:
-    facts = Connections(max_connections=100, superuser_reserved=3, reserved=5, used=46, hidden=0)
+    facts = ConnectionsFacts(
+        max_connections=100, superuser_reserved=3, reserved=5, used=46, hidden=0
+    )
     assert facts.usable == 92
     assert facts.used_percent == pytest.approx(50.0)
 
 
 def test_busiest_database_is_stable_on_ties() -> None:
-    facts = Connections(100, 3, 0, 4, 0, per_database={"a": 2, "b": 2})
+    facts = ConnectionsFacts(100, 3, 0, 4, 0, per_database={"a": 2, "b": 2})
     assert facts.busiest_database == ("b", 2)
 
 
@@ -75,4 +77,4 @@ def test_sql_follows_the_server_version() -> None:
 
 
 def test_wraparound_percent_of_two_to_the_31() -> None:
-    assert DatabaseAge("db", 2**30, 0, 200_000_000).xid_percent == 50.0
+    assert DatabaseAgeFacts("db", 2**30, 0, 200_000_000).xid_percent == 50.0

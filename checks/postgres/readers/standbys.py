@@ -88,7 +88,7 @@ def required_sync_standbys(setting: str | None) -> int:
 
 
 @dataclass(frozen=True)
-class Standby:
+class StandbyFacts:
     pid: int
     application_name: str
     client_addr: str | None
@@ -119,7 +119,7 @@ class Standby:
         return self.sync_state in ("sync", "quorum")
 
 
-def worst_first(standbys: list[Standby]) -> list[Standby]:
+def worst_first(standbys: list[StandbyFacts]) -> list[StandbyFacts]:
     """Not streaming first, then the largest replay lag (bytes, then seconds), then name."""
     return sorted(
         standbys,
@@ -138,14 +138,14 @@ WAITING_COMMITS = frozenset({"on", "remote_write", "remote_apply"})
 
 
 @dataclass(frozen=True)
-class Upstream:
+class UpstreamFacts:
     """The server asked, and the standbys and WAL receivers streaming from it."""
 
     in_recovery: bool
     synchronous_standby_names: str
-    standbys: list[Standby]
-    wal_receivers: list[Standby]
-    logical: list[Standby] = field(default_factory=list)
+    standbys: list[StandbyFacts]
+    wal_receivers: list[StandbyFacts]
+    logical: list[StandbyFacts] = field(default_factory=list)
     # the server's own synchronous_commit (its configuration, not our login's)
     synchronous_commit: str = "on"
     # False when our login's own setting hides the server's (taken as the default, on)
@@ -203,7 +203,7 @@ _SERVER_COLUMNS = (
 )
 
 
-def read_standbys(conn: psycopg.Connection[dict[str, Any]]) -> Upstream:
+def read_standbys(conn: psycopg.Connection[dict[str, Any]]) -> UpstreamFacts:
     rows = query(conn, STANDBYS_SQL)
     first = rows[0]
     synchronous_commit, known = str(first["synchronous_commit"]), True
@@ -217,8 +217,8 @@ def read_standbys(conn: psycopg.Connection[dict[str, Any]]) -> Upstream:
             continue
         for column in _SERVER_COLUMNS:
             del row[column]
-        senders.append(Standby(**row))
-    return Upstream(
+        senders.append(StandbyFacts(**row))
+    return UpstreamFacts(
         in_recovery=in_recovery,
         synchronous_standby_names=names,
         standbys=worst_first([s for s in senders if not s.wal_receiver and not s.logical]),

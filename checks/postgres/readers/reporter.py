@@ -41,15 +41,17 @@ SELECT count(*)::int AS connections,
 
 
 @dataclass(frozen=True)
-class Position:
+class ReporterPositionFacts:
     port: int
     wal_lsn: str | None
     advanced_bytes: int | None
 
 
-def read_position(conn: psycopg.Connection[dict[str, Any]], *, since: str | None) -> Position:
+def read_position(
+    conn: psycopg.Connection[dict[str, Any]], *, since: str | None
+) -> ReporterPositionFacts:
     row = fetch_row(conn, POSITION_SQL, {"since": since})
-    return Position(
+    return ReporterPositionFacts(
         port=int(row["port"]),
         wal_lsn=row["wal_lsn"],
         advanced_bytes=None if row["advanced_bytes"] is None else int(row["advanced_bytes"]),

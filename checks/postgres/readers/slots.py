@@ -66,7 +66,7 @@ def slots_sql(server_version: int) -> str:
 
 
 @dataclass(frozen=True)
-class Slot:
+class SlotFacts:
     slot_name: str
     slot_type: str
     temporary: bool
@@ -128,13 +128,13 @@ class Slot:
         return (rank, -(self.retained_bytes or 0), self.slot_name)
 
 
-def read_slots(conn: psycopg.Connection[dict[str, Any]]) -> list[Slot]:
+def read_slots(conn: psycopg.Connection[dict[str, Any]]) -> list[SlotFacts]:
     return [slot_of_row(row) for row in query(conn, slots_sql(conn.info.server_version))]
 
 
-def slot_of_row(row: dict[str, Any]) -> Slot:
+def slot_of_row(row: dict[str, Any]) -> SlotFacts:
     """A slot that reserves no WAL has no safe_wal_size: the server computes one from
     LSN 0 (-292 MiB observed on a never-used slot)."""
     if not row["reserves_wal"] or row["wal_status"] is None:
         row = {**row, "safe_wal_size": None}
-    return Slot(**row)
+    return SlotFacts(**row)

@@ -14,7 +14,7 @@ import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, overload
 
 from checks.status import critical, unknown
 
@@ -384,17 +384,41 @@ def _login_user(settings: ConnectionSettings) -> str:
         return settings.user or "the check's role"
 
 
+Params: TypeAlias = "Sequence[Any] | Mapping[str, Any] | None"
+Row = TypeVar("Row")
+
+
+@overload
+def query(
+    conn: psycopg.Connection[dict[str, Any]], sql: str, params: Params = None
+) -> list[dict[str, Any]]: ...
+@overload
 def query(
     conn: psycopg.Connection[dict[str, Any]],
     sql: str,
-    params: Sequence[Any] | Mapping[str, Any] | None = None,
-) -> list[dict[str, Any]]:
-    """Run one statement; server errors end the check with the state they deserve."""
+    params: Params = None,
+    *,
+    row_class: type[Row],
+) -> list[Row]: ...
+def query(
+    conn: psycopg.Connection[dict[str, Any]],
+    sql: str,
+    params: Params = None,
+    *,
+    row_class: type[Any] | None = None,
+) -> list[Any]:
+    """Run one statement; server errors end the check with the state they deserve.
+
+    ``row_class``: each row built as that class from its named columns (psycopg's
+    class_row), else a dict.
+    """
     import psycopg
     from psycopg import errors
+    from psycopg.rows import class_row
 
     try:
-        with conn.cursor() as cursor:
+        cursor = conn.cursor(row_factory=class_row(row_class)) if row_class else conn.cursor()
+        with cursor:
             cursor.execute(sql, params)
             return cursor.fetchall()
     except errors.InsufficientPrivilege as exc:
@@ -411,12 +435,30 @@ def query(
         raise unknown(f"query failed: {exc.diag.message_primary or exc}") from None
 
 
+@overload
+def fetch_row(
+    conn: psycopg.Connection[dict[str, Any]], sql: str, params: Params = None
+) -> dict[str, Any]: ...
+@overload
 def fetch_row(
     conn: psycopg.Connection[dict[str, Any]],
     sql: str,
-    params: Sequence[Any] | Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    rows = query(conn, sql, params)
+    params: Params = None,
+    *,
+    row_class: type[Row],
+) -> Row: ...
+def fetch_row(
+    conn: psycopg.Connection[dict[str, Any]],
+    sql: str,
+    params: Params = None,
+    *,
+    row_class: type[Any] | None = None,
+) -> Any:
+    rows: list[Any] = (
+        query(conn, sql, params)
+        if row_class is None
+        else query(conn, sql, params, row_class=row_class)
+    )
     if len(rows) != 1:
         raise unknown(f"internal error: expected one row, got {len(rows)}")
     return rows[0]

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 
+from checks.postgres.capabilities import ServerCapabilities
 from checks.postgres.readers.archiver import ArchiverFacts
 from checks.postgres.readers.connections import ConnectionsFacts, connections_sql
 from checks.postgres.readers.slots import slots_sql
@@ -68,12 +69,12 @@ def test_busiest_database_is_stable_on_ties() -> None:
 
 
 def test_sql_follows_the_server_version() -> None:
-    assert "'reserved_connections'" in connections_sql(160000)
-    assert "'reserved_connections'" not in connections_sql(150000)
-    assert "NULL::text AS wal_status" in slots_sql(120000)
-    assert "wal_status, safe_wal_size" in slots_sql(130000)
-    assert "inactive_since" not in slots_sql(160000)
-    assert "inactive_since" in slots_sql(170000)
+    assert "'reserved_connections'" in connections_sql(ServerCapabilities(160000))
+    assert "'reserved_connections'" not in connections_sql(ServerCapabilities(150000))
+    assert "NULL::text AS wal_status" in slots_sql(ServerCapabilities(120000))
+    assert "wal_status, safe_wal_size" in slots_sql(ServerCapabilities(130000))
+    assert "inactive_since" not in slots_sql(ServerCapabilities(160000))
+    assert "inactive_since" in slots_sql(ServerCapabilities(170000))
 
 
 def test_wraparound_percent_of_two_to_the_31() -> None:

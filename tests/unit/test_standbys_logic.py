@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from checks import output
+from checks.postgres.capabilities import ServerCapabilities
 from checks.postgres.commands import standbys as cmd
 from checks.postgres.readers.standbys import (
     StandbyFacts,
@@ -269,12 +270,12 @@ def test_delayed_needs_name_and_duration(value: str) -> None:
 
 
 def test_server_shown_names() -> None:
-    assert server_shown_name("replica1", 150000) == "replica1"
-    assert server_shown_name("r\u00e9plica", 150000) == "r??plica"
-    assert server_shown_name("r\u00e9plica", 160000) == "r\\xc3\\xa9plica"
-    assert looks_mangled("r??plica", 150000)
-    assert not looks_mangled("r??plica", 160000)
-    assert looks_mangled("r\\xc3\\xa9plica", 180000)
+    assert server_shown_name("replica1", ServerCapabilities(150000)) == "replica1"
+    assert server_shown_name("r\u00e9plica", ServerCapabilities(150000)) == "r??plica"
+    assert server_shown_name("r\u00e9plica", ServerCapabilities(160000)) == "r\\xc3\\xa9plica"
+    assert looks_mangled("r??plica", ServerCapabilities(150000))
+    assert not looks_mangled("r??plica", ServerCapabilities(160000))
+    assert looks_mangled("r\\xc3\\xa9plica", ServerCapabilities(180000))
 
 
 def test_expected_non_ascii_name_matches_as_the_server_shows_it(

@@ -286,7 +286,7 @@ class Lag(adapters.Probe):
                     facts,
                     behind_reference_bytes=read_distance(conn, reference.lsn, facts.replayed_lsn),
                 )
-            if facts.capabilities.knows_lock_wait_start and seconds_unknown(
+            if facts.capabilities.has_lock_wait_start and seconds_unknown(
                 facts, reference, self.limits["replay_lag_seconds"]
             ):
                 # Only where the seconds would otherwise be left out: the common path

@@ -8,6 +8,7 @@ import click
 import nagiosplugin
 
 from checks import adapters, output, runtime
+from checks.postgres.capabilities import ServerCapabilities
 from checks.postgres.connection import ConnectionSettings, connect
 from checks.postgres.options import connection_options, role_mismatch_option
 from checks.postgres.readers.standbys import (
@@ -69,9 +70,11 @@ class Standbys(adapters.Probe):
         # metric name -> the application_name it belongs to, for the words in the output
         self.owners: dict[str, str] = {}
 
-    def _shown(self, names: tuple[str, ...] | list[str], version: int) -> dict[str, str]:
+    def _shown(
+        self, names: tuple[str, ...] | list[str], server: ServerCapabilities
+    ) -> dict[str, str]:
         """Each name the user gave -> as the server shows it; notes the ones that differ."""
-        shown = {name: server_shown_name(name, version) for name in names}
+        shown = {name: server_shown_name(name, server) for name in names}
         for name, as_shown in shown.items():
             if as_shown != name:
                 self.details.append(
@@ -84,12 +87,12 @@ class Standbys(adapters.Probe):
         with connect(self.settings) as conn:
             upstream = read_standbys(conn)
             login = conn.info.user
-        version = upstream.server_version
-        excluded = set(self._shown(self.excluded_names, version).values())
+        server = upstream.capabilities
+        excluded = set(self._shown(self.excluded_names, server).values())
         self.delay_of = {
-            server_shown_name(name, version): delay for name, delay in self.delays.items()
+            server_shown_name(name, server): delay for name, delay in self.delays.items()
         }
-        self._shown(list(self.delays), version)
+        self._shown(list(self.delays), server)
         self.excluded = [s for s in upstream.standbys if s.application_name in excluded]
         standbys = self.standbys = [  # worst first
             s for s in upstream.standbys if s.application_name not in excluded
@@ -123,7 +126,7 @@ class Standbys(adapters.Probe):
             yield nagiosplugin.Metric(
                 "max_replay_lag_bytes", max(known), "B", min=0, context="standby_lag_fact"
             )
-        for name, shown in self._shown(self.expected_names, version).items():
+        for name, shown in self._shown(self.expected_names, server).items():
             present = any(s.application_name == shown for s in streaming)
             yield nagiosplugin.Metric(f"expected_{name}", int(present), context="expected")
         taken: set[str] = set()
@@ -198,7 +201,7 @@ class Standbys(adapters.Probe):
     def _notes(self, upstream: UpstreamFacts, senders: list[StandbyFacts]) -> list[str]:
         """What commits wait for, and names the server rewrote, in words."""
         notes: list[str] = []
-        version = upstream.server_version
+        server = upstream.capabilities
         if upstream.synchronous_standby_names.strip() and not upstream.in_recovery:
             waits = (
                 f"commits wait for {self.required_sync} synchronous standby(s)"
@@ -214,8 +217,8 @@ class Standbys(adapters.Probe):
                 notes.append(
                     "synchronous_standby_names has non-ASCII characters: the server shows "
                     "them in application_name as "
-                    f"{chr(92) + 'xHH' if version >= 160000 else '?'}, so that name never "
-                    "matches: give the standby an ASCII application_name"
+                    f"{chr(92) + 'xHH' if server.escapes_non_ascii_names else '?'}, "
+                    "so that name never matches: give the standby an ASCII application_name"
                 )
         if not upstream.synchronous_commit_known:
             notes.append(
@@ -223,7 +226,7 @@ class Standbys(adapters.Probe):
                 "hides the server's own value: taken as the default (on)"
             )
         for sender in senders:
-            if looks_mangled(sender.application_name, version):
+            if looks_mangled(sender.application_name, server):
                 notes.append(
                     f"application_name '{sender.application_name}' may have had non-ASCII "
                     "characters the server replaced: name it that way in --standby and "

@@ -78,7 +78,7 @@ class ArchiverFacts:
 
 
 def read_archiver(conn: psycopg.Connection[dict[str, Any]]) -> ArchiverFacts:
-    facts = ArchiverFacts(**fetch_row(conn, ARCHIVER_SQL))
+    facts = fetch_row(conn, ARCHIVER_SQL, row_class=ArchiverFacts)
     if not (facts.archives_here and facts.can_list_status):
         return facts
     ready = fetch_row(conn, READY_SQL)

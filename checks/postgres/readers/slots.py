@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from checks.postgres.capabilities import ServerCapabilities
 from checks.postgres.connection import query
 
 if TYPE_CHECKING:
@@ -58,10 +59,10 @@ _BEFORE_17 = (
 )
 
 
-def slots_sql(server_version: int) -> str:
+def slots_sql(server: ServerCapabilities) -> str:
     return _SLOTS_SQL.format(
-        since_13=_SINCE_13 if server_version >= 130000 else _BEFORE_13,
-        since_17=_SINCE_17 if server_version >= 170000 else _BEFORE_17,
+        since_13=_SINCE_13 if server.has_wal_status else _BEFORE_13,
+        since_17=_SINCE_17 if server.has_slot_inactive_since else _BEFORE_17,
     )
 
 
@@ -129,7 +130,7 @@ class SlotFacts:
 
 
 def read_slots(conn: psycopg.Connection[dict[str, Any]]) -> list[SlotFacts]:
-    return [slot_of_row(row) for row in query(conn, slots_sql(conn.info.server_version))]
+    return [slot_of_row(row) for row in query(conn, slots_sql(ServerCapabilities.of(conn)))]
 
 
 def slot_of_row(row: dict[str, Any]) -> SlotFacts:

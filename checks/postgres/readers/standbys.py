@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from checks.postgres.capabilities import ServerCapabilities
 from checks.postgres.connection import query
 from checks.postgres.server_settings import is_login_source
 
@@ -171,14 +172,18 @@ class UpstreamFacts:
         local or off (only a transaction that asks for more waits then)."""
         return self.named_sync if self.commits_wait else 0
 
+    @property
+    def capabilities(self) -> ServerCapabilities:
+        return ServerCapabilities(self.server_version)
 
-def server_shown_name(name: str, server_version: int) -> str:
+
+def server_shown_name(name: str, server: ServerCapabilities) -> str:
     """The application_name the server shows for ``name``: non-ASCII bytes become '?'
     (before 16) or ``\\xHH`` (16+), which is what synchronous_standby_names is matched
     against too."""
     if name.isascii():
         return name
-    escapes_bytes = server_version >= 160000
+    escapes_bytes = server.escapes_non_ascii_names
     out = []
     for char in name:
         if char.isascii():
@@ -189,9 +194,9 @@ def server_shown_name(name: str, server_version: int) -> str:
     return "".join(out)
 
 
-def looks_mangled(shown: str, server_version: int) -> bool:
+def looks_mangled(shown: str, server: ServerCapabilities) -> bool:
     """An application_name the server may have rewritten from non-ASCII characters."""
-    return ("\\x" in shown) if server_version >= 160000 else ("?" in shown)
+    return ("\\x" in shown) if server.escapes_non_ascii_names else ("?" in shown)
 
 
 _SERVER_COLUMNS = (

@@ -4,7 +4,7 @@ as the pg_monitor-only role, before and after the checkpoint that clears it."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -21,7 +21,7 @@ _SUMMARY = (
 
 
 @pytest.fixture(scope="module")
-def quiet_cluster(make_pg_cluster) -> Iterator[PgCluster]:
+def quiet_cluster(make_pg_cluster: Callable[..., PgCluster]) -> Iterator[PgCluster]:
     """No checkpoint of its own during the test: not by time, not by WAL volume."""
     with make_pg_cluster(replicas=1, checkpoint_timeout="1h", max_wal_size="1GB") as cluster:
         yield cluster
@@ -32,7 +32,8 @@ def _written_since(server: PgServer, start: str) -> int:
 
 
 def _checkpoints(server: PgServer, *args: str, role: str = "monitor") -> PluginRun:
-    return check_postgresql("checkpoints", *args, env=server.env(role))
+    run: PluginRun = check_postgresql("checkpoints", *args, env=server.env(role))
+    return run
 
 
 def test_wal_since_the_checkpoint_until_the_next_one(quiet_cluster: PgCluster) -> None:

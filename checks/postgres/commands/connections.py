@@ -6,11 +6,10 @@ from collections.abc import Iterator
 
 import nagiosplugin
 
-from checks import adapters, output, runtime
-from checks.postgres.connection import ConnectionSettings, connect
-from checks.postgres.options import connection_options
+from checks import adapters, output
+from checks.postgres.check import PostgresResource, needs_pg_monitor, postgres_command, run
+from checks.postgres.connection import ConnectionSettings
 from checks.postgres.probes.connections import Connections, read_connections
-from checks.status import unknown
 from checks.thresholds import Limits, assign, threshold_options
 from checks.units import Unit
 
@@ -20,20 +19,17 @@ DEFAULTS = {"connections_pct": Limits(nagiosplugin.Range("80"), nagiosplugin.Ran
 TOP_DATABASES = 5
 
 
-class ConnectionsProbe(adapters.Probe):
+class ConnectionsResource(PostgresResource):
     def __init__(self, settings: ConnectionSettings) -> None:
-        super().__init__()
-        self.settings = settings
+        super().__init__(settings)
         self.facts: Connections | None = None
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
-        with connect(self.settings) as conn:
+        with self.connection() as conn:
             facts = self.facts = read_connections(conn)
-            login = conn.info.user
         if facts.hidden:
-            raise unknown(
-                f"cannot see {facts.hidden} other sessions in pg_stat_activity as role "
-                f"{login}: GRANT pg_monitor TO {login} (or pg_read_all_stats)"
+            raise needs_pg_monitor(
+                self.login, f"see {facts.hidden} other sessions in pg_stat_activity"
             )
         reserved = f"{facts.superuser_reserved} for superusers"
         if facts.reserved:
@@ -59,15 +55,15 @@ class ConnectionsProbe(adapters.Probe):
 
 
 class ConnectionsSummary(adapters.Summary):
-    probe: ConnectionsProbe
+    resource: ConnectionsResource
 
     def _busiest(self) -> str:
-        facts = self.probe.facts
+        facts = self.resource.facts
         busiest = facts.busiest_database if facts else None
         return f"most on {busiest[0] or '(none)'} ({busiest[1]})" if busiest else ""
 
     def ok(self, results: nagiosplugin.Results) -> str:
-        facts = self.probe.facts
+        facts = self.resource.facts
         assert facts is not None
         text = (
             f"{facts.used} of {facts.usable} usable connections in use ({facts.used_percent:.1f}%)"
@@ -75,14 +71,13 @@ class ConnectionsSummary(adapters.Summary):
         return ", ".join(filter(None, [text, self._busiest()]))
 
     def problem(self, results: nagiosplugin.Results) -> str:
-        facts = self.probe.facts
+        facts = self.resource.facts
         assert facts is not None
         text = f"{super().problem(results)}: {facts.used} of {facts.usable} usable"
         return ", ".join(filter(None, [text, self._busiest()]))
 
 
-@runtime.command("connections")
-@connection_options
+@postgres_command("connections")
 @threshold_options(
     plain_unit=None,
     help_suffix="A count of client connections (40) or a percentage of the usable ones (80%).",
@@ -101,23 +96,21 @@ def command(settings: ConnectionSettings, verbose: int, warning, critical) -> ou
         defaults=DEFAULTS,
     )
 
-    def build() -> nagiosplugin.Check:
-        probe = ConnectionsProbe(settings)
-        return nagiosplugin.Check(
-            probe,
-            adapters.MetricContext(
-                "connections", limits["connections"], label="connections", unit=Unit.NUMBER
-            ),
-            adapters.MetricContext(
-                "connections_pct",
-                limits["connections_pct"],
-                label="connections used",
-                unit=Unit.PERCENT,
-            ),
-            adapters.FactContext("connections_fact"),
-            ConnectionsSummary(probe),
-        )
-
-    return runtime.run_check(
-        NAME, build, timeout=settings.timeout, target=settings.target, verbose=verbose
+    resource = ConnectionsResource(settings)
+    return run(
+        NAME,
+        settings,
+        verbose,
+        resource,
+        adapters.MetricContext(
+            "connections", limits["connections"], label="connections", unit=Unit.NUMBER
+        ),
+        adapters.MetricContext(
+            "connections_pct",
+            limits["connections_pct"],
+            label="connections used",
+            unit=Unit.PERCENT,
+        ),
+        adapters.FactContext("connections_fact"),
+        summary=ConnectionsSummary(resource),
     )

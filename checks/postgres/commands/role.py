@@ -11,23 +11,22 @@ from collections.abc import Iterator
 import click
 import nagiosplugin
 
-from checks import adapters, output, runtime
-from checks.postgres.connection import ConnectionSettings, connect
-from checks.postgres.options import connection_options
+from checks import adapters, output
+from checks.postgres.check import PostgresResource, postgres_command, run
+from checks.postgres.connection import ConnectionSettings
 from checks.postgres.probes.role import RoleFacts, read_role
 from checks.status import Status
 
 NAME = "PG_ROLE"
 
 
-class Role(adapters.Probe):
+class RoleResource(PostgresResource):
     def __init__(self, settings: ConnectionSettings) -> None:
-        super().__init__()
-        self.settings = settings
+        super().__init__(settings)
         self.facts: RoleFacts | None = None
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
-        with connect(self.settings) as conn:
+        with self.connection() as conn:
             facts = self.facts = read_role(conn)
         self.details += [
             f"role: {facts.role} ({'in recovery' if facts.in_recovery else 'not in recovery'})",
@@ -44,30 +43,30 @@ class Role(adapters.Probe):
 
 
 class RoleSummary(adapters.Summary):
-    probe: Role
+    resource: RoleResource
 
     def ok(self, results: nagiosplugin.Results) -> str:
-        facts = self.probe.facts
+        facts = self.resource.facts
         assert facts is not None
         writable = "writable" if facts.writable else "read-only"
         return f"{facts.role}, {writable}, timeline {facts.timeline}"
 
 
-class WritableContext(nagiosplugin.Context):
+class WritableContext(adapters.FlagContext):
     """A primary expected to take writes must; a replica is read-only by nature."""
 
-    def evaluate(self, metric: nagiosplugin.Metric, resource: Role) -> nagiosplugin.Result:
-        facts = resource.facts
-        if metric.value or facts is None or not facts.is_primary:
-            return nagiosplugin.Result(nagiosplugin.Ok, None, metric)
-        return nagiosplugin.Result(
-            nagiosplugin.Critical,
-            "primary is read-only (default_transaction_read_only is on in its configuration)",
-            metric,
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            name,
+            bad_value=False,
+            hint="primary is read-only (default_transaction_read_only is on in its configuration)",
         )
 
-    def performance(self, metric: nagiosplugin.Metric, resource: object):
-        return nagiosplugin.Performance(metric.name, metric.value, min=0, max=1)
+    def verdict(self, metric: nagiosplugin.Metric, resource: RoleResource) -> tuple[Status, str]:
+        facts = resource.facts
+        if facts is None or not facts.is_primary:
+            return Status.OK, ""
+        return super().verdict(metric, resource)
 
 
 def expectation_contexts(expect: str) -> list[nagiosplugin.Context]:
@@ -95,8 +94,7 @@ def expectation_contexts(expect: str) -> list[nagiosplugin.Context]:
     return [adapters.FactContext("is_primary"), adapters.FactContext("writable")]
 
 
-@runtime.command("role")
-@connection_options
+@postgres_command("role")
 @click.option(
     "--expect",
     type=click.Choice(["primary", "replica", "any"]),
@@ -112,15 +110,13 @@ def command(settings: ConnectionSettings, verbose: int, expect: str) -> output.R
     from its current WAL file, so it is the new one right after a promotion.
     """
 
-    def build() -> nagiosplugin.Check:
-        probe = Role(settings)
-        return nagiosplugin.Check(
-            probe,
-            *expectation_contexts(expect),
-            adapters.FactContext("timeline"),
-            RoleSummary(probe),
-        )
-
-    return runtime.run_check(
-        NAME, build, timeout=settings.timeout, target=settings.target, verbose=verbose
+    resource = RoleResource(settings)
+    return run(
+        NAME,
+        settings,
+        verbose,
+        resource,
+        *expectation_contexts(expect),
+        adapters.FactContext("timeline"),
+        summary=RoleSummary(resource),
     )

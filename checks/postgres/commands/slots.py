@@ -13,9 +13,9 @@ from collections.abc import Iterator
 import click
 import nagiosplugin
 
-from checks import adapters, output, runtime
-from checks.postgres.connection import ConnectionSettings, connect
-from checks.postgres.options import connection_options
+from checks import adapters, output
+from checks.postgres.check import PostgresResource, postgres_command, run
+from checks.postgres.connection import ConnectionSettings
 from checks.postgres.probes.slots import Slot, read_slots
 from checks.status import Status, critical, worst
 from checks.thresholds import Limits, ThresholdType, assign, range_options, threshold_options
@@ -47,10 +47,9 @@ def wal_status_hint(slot: Slot) -> str:
     return WAL_STATUS_HINTS[slot.wal_status or ""][1]
 
 
-class Slots(adapters.Probe):
+class SlotsResource(PostgresResource):
     def __init__(self, settings: ConnectionSettings, selected: tuple[str, ...]) -> None:
-        super().__init__()
-        self.settings = settings
+        super().__init__(settings)
         self.selected = selected
         self.slots: list[Slot] = []
         # full metric name -> the slot it was yielded for; never guessed from a prefix
@@ -58,7 +57,7 @@ class Slots(adapters.Probe):
         self.owner: dict[str, Slot] = {}
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
-        with connect(self.settings) as conn:
+        with self.connection() as conn:
             slots = read_slots(conn)
         if self.selected:
             missing = sorted(set(self.selected) - {s.slot_name for s in slots})
@@ -167,18 +166,18 @@ class SlotMetricContext(adapters.MetricContext):
         return f"slot {slot.slot_name} {self.label} {format_value(metric.value, self.unit)}"
 
 
-class InactiveContext(nagiosplugin.Context):
+class InactiveContext(adapters.FlagContext):
     """Inactive is WARNING; CRITICAL past --inactive-critical where 17+ says for how long."""
 
     def __init__(self, name: str, critical_after: float | None) -> None:
-        super().__init__(name)
+        super().__init__(name, bad_value=False)
         self.critical_after = critical_after
 
-    def evaluate(self, metric: nagiosplugin.Metric, resource: Slots) -> nagiosplugin.Result:
+    def verdict(self, metric: nagiosplugin.Metric, resource: SlotsResource) -> tuple[Status, str]:
         slot = resource.slot_of(metric)
-        if metric.value or not slot.judged_inactive:
+        if not slot.judged_inactive:
             # a slot not used yet holds nothing; an invalidated one is judged as such
-            return nagiosplugin.Result(nagiosplugin.Ok, None, metric)
+            return Status.OK, ""
         text = f"slot {slot.slot_name} {inactive_for(slot)}"
         if slot.retained_bytes:
             text += f", retaining {format_bytes(slot.retained_bytes)}"
@@ -187,30 +186,21 @@ class InactiveContext(nagiosplugin.Context):
             and slot.inactive_seconds is not None
             and slot.inactive_seconds > self.critical_after
         ):
-            return nagiosplugin.Result(
-                nagiosplugin.Critical,
-                f"{text} (over {format_duration(self.critical_after)})",
-                metric,
-            )
-        return nagiosplugin.Result(nagiosplugin.Warn, text, metric)
-
-    def performance(self, metric: nagiosplugin.Metric, resource: object):
-        return nagiosplugin.Performance(metric.name, metric.value, min=0, max=1)
+            return Status.CRITICAL, f"{text} (over {format_duration(self.critical_after)})"
+        return Status.WARNING, text
 
 
 class WalStatusContext(nagiosplugin.Context):
     """13+: 'unreserved' WARNING, 'lost' CRITICAL; a word, so no perfdata."""
 
-    def evaluate(self, metric: nagiosplugin.Metric, resource: Slots) -> nagiosplugin.Result:
+    def evaluate(self, metric: nagiosplugin.Metric, resource: SlotsResource) -> nagiosplugin.Result:
         if metric.value not in WAL_STATUS_HINTS:
             return nagiosplugin.Result(nagiosplugin.Ok, None, metric)
         status = WAL_STATUS_HINTS[metric.value][0]
         slot = resource.slot_of(metric)
         text = f"slot {slot.slot_name} {wal_status_hint(slot)}"
-        return nagiosplugin.Result(_STATES[status], text, metric)
+        return nagiosplugin.Result(adapters.state_of(status), text, metric)
 
-
-_STATES = {Status.WARNING: nagiosplugin.Warn, Status.CRITICAL: nagiosplugin.Critical}
 
 INVALIDATED_HINTS = {
     "physical": "its standby needs a new base backup",
@@ -222,7 +212,7 @@ class InvalidatedContext(nagiosplugin.Context):
     """17+: a slot invalidated for a reason other than lost WAL (rows_removed,
     wal_level_insufficient, idle_timeout...) can never be used again: CRITICAL."""
 
-    def evaluate(self, metric: nagiosplugin.Metric, resource: Slots) -> nagiosplugin.Result:
+    def evaluate(self, metric: nagiosplugin.Metric, resource: SlotsResource) -> nagiosplugin.Result:
         slot = resource.slot_of(metric)
         hint = INVALIDATED_HINTS.get(slot.slot_type, INVALIDATED_HINTS["physical"])
         return nagiosplugin.Result(
@@ -233,10 +223,10 @@ class InvalidatedContext(nagiosplugin.Context):
 
 
 class SlotsSummary(adapters.Summary):
-    probe: Slots
+    resource: SlotsResource
 
     def ok(self, results: nagiosplugin.Results) -> str:
-        slots = self.probe.slots
+        slots = self.resource.slots
         if not slots:
             return "no replication slots"
         count = f"{len(slots)} slot{'s' if len(slots) > 1 else ''}"
@@ -264,14 +254,14 @@ class SlotsSummary(adapters.Summary):
         stays short with dozens of slots; the long output lists them, worst first."""
         status = worst(adapters.status_of(r.state) for r in results)
         bad = [r for r in results if adapters.status_of(r.state) is status]
-        owners = [self.probe.owner.get(r.metric.name) for r in bad]
+        owners = [self.resource.owner.get(r.metric.name) for r in bad]
         if None in owners or len({s.slot_name for s in owners if s}) <= 1:
             return super().problem(results)
         by_problem: dict[tuple[int, str], list[Slot]] = {}
         for result, slot in zip(bad, owners, strict=True):
             assert slot is not None
             by_problem.setdefault(_problem_words(result), []).append(slot)
-        total = len(self.probe.slots)
+        total = len(self.resource.slots)
         parts = []
         for (_, words), slots in sorted(by_problem.items(), key=lambda item: item[0][0]):
             names = {s.slot_name for s in slots}
@@ -308,8 +298,7 @@ def _problem_words(result: nagiosplugin.Result) -> tuple[int, str]:
     return 5, str(result)
 
 
-@runtime.command("slots")
-@connection_options
+@postgres_command("slots")
 @threshold_options(
     plain_unit=Unit.BYTES,
     help_suffix="On the WAL each slot retains, in bytes (1GB).",
@@ -362,23 +351,21 @@ def command(
     safe_limits = Limits.given(safe_wal_warning, safe_wal_critical)
     critical_after = inactive_critical.range.end if inactive_critical else None
 
-    def build() -> nagiosplugin.Check:
-        probe = Slots(settings, selected)
-        return adapters.Check(
-            probe,
-            adapters.FactContext("slot_fact"),
-            SlotMetricContext(
-                "slot_retained", limits["slot_retained"], label="retains", unit=Unit.BYTES
-            ),
-            SlotMetricContext(
-                "slot_safe_wal_size", safe_limits, label="safe_wal_size", unit=Unit.BYTES
-            ),
-            InactiveContext("slot_active", critical_after),
-            WalStatusContext("slot_wal_status"),
-            InvalidatedContext("slot_invalidated"),
-            SlotsSummary(probe),
-        )
-
-    return runtime.run_check(
-        NAME, build, timeout=settings.timeout, target=settings.target, verbose=verbose
+    resource = SlotsResource(settings, selected)
+    return run(
+        NAME,
+        settings,
+        verbose,
+        resource,
+        adapters.FactContext("slot_fact"),
+        SlotMetricContext(
+            "slot_retained", limits["slot_retained"], label="retains", unit=Unit.BYTES
+        ),
+        SlotMetricContext(
+            "slot_safe_wal_size", safe_limits, label="safe_wal_size", unit=Unit.BYTES
+        ),
+        InactiveContext("slot_active", critical_after),
+        WalStatusContext("slot_wal_status"),
+        InvalidatedContext("slot_invalidated"),
+        summary=SlotsSummary(resource),
     )

@@ -11,11 +11,11 @@ from collections.abc import Iterator
 
 import nagiosplugin
 
-from checks import adapters, output, runtime
-from checks.postgres.connection import ConnectionSettings, connect
-from checks.postgres.options import connection_options
+from checks import adapters, output
+from checks.postgres.check import PostgresResource, needs_pg_monitor, postgres_command, run
+from checks.postgres.connection import ConnectionSettings
 from checks.postgres.probes.transactions import Session, Transactions, read_transactions
-from checks.status import unknown, worst
+from checks.status import worst
 from checks.thresholds import Limits, ThresholdType, assign, range_options, threshold_options
 from checks.units import Unit, format_duration
 
@@ -32,20 +32,17 @@ DEFAULT_PREPARED = Limits(nagiosplugin.Range("300"), nagiosplugin.Range("1800"))
 DEFAULT_PREPARED_XIDS = Limits(nagiosplugin.Range("10000000"), nagiosplugin.Range("100000000"))
 
 
-class TransactionsProbe(adapters.Probe):
+class TransactionsResource(PostgresResource):
     def __init__(self, settings: ConnectionSettings) -> None:
-        super().__init__()
-        self.settings = settings
+        super().__init__(settings)
         self.facts: Transactions | None = None
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
-        with connect(self.settings) as conn:
+        with self.connection() as conn:
             facts = self.facts = read_transactions(conn)
-            login = conn.info.user
         if facts.hidden:
-            raise unknown(
-                f"cannot see {facts.hidden} other sessions in pg_stat_activity as role "
-                f"{login}: GRANT pg_monitor TO {login} (or pg_read_all_stats)"
+            raise needs_pg_monitor(
+                self.login, f"see {facts.hidden} other sessions in pg_stat_activity"
             )
         for title, session, age in (
             ("oldest transaction", facts.oldest, facts.oldest and facts.oldest.xact_age),
@@ -127,14 +124,14 @@ class PreparedXidContext(adapters.MetricContext):
 
 
 class TransactionsSummary(adapters.Summary):
-    probe: TransactionsProbe
+    resource: TransactionsResource
 
     def problem(self, results: nagiosplugin.Results) -> str:
         """One session both oldest in transaction and oldest idle in it is named once:
         ``pid 42 (psql) in transaction for 40min (above 30min), idle for 35min (...)``."""
         status = worst(adapters.status_of(r.state) for r in results)
         bad = [r for r in results if adapters.status_of(r.state) is status]
-        facts = self.probe.facts
+        facts = self.resource.facts
         oldest = facts.oldest if facts else None
         idle = facts.oldest_idle if facts else None
         named = {r.metric.name for r in bad}
@@ -153,7 +150,7 @@ class TransactionsSummary(adapters.Summary):
         return ", ".join(texts)
 
     def ok(self, results: nagiosplugin.Results) -> str:
-        facts = self.probe.facts
+        facts = self.resource.facts
         assert facts is not None
         prepared = ""
         if facts.oldest_prepared is not None:
@@ -171,8 +168,7 @@ class TransactionsSummary(adapters.Summary):
         return text
 
 
-@runtime.command("transactions")
-@connection_options
+@postgres_command("transactions")
 @threshold_options(
     plain_unit=Unit.SECONDS,
     help_suffix="On the age of the oldest open transaction (10min, 2h).",
@@ -233,38 +229,30 @@ def command(
         prepared_xids_warning, prepared_xids_critical, DEFAULT_PREPARED_XIDS
     )
 
-    def build() -> nagiosplugin.Check:
-        probe = TransactionsProbe(settings)
-        return nagiosplugin.Check(
-            probe,
-            SessionAgeContext(
-                "oldest_xact_age",
-                limits["oldest_xact_age"],
-                label="in transaction",
-                attribute="oldest",
-            ),
-            SessionAgeContext(
-                "oldest_idle_in_xact_age",
-                idle_limits,
-                label="idle in transaction",
-                attribute="oldest_idle",
-            ),
-            PreparedAgeContext(
-                "oldest_prepared_age",
-                prepared_limits,
-                label="prepared transaction",
-                unit=Unit.SECONDS,
-            ),
-            PreparedXidContext(
-                "prepared_xid_age",
-                prepared_xid_limits,
-                label="prepared transaction XID age",
-                unit=Unit.NUMBER,
-            ),
-            adapters.FactContext("xact_fact"),
-            TransactionsSummary(probe),
-        )
-
-    return runtime.run_check(
-        NAME, build, timeout=settings.timeout, target=settings.target, verbose=verbose
+    resource = TransactionsResource(settings)
+    return run(
+        NAME,
+        settings,
+        verbose,
+        resource,
+        SessionAgeContext(
+            "oldest_xact_age", limits["oldest_xact_age"], label="in transaction", attribute="oldest"
+        ),
+        SessionAgeContext(
+            "oldest_idle_in_xact_age",
+            idle_limits,
+            label="idle in transaction",
+            attribute="oldest_idle",
+        ),
+        PreparedAgeContext(
+            "oldest_prepared_age", prepared_limits, label="prepared transaction", unit=Unit.SECONDS
+        ),
+        PreparedXidContext(
+            "prepared_xid_age",
+            prepared_xid_limits,
+            label="prepared transaction XID age",
+            unit=Unit.NUMBER,
+        ),
+        adapters.FactContext("xact_fact"),
+        summary=TransactionsSummary(resource),
     )

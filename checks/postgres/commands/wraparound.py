@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import nagiosplugin
 
-from checks import adapters, output, runtime
-from checks.postgres.connection import ConnectionSettings, connect
-from checks.postgres.options import connection_options
+from checks import adapters, output
+from checks.postgres.check import PostgresResource, grant_pg_monitor, postgres_command, run
+from checks.postgres.connection import ConnectionSettings
 from checks.postgres.probes.wraparound import (
     WRAPAROUND_LIMIT,
     DatabaseAge,
@@ -31,10 +31,9 @@ DEFAULT_MXID = Limits(nagiosplugin.Range("50"), nagiosplugin.Range("75"))
 TOP_DATABASES = 5
 
 
-class Wraparound(adapters.Probe):
+class WraparoundResource(PostgresResource):
     def __init__(self, settings: ConnectionSettings) -> None:
-        super().__init__()
-        self.settings = settings
+        super().__init__(settings)
         self.databases: list[DatabaseAge] = []
         self.holder: HorizonHolder | None = None
 
@@ -47,9 +46,8 @@ class Wraparound(adapters.Probe):
         return max(self.databases, key=lambda d: (d.mxid_age, d.datname))
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
-        with connect(self.settings) as conn:
+        with self.connection() as conn:
             facts = read_wraparound(conn)
-            login = conn.info.user
         databases, holder = facts.databases, facts.holder
         self.databases, self.holder = databases, holder
         if not databases:
@@ -63,8 +61,8 @@ class Wraparound(adapters.Probe):
         if facts.hidden_sessions:
             self.details.append(
                 f"{facts.hidden_sessions} other sessions' transactions are hidden from role "
-                f"{login}, which may hold the xmin horizon back unseen: GRANT pg_monitor TO "
-                f"{login} (or pg_read_all_stats)"
+                f"{self.login}, which may hold the xmin horizon back unseen: "
+                + grant_pg_monitor(self.login)
             )
         if holder is None:
             self.details.append(
@@ -131,7 +129,7 @@ class WraparoundSummary(adapters.Summary):
     """A problem with the XID age names what holds the oldest XID back, when something
     does: that, not vacuum, is what the DBA has to deal with."""
 
-    probe: Wraparound
+    resource: WraparoundResource
 
     def problem(self, results: nagiosplugin.Results) -> str:
         text = super().problem(results)
@@ -140,14 +138,13 @@ class WraparoundSummary(adapters.Summary):
             r.metric.name in ("xid_age_pct", "xid_age") and adapters.status_of(r.state) is status
             for r in results
         )
-        holder = self.probe.holder
-        if xid_problem and holder is not None and holds_back(holder, self.probe.oldest):
+        holder = self.resource.holder
+        if xid_problem and holder is not None and holds_back(holder, self.resource.oldest):
             text += f", held back by {holder.describe()} (XID age {holder.age:,})"
         return text
 
 
-@runtime.command("wraparound")
-@connection_options
+@postgres_command("wraparound")
 @threshold_options(
     plain_unit=None,
     help_suffix="On the oldest database's XID age: a percentage of 2^31 (50%) or a number "
@@ -181,18 +178,16 @@ def command(
 
     mxid_limits = Limits.given(mxid_warning, mxid_critical, DEFAULT_MXID)
 
-    def build() -> nagiosplugin.Check:
-        probe = Wraparound(settings)
-        return nagiosplugin.Check(
-            probe,
-            AgeContext("xid_age_pct", limits["xid_age_pct"], label="XID age", unit=Unit.PERCENT),
-            AgeContext("xid_age", limits["xid_age"], label="XID age", unit=Unit.NUMBER),
-            MxidAgeContext("mxid_age_pct", mxid_limits, label="multixact age", unit=Unit.PERCENT),
-            adapters.FactContext("mxid_age"),
-            adapters.FactContext("xmin_horizon_age"),
-            WraparoundSummary(probe),
-        )
-
-    return runtime.run_check(
-        NAME, build, timeout=settings.timeout, target=settings.target, verbose=verbose
+    resource = WraparoundResource(settings)
+    return run(
+        NAME,
+        settings,
+        verbose,
+        resource,
+        AgeContext("xid_age_pct", limits["xid_age_pct"], label="XID age", unit=Unit.PERCENT),
+        AgeContext("xid_age", limits["xid_age"], label="XID age", unit=Unit.NUMBER),
+        MxidAgeContext("mxid_age_pct", mxid_limits, label="multixact age", unit=Unit.PERCENT),
+        adapters.FactContext("mxid_age"),
+        adapters.FactContext("xmin_horizon_age"),
+        summary=WraparoundSummary(resource),
     )

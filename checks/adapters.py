@@ -40,9 +40,9 @@ class Check(nagiosplugin.Check):
     :func:`evaluate` turns into the answer.
     """
 
-    def __init__(self, *objects: CheckPart, name: str = "") -> None:
+    def __init__(self, *objects: CheckPart) -> None:
         self.by_context: dict[str, nagiosplugin.Context] = {}
-        super().__init__(*objects, name=name)
+        super().__init__(*objects)
 
     def add(self, *objects: CheckPart) -> Check:
         for part in objects:
@@ -80,7 +80,7 @@ class MetricContext(nagiosplugin.ScalarContext):
     def describe(self, metric: nagiosplugin.Metric) -> str:
         return f"{self.label} {format_value(metric.value, self.unit)}"
 
-    def evaluate(self, metric: nagiosplugin.Metric, resource: object) -> nagiosplugin.Result:
+    def evaluate(self, metric: nagiosplugin.Metric, resource: Any) -> nagiosplugin.Result:
         result = super().evaluate(metric, resource)
         if result.state == nagiosplugin.Ok:
             return result
@@ -99,6 +99,17 @@ def _range_text(limit: nagiosplugin.Range, unit: Unit) -> str:
     if end == float("inf"):
         return f"below {format_value(start, unit)}"
     return f"outside {format_value(start, unit)} to {format_value(end, unit)}"
+
+
+def metric_contexts(
+    limits: dict[str, Limits], words: dict[str, tuple[str, Unit]]
+) -> list[MetricContext]:
+    """A MetricContext for each thresholded metric, ``{name: (label, unit)}``, with its
+    limits as :func:`checks.thresholds.assign` handed them out."""
+    return [
+        MetricContext(name, limits[name], label=label, unit=unit)
+        for name, (label, unit) in words.items()
+    ]
 
 
 class FlagContext(nagiosplugin.Context):
@@ -160,6 +171,11 @@ _STATES = {
 def state_of(status: Status) -> nagiosplugin.state.ServiceState:
     """nagiosplugin's state for one of ours."""
     return _STATES[status]
+
+
+def named(result: nagiosplugin.Result) -> str:
+    """The name of the metric a result judged ('' for a result about no metric)."""
+    return result.metric.name if result.metric is not None else ""
 
 
 def status_of(state: nagiosplugin.state.ServiceState) -> Status:

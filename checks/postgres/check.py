@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
 
 import nagiosplugin
 
@@ -20,6 +20,10 @@ from checks.status import CheckFailed, unknown
 if TYPE_CHECKING:
     import click
     import psycopg
+
+
+# what readers take: psycopg is imported only once a check connects
+Connection: TypeAlias = "psycopg.Connection[dict[str, Any]]"
 
 
 def postgres_command(
@@ -46,11 +50,35 @@ class PostgresResource(adapters.Resource):
         self.login = ""
 
     @contextmanager
-    def connection(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    def connection(self) -> Iterator[Connection]:
         """The connection to ask on (:func:`connect`: a new one, or a daemon's kept one)."""
         with connect(self.settings) as conn:
             self.login = conn.info.user
             yield conn
+
+
+Facts = TypeVar("Facts")
+
+
+class FactsResource(PostgresResource, Generic[Facts]):
+    """A resource whose question is answered by one SQL reader: :meth:`read` gets the
+    facts on the connection, :meth:`measure` says what they mean (metrics, details),
+    after the connection is given back."""
+
+    def __init__(self, settings: ConnectionSettings) -> None:
+        super().__init__(settings)
+        self.facts: Facts | None = None
+
+    def read(self, conn: Connection) -> Facts:
+        raise NotImplementedError
+
+    def measure(self, facts: Facts) -> Iterator[nagiosplugin.Metric]:
+        raise NotImplementedError
+
+    def probe(self) -> Iterator[nagiosplugin.Metric]:
+        with self.connection() as conn:
+            facts = self.facts = self.read(conn)
+        yield from self.measure(facts)
 
 
 def grant_pg_monitor(login: str, alternative: str = "pg_read_all_stats") -> str:
@@ -64,16 +92,24 @@ def needs_pg_monitor(
     return unknown(f"cannot {cannot} as role {login}: {grant_pg_monitor(login, alternative)}")
 
 
+def sessions_visible(login: str, hidden: int) -> None:
+    """A check that judges sessions must see them all (pg_stat_activity hides other
+    roles' queries and states from a role without pg_read_all_stats)."""
+    if hidden:
+        raise needs_pg_monitor(login, f"see {hidden} other sessions in pg_stat_activity")
+
+
 def run(
     name: str,
-    settings: ConnectionSettings,
-    verbose: int,
-    resource: adapters.Resource,
+    resource: PostgresResource,
     *contexts: nagiosplugin.Context,
     summary: adapters.Summary,
+    verbose: int,
     target: str | Callable[[], str] | None = None,
 ) -> Report:
-    """Evaluate the resource with its contexts under the contract, within --timeout."""
+    """Evaluate the resource with its contexts under the contract, within --timeout;
+    ``target`` names what did not answer in time (default: the server)."""
+    settings = resource.settings
     return runtime.run_check(
         name,
         lambda: adapters.Check(resource, *contexts, summary),

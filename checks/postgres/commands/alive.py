@@ -13,6 +13,7 @@ from checks.postgres.connection import ConnectionSettings, reached
 from checks.postgres.probes.alive import read_liveness
 from checks.thresholds import (
     Limits,
+    Threshold,
     ThresholdType,
     assign,
     range_options,
@@ -66,7 +67,12 @@ class AliveSummary(adapters.Summary):
 @threshold_options(plain_unit=Unit.SECONDS, help_suffix="Connect time, e.g. 500ms or 2s.")
 @range_options("query", ThresholdType(unit=Unit.SECONDS, plain_unit=Unit.SECONDS), "the query time")
 def command(
-    settings: ConnectionSettings, verbose: int, warning, critical, query_warning, query_critical
+    settings: ConnectionSettings,
+    verbose: int,
+    warning: tuple[Threshold, ...],
+    critical: tuple[Threshold, ...],
+    query_warning: Threshold | None,
+    query_critical: Threshold | None,
 ) -> output.Report:
     """Connect and run a query; CRITICAL when the server refuses, fails or is too slow.
 
@@ -83,8 +89,6 @@ def command(
     resource = AliveResource(settings)
     return run(
         NAME,
-        settings,
-        verbose,
         resource,
         adapters.MetricContext(
             "connect_time", limits["connect_time"], label="connect time", unit=Unit.SECONDS
@@ -96,4 +100,5 @@ def command(
             unit=Unit.SECONDS,
         ),
         summary=AliveSummary(resource),
+        verbose=verbose,
     )

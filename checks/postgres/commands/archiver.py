@@ -14,26 +14,31 @@ import click
 import nagiosplugin
 
 from checks import adapters, output
-from checks.postgres.check import PostgresResource, needs_pg_monitor, postgres_command, run
+from checks.postgres.check import Connection, FactsResource, needs_pg_monitor, postgres_command, run
 from checks.postgres.connection import ConnectionSettings
 from checks.postgres.probes.archiver import Archiver, read_archiver
 from checks.status import CheckFailed, Status
-from checks.thresholds import Limits, assign, threshold_options
+from checks.thresholds import Limits, Threshold, assign, threshold_options
 from checks.units import Unit, format_duration
 
 NAME = "PG_ARCHIVER"
 DEFAULTS = {"archive_delay": Limits(nagiosplugin.Range("300"), nagiosplugin.Range("900"))}
+# the thresholded metrics' labels and units
+WORDS = {
+    "archive_delay": ("archive delay", Unit.SECONDS),
+    "ready_wal_files": ("WAL files waiting", Unit.NUMBER),
+}
 
 
-class ArchiverResource(PostgresResource):
+class ArchiverResource(FactsResource[Archiver]):
     def __init__(self, settings: ConnectionSettings, expect_archiving: bool) -> None:
         super().__init__(settings)
         self.expect_archiving = expect_archiving
-        self.facts: Archiver | None = None
 
-    def probe(self) -> Iterator[nagiosplugin.Metric]:
-        with self.connection() as conn:
-            facts = self.facts = read_archiver(conn)
+    def read(self, conn: Connection) -> Archiver:
+        return read_archiver(conn)
+
+    def measure(self, facts: Archiver) -> Iterator[nagiosplugin.Metric]:
         if facts.archive_mode == "off":
             status = Status.CRITICAL if self.expect_archiving else Status.OK
             raise CheckFailed(status, "archive_mode is off: WAL is not archived")
@@ -133,7 +138,11 @@ class ArchiverSummary(adapters.Summary):
     help="archive_mode off is CRITICAL (default: OK with a note).",
 )
 def command(
-    settings: ConnectionSettings, verbose: int, warning, critical, expect_archiving: bool
+    settings: ConnectionSettings,
+    verbose: int,
+    warning: tuple[Threshold, ...],
+    critical: tuple[Threshold, ...],
+    expect_archiving: bool,
 ) -> output.Report:
     """WAL archiving (pg_stat_archiver): failing now, how long WAL has waited, how much.
 
@@ -153,19 +162,10 @@ def command(
     resource = ArchiverResource(settings, expect_archiving)
     return run(
         NAME,
-        settings,
-        verbose,
         resource,
         FailingContext("archive_failing"),
-        adapters.MetricContext(
-            "archive_delay", limits["archive_delay"], label="archive delay", unit=Unit.SECONDS
-        ),
-        adapters.MetricContext(
-            "ready_wal_files",
-            limits["ready_wal_files"],
-            label="WAL files waiting",
-            unit=Unit.NUMBER,
-        ),
+        *adapters.metric_contexts(limits, WORDS),
         adapters.FactContext("archiver_fact"),
         summary=ArchiverSummary(resource),
+        verbose=verbose,
     )

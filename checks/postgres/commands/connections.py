@@ -7,30 +7,29 @@ from collections.abc import Iterator
 import nagiosplugin
 
 from checks import adapters, output
-from checks.postgres.check import PostgresResource, needs_pg_monitor, postgres_command, run
+from checks.postgres.check import Connection, FactsResource, postgres_command, run, sessions_visible
 from checks.postgres.connection import ConnectionSettings
 from checks.postgres.probes.connections import Connections, read_connections
-from checks.thresholds import Limits, assign, threshold_options
+from checks.thresholds import Limits, Threshold, assign, threshold_options
 from checks.units import Unit
 
 NAME = "PG_CONNECTIONS"
 DEFAULTS = {"connections_pct": Limits(nagiosplugin.Range("80"), nagiosplugin.Range("90"))}
+# the thresholded metrics' labels and units
+WORDS = {
+    "connections": ("connections", Unit.NUMBER),
+    "connections_pct": ("connections used", Unit.PERCENT),
+}
 # the long output lists this many databases, busiest first
 TOP_DATABASES = 5
 
 
-class ConnectionsResource(PostgresResource):
-    def __init__(self, settings: ConnectionSettings) -> None:
-        super().__init__(settings)
-        self.facts: Connections | None = None
+class ConnectionsResource(FactsResource[Connections]):
+    def read(self, conn: Connection) -> Connections:
+        return read_connections(conn)
 
-    def probe(self) -> Iterator[nagiosplugin.Metric]:
-        with self.connection() as conn:
-            facts = self.facts = read_connections(conn)
-        if facts.hidden:
-            raise needs_pg_monitor(
-                self.login, f"see {facts.hidden} other sessions in pg_stat_activity"
-            )
+    def measure(self, facts: Connections) -> Iterator[nagiosplugin.Metric]:
+        sessions_visible(self.login, facts.hidden)
         reserved = f"{facts.superuser_reserved} for superusers"
         if facts.reserved:
             reserved += f", {facts.reserved} for pg_use_reserved_connections"
@@ -82,7 +81,12 @@ class ConnectionsSummary(adapters.Summary):
     plain_unit=None,
     help_suffix="A count of client connections (40) or a percentage of the usable ones (80%).",
 )
-def command(settings: ConnectionSettings, verbose: int, warning, critical) -> output.Report:
+def command(
+    settings: ConnectionSettings,
+    verbose: int,
+    warning: tuple[Threshold, ...],
+    critical: tuple[Threshold, ...],
+) -> output.Report:
     """Client connections against the usable ones: max_connections minus the reserved slots.
 
     Usable = max_connections - superuser_reserved_connections - reserved_connections (16+),
@@ -99,18 +103,9 @@ def command(settings: ConnectionSettings, verbose: int, warning, critical) -> ou
     resource = ConnectionsResource(settings)
     return run(
         NAME,
-        settings,
-        verbose,
         resource,
-        adapters.MetricContext(
-            "connections", limits["connections"], label="connections", unit=Unit.NUMBER
-        ),
-        adapters.MetricContext(
-            "connections_pct",
-            limits["connections_pct"],
-            label="connections used",
-            unit=Unit.PERCENT,
-        ),
+        *adapters.metric_contexts(limits, WORDS),
         adapters.FactContext("connections_fact"),
         summary=ConnectionsSummary(resource),
+        verbose=verbose,
     )

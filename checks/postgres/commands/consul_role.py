@@ -19,7 +19,7 @@ session: the fence turns this check critical, so binding it would be circular.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 import nagiosplugin
@@ -61,9 +61,10 @@ class ConsulRoleResource(PostgresResource):
         self.lock_key = lock_key
         self.lock_datacenter = lock_datacenter
         self.reporter_silence = reporter_silence
-        self.verdict = None
+        # the fence's RoleVerdict, once probe() has judged
+        self.verdict: Any = None
 
-    def _consul(self) -> tuple[dict, dict | None, str | None, str]:
+    def _consul(self) -> tuple[dict[str, Any], dict[str, Any] | None, str | None, str]:
         """(service, lock entry, why the lock could not be read, lock key)."""
         from checks.consul import ConsulClient, ConsulError, ConsulNotFound
         from checks.reporter.fence import default_lock_key
@@ -247,13 +248,12 @@ def command(
     )
     return run(
         NAME,
-        settings,
-        verbose,
         resource,
         VerdictContext("tag_matches_role"),
         adapters.FactContext("is_primary"),
         adapters.FactContext("timeline"),
         summary=VerdictSummary(resource),
+        verbose=verbose,
         target=f"PostgreSQL {settings.target()} or {consul_where}",
     )
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import click
 import nagiosplugin
@@ -47,8 +48,18 @@ from checks.postgres.probes.lag_reference import (
     upstream_parameters,
 )
 from checks.status import CheckFailed, Status, unknown
-from checks.thresholds import Limits, ThresholdType, assign, range_options, threshold_options
+from checks.thresholds import (
+    Limits,
+    Threshold,
+    ThresholdType,
+    assign,
+    range_options,
+    threshold_options,
+)
 from checks.units import Unit, UnitError, format_bytes, format_duration, parse_quantity
+
+if TYPE_CHECKING:
+    from checks.consul import ConsulSettings
 
 NAME = "PG_LAG"
 DEFAULTS = {
@@ -485,7 +496,7 @@ def _grace(ctx: click.Context, param: click.Parameter, value: str) -> float:
     return quantity.value
 
 
-def _consul_settings(address: str | None):
+def _consul_settings(address: str | None) -> ConsulSettings | CheckFailed:
     from checks.consul import ConsulError, ConsulSettings
 
     try:
@@ -539,10 +550,10 @@ def _consul_settings(address: str | None):
 def command(
     settings: ConnectionSettings,
     verbose: int,
-    warning,
-    critical,
-    receiver_age_warning,
-    receiver_age_critical,
+    warning: tuple[Threshold, ...],
+    critical: tuple[Threshold, ...],
+    receiver_age_warning: Threshold | None,
+    receiver_age_critical: Threshold | None,
     receiver_grace: float,
     primary: str | None,
     consul_service: str | None,
@@ -577,8 +588,6 @@ def command(
     )
     return run(
         NAME,
-        settings,
-        verbose,
         resource,
         LagMetricContext("replay_lag_bytes", limits["replay_lag_bytes"], Unit.BYTES, "bytes"),
         LagMetricContext(
@@ -591,6 +600,7 @@ def command(
         adapters.FactContext("delayed_bytes"),
         adapters.FactContext("last_wal_age"),
         summary=LagSummary(resource),
+        verbose=verbose,
         # worked out now, not by the watchdog's thread
         target=settings.target(),
     )

@@ -12,7 +12,7 @@ import click
 import nagiosplugin
 
 from checks import adapters, output
-from checks.postgres.check import PostgresResource, postgres_command, run
+from checks.postgres.check import Connection, FactsResource, postgres_command, run
 from checks.postgres.connection import ConnectionSettings
 from checks.postgres.probes.role import RoleFacts, read_role
 from checks.status import Status
@@ -20,14 +20,11 @@ from checks.status import Status
 NAME = "PG_ROLE"
 
 
-class RoleResource(PostgresResource):
-    def __init__(self, settings: ConnectionSettings) -> None:
-        super().__init__(settings)
-        self.facts: RoleFacts | None = None
+class RoleResource(FactsResource[RoleFacts]):
+    def read(self, conn: Connection) -> RoleFacts:
+        return read_role(conn)
 
-    def probe(self) -> Iterator[nagiosplugin.Metric]:
-        with self.connection() as conn:
-            facts = self.facts = read_role(conn)
+    def measure(self, facts: RoleFacts) -> Iterator[nagiosplugin.Metric]:
         self.details += [
             f"role: {facts.role} ({'in recovery' if facts.in_recovery else 'not in recovery'})",
             f"writable: {'yes' if facts.writable else 'no'}"
@@ -69,29 +66,23 @@ class WritableContext(adapters.FlagContext):
         return super().verdict(metric, resource)
 
 
+# the expected role -> what the other one is called (CRITICAL)
+WRONG_ROLE = {
+    "primary": "replica (in recovery), expected primary",
+    "replica": "primary (not in recovery), expected replica",
+}
+
+
 def expectation_contexts(expect: str) -> list[nagiosplugin.Context]:
     """The role expectation as thresholds on the 0/1 metrics."""
-    if expect == "primary":
-        return [
-            adapters.FlagContext(
-                "is_primary",
-                bad_value=False,
-                state=Status.CRITICAL,
-                hint="replica (in recovery), expected primary",
-            ),
-            WritableContext("writable"),
-        ]
-    if expect == "replica":
-        return [
-            adapters.FlagContext(
-                "is_primary",
-                bad_value=True,
-                state=Status.CRITICAL,
-                hint="primary (not in recovery), expected replica",
-            ),
-            adapters.FactContext("writable"),
-        ]
-    return [adapters.FactContext("is_primary"), adapters.FactContext("writable")]
+    if expect not in WRONG_ROLE:
+        return [adapters.FactContext("is_primary"), adapters.FactContext("writable")]
+    primary = expect == "primary"
+    return [
+        adapters.FlagContext("is_primary", bad_value=not primary, hint=WRONG_ROLE[expect]),
+        # a primary must take writes; a replica is read-only by nature
+        WritableContext("writable") if primary else adapters.FactContext("writable"),
+    ]
 
 
 @postgres_command("role")
@@ -113,10 +104,9 @@ def command(settings: ConnectionSettings, verbose: int, expect: str) -> output.R
     resource = RoleResource(settings)
     return run(
         NAME,
-        settings,
-        verbose,
         resource,
         *expectation_contexts(expect),
         adapters.FactContext("timeline"),
         summary=RoleSummary(resource),
+        verbose=verbose,
     )

@@ -18,7 +18,14 @@ from checks.postgres.check import PostgresResource, postgres_command, run
 from checks.postgres.connection import ConnectionSettings
 from checks.postgres.probes.slots import Slot, read_slots
 from checks.status import Status, critical, worst
-from checks.thresholds import Limits, ThresholdType, assign, range_options, threshold_options
+from checks.thresholds import (
+    Limits,
+    Threshold,
+    ThresholdType,
+    assign,
+    range_options,
+    threshold_options,
+)
 from checks.units import Unit, format_bytes, format_duration, format_value
 
 NAME = "PG_SLOTS"
@@ -237,7 +244,7 @@ class SlotsSummary(adapters.Summary):
             kinds = [
                 (active, "active"),
                 (sum(s.never_reserved for s in slots), "not used yet"),
-                (sum(s.synced and not s.active for s in slots), "synced from the primary"),
+                (sum(bool(s.synced and not s.active) for s in slots), "synced from the primary"),
             ]
             count += f" ({', '.join(f'{n} {words}' for n, words in kinds if n)})"
         held = [s for s in slots if s.retained_bytes is not None]
@@ -254,7 +261,7 @@ class SlotsSummary(adapters.Summary):
         stays short with dozens of slots; the long output lists them, worst first."""
         status = worst(adapters.status_of(r.state) for r in results)
         bad = [r for r in results if adapters.status_of(r.state) is status]
-        owners = [self.resource.owner.get(r.metric.name) for r in bad]
+        owners = [self.resource.owner.get(adapters.named(r)) for r in bad]
         if None in owners or len({s.slot_name for s in owners if s}) <= 1:
             return super().problem(results)
         by_problem: dict[tuple[int, str], list[Slot]] = {}
@@ -282,13 +289,15 @@ class SlotsSummary(adapters.Summary):
 def _problem_words(result: nagiosplugin.Result) -> tuple[int, str]:
     """What is wrong with a slot, without its name (the same words for every slot), and
     its rank in the summary: lost, unreserved, WAL thresholds, then inactive."""
-    context = result.metric.context
-    if context == "slot_wal_status" and result.metric.value == "lost":
+    metric = result.metric
+    assert metric is not None  # a slot's result is about one of its metrics
+    context = metric.context
+    if context == "slot_wal_status" and metric.value == "lost":
         return 0, "lost their WAL (wal_status lost)"
     if context == "slot_invalidated":
-        return 0, f"invalidated ({result.metric.value})"
+        return 0, f"invalidated ({metric.value})"
     if context == "slot_wal_status":
-        return 1, f"past max_slot_wal_keep_size (wal_status {result.metric.value})"
+        return 1, f"past max_slot_wal_keep_size (wal_status {metric.value})"
     if context == "slot_retained":
         return 2, f"retain WAL {result.hint}"
     if context == "slot_safe_wal_size":
@@ -326,12 +335,12 @@ def _problem_words(result: nagiosplugin.Result) -> tuple[int, str]:
 def command(
     settings: ConnectionSettings,
     verbose: int,
-    warning,
-    critical,
+    warning: tuple[Threshold, ...],
+    critical: tuple[Threshold, ...],
     selected: tuple[str, ...],
-    inactive_critical,
-    safe_wal_warning,
-    safe_wal_critical,
+    inactive_critical: Threshold | None,
+    safe_wal_warning: Threshold | None,
+    safe_wal_critical: Threshold | None,
 ) -> output.Report:
     """Replication slots: WAL retained by each, inactive slots, wal_status, safe_wal_size.
 
@@ -354,8 +363,6 @@ def command(
     resource = SlotsResource(settings, selected)
     return run(
         NAME,
-        settings,
-        verbose,
         resource,
         adapters.FactContext("slot_fact"),
         SlotMetricContext(
@@ -368,4 +375,5 @@ def command(
         WalStatusContext("slot_wal_status"),
         InvalidatedContext("slot_invalidated"),
         summary=SlotsSummary(resource),
+        verbose=verbose,
     )

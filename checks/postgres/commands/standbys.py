@@ -8,7 +8,7 @@ import click
 import nagiosplugin
 
 from checks import adapters, output
-from checks.postgres.check import PostgresResource, needs_pg_monitor, postgres_command, run
+from checks.postgres.check import Connection, FactsResource, needs_pg_monitor, postgres_command, run
 from checks.postgres.connection import ConnectionSettings
 from checks.postgres.options import role_mismatch_option
 from checks.postgres.probes.standbys import (
@@ -19,7 +19,7 @@ from checks.postgres.probes.standbys import (
     server_shown_name,
 )
 from checks.status import CheckFailed, Status
-from checks.thresholds import Limits, assign, threshold_options
+from checks.thresholds import Limits, Threshold, assign, threshold_options
 from checks.units import (
     Unit,
     UnitError,
@@ -38,7 +38,7 @@ DEFAULTS = {
 }
 
 
-class StandbysResource(PostgresResource):
+class StandbysResource(FactsResource[Upstream]):
     def __init__(
         self,
         settings: ConnectionSettings,
@@ -80,9 +80,10 @@ class StandbysResource(PostgresResource):
                 )
         return shown
 
-    def probe(self) -> Iterator[nagiosplugin.Metric]:
-        with self.connection() as conn:
-            upstream = read_standbys(conn)
+    def read(self, conn: Connection) -> Upstream:
+        return read_standbys(conn)
+
+    def measure(self, upstream: Upstream) -> Iterator[nagiosplugin.Metric]:
         version = upstream.server_version
         excluded = set(self._shown(self.excluded_names, version).values())
         self.delay_of = {
@@ -147,19 +148,12 @@ class StandbysResource(PostgresResource):
             )
             metrics += [
                 nagiosplugin.Metric(
-                    f"{label}_write_lag",
-                    round(standby.write_lag_seconds, 3),
-                    "s",
-                    min=0,
-                    context="standby_lag_fact",
-                ),
-                nagiosplugin.Metric(
-                    f"{label}_flush_lag",
-                    round(standby.flush_lag_seconds, 3),
-                    "s",
-                    min=0,
-                    context="standby_lag_fact",
-                ),
+                    f"{label}_{kind}_lag", round(seconds, 3), "s", min=0, context="standby_lag_fact"
+                )
+                for kind, seconds in (
+                    ("write", standby.write_lag_seconds),
+                    ("flush", standby.flush_lag_seconds),
+                )
             ]
             for metric in metrics:
                 self.owners[metric.name] = standby.application_name
@@ -235,20 +229,9 @@ class StandbysResource(PostgresResource):
         bytes_context: str = "standby_replay_bytes",
         seconds_context: str = "standby_replay_seconds",
     ) -> Iterator[nagiosplugin.Metric]:
-        if standby.replay_lag_bytes is not None:
-            yield nagiosplugin.Metric(
-                f"{label}_replay_lag_bytes",
-                standby.replay_lag_bytes,
-                "B",
-                min=0,
-                context=bytes_context,
-            )
-        yield nagiosplugin.Metric(
-            f"{label}_replay_lag",
-            round(standby.replay_lag_seconds, 3),
-            "s",
-            min=0,
-            context=seconds_context,
+        return _bytes_and_seconds(
+            (f"{label}_replay_lag_bytes", standby.replay_lag_bytes, bytes_context),
+            (f"{label}_replay_lag", standby.replay_lag_seconds, seconds_context),
         )
 
     @staticmethod
@@ -258,25 +241,30 @@ class StandbysResource(PostgresResource):
         """A standby that applies WAL late on purpose (recovery_min_apply_delay): the WAL
         it holds unreplayed is its delay, not lag. Judged: how far behind it has flushed
         (it must still receive at once) and replay lag beyond its delay."""
-        if standby.flush_lag_bytes is not None:
-            yield nagiosplugin.Metric(
-                f"{label}_flush_lag_bytes",
-                standby.flush_lag_bytes,
-                "B",
-                min=0,
-                context="delayed_flush_bytes",
-            )
-        yield nagiosplugin.Metric(
-            f"{label}_replay_lag_beyond_delay",
-            round(max(0.0, standby.replay_lag_seconds - delay), 3),
-            "s",
-            min=0,
-            context="delayed_replay_seconds",
+        yield from _bytes_and_seconds(
+            (f"{label}_flush_lag_bytes", standby.flush_lag_bytes, "delayed_flush_bytes"),
+            (
+                f"{label}_replay_lag_beyond_delay",
+                max(0.0, standby.replay_lag_seconds - delay),
+                "delayed_replay_seconds",
+            ),
         )
         # its whole lag is still shown, as a fact that is not judged
         yield from StandbysResource._lag_metrics(
             label, standby, bytes_context="standby_lag_fact", seconds_context="standby_lag_fact"
         )
+
+
+def _bytes_and_seconds(
+    in_bytes: tuple[str, int | None, str], in_seconds: tuple[str, float, str]
+) -> Iterator[nagiosplugin.Metric]:
+    """A lag in bytes (left out while the standby has not reported it) and in seconds,
+    each as (metric name, value, context)."""
+    name, value, context = in_bytes
+    if value is not None:
+        yield nagiosplugin.Metric(name, value, "B", min=0, context=context)
+    name, seconds, context = in_seconds
+    yield nagiosplugin.Metric(name, round(seconds, 3), "s", min=0, context=context)
 
 
 # (context, the thresholds it takes, its words, its unit): a --delayed standby's flush
@@ -354,7 +342,9 @@ class SyncContext(adapters.MetricContext):
             )
         return super().describe(metric)
 
-    def performance(self, metric: nagiosplugin.Metric, resource: object):
+    def performance(
+        self, metric: nagiosplugin.Metric, resource: object
+    ) -> nagiosplugin.Performance:
         required = self._required(resource)
         return nagiosplugin.Performance(
             metric.name, metric.value, crit=f"{required}:" if required else "", min=0
@@ -475,8 +465,8 @@ def parse_delays(
 def command(
     settings: ConnectionSettings,
     verbose: int,
-    warning,
-    critical,
+    warning: tuple[Threshold, ...],
+    critical: tuple[Threshold, ...],
     min_standbys: int,
     min_sync: int | None,
     expected_names: tuple[str, ...],
@@ -508,8 +498,6 @@ def command(
     )
     return run(
         NAME,
-        settings,
-        verbose,
         resource,
         adapters.MetricContext(
             "standbys",
@@ -525,4 +513,5 @@ def command(
         ),
         adapters.FactContext("standby_lag_fact"),
         summary=StandbysSummary(resource),
+        verbose=verbose,
     )

@@ -12,11 +12,18 @@ from collections.abc import Iterator
 import nagiosplugin
 
 from checks import adapters, output
-from checks.postgres.check import PostgresResource, needs_pg_monitor, postgres_command, run
+from checks.postgres.check import Connection, FactsResource, postgres_command, run, sessions_visible
 from checks.postgres.connection import ConnectionSettings
 from checks.postgres.probes.transactions import Session, Transactions, read_transactions
 from checks.status import worst
-from checks.thresholds import Limits, ThresholdType, assign, range_options, threshold_options
+from checks.thresholds import (
+    Limits,
+    Threshold,
+    ThresholdType,
+    assign,
+    range_options,
+    threshold_options,
+)
 from checks.units import Unit, format_duration
 
 NAME = "PG_TRANSACTIONS"
@@ -32,18 +39,12 @@ DEFAULT_PREPARED = Limits(nagiosplugin.Range("300"), nagiosplugin.Range("1800"))
 DEFAULT_PREPARED_XIDS = Limits(nagiosplugin.Range("10000000"), nagiosplugin.Range("100000000"))
 
 
-class TransactionsResource(PostgresResource):
-    def __init__(self, settings: ConnectionSettings) -> None:
-        super().__init__(settings)
-        self.facts: Transactions | None = None
+class TransactionsResource(FactsResource[Transactions]):
+    def read(self, conn: Connection) -> Transactions:
+        return read_transactions(conn)
 
-    def probe(self) -> Iterator[nagiosplugin.Metric]:
-        with self.connection() as conn:
-            facts = self.facts = read_transactions(conn)
-        if facts.hidden:
-            raise needs_pg_monitor(
-                self.login, f"see {facts.hidden} other sessions in pg_stat_activity"
-            )
+    def measure(self, facts: Transactions) -> Iterator[nagiosplugin.Metric]:
+        sessions_visible(self.login, facts.hidden)
         for title, session, age in (
             ("oldest transaction", facts.oldest, facts.oldest and facts.oldest.xact_age),
             (
@@ -52,7 +53,7 @@ class TransactionsResource(PostgresResource):
                 facts.oldest_idle and facts.oldest_idle.idle_age,
             ),
         ):
-            if session is not None:
+            if session is not None and isinstance(age, (int, float)):
                 self.details.append(
                     f"{title}: {session.describe()} {session.where()}, {format_duration(age)}"
                     f", {session.state}"
@@ -103,24 +104,24 @@ class SessionAgeContext(adapters.MetricContext):
         return f"{session.describe()} {self.label} for {format_duration(metric.value)}"
 
 
-class PreparedAgeContext(adapters.MetricContext):
-    """The text names the prepared transaction by gid, as COMMIT/ROLLBACK PREPARED need."""
+class PreparedContext(adapters.MetricContext):
+    """The text names the prepared transaction by gid, as COMMIT/ROLLBACK PREPARED need:
+    the oldest, or with ``pinning`` the one that pins the oldest XID."""
+
+    def __init__(
+        self, name: str, limits: Limits, *, label: str, unit: Unit, pinning: bool = False
+    ) -> None:
+        super().__init__(name, limits, label=label, unit=unit)
+        self.pinning = pinning
 
     def describe(self, metric: nagiosplugin.Metric) -> str:
-        prepared = metric.resource.facts.oldest_prepared
+        facts: Transactions = metric.resource.facts
+        prepared = facts.pinning_prepared if self.pinning else facts.oldest_prepared
         if prepared is None:
             return "no prepared transaction"
+        if self.pinning:
+            return f"{prepared.describe()} pins XIDs {prepared.xid_age:,} transactions old"
         return f"{prepared.describe()} prepared {format_duration(metric.value)} ago"
-
-
-class PreparedXidContext(adapters.MetricContext):
-    """The text names the prepared transaction that pins the oldest XID."""
-
-    def describe(self, metric: nagiosplugin.Metric) -> str:
-        pinning = metric.resource.facts.pinning_prepared
-        if pinning is None:
-            return "no prepared transaction"
-        return f"{pinning.describe()} pins XIDs {pinning.xid_age:,} transactions old"
 
 
 class TransactionsSummary(adapters.Summary):
@@ -134,7 +135,7 @@ class TransactionsSummary(adapters.Summary):
         facts = self.resource.facts
         oldest = facts.oldest if facts else None
         idle = facts.oldest_idle if facts else None
-        named = {r.metric.name for r in bad}
+        named = {adapters.named(r) for r in bad}
         same = (
             oldest is not None
             and idle is not None
@@ -144,7 +145,7 @@ class TransactionsSummary(adapters.Summary):
         texts = []
         for result in bad:
             text = str(result)
-            if same and idle is not None and result.metric.name == "oldest_idle_in_xact_age":
+            if same and idle is not None and adapters.named(result) == "oldest_idle_in_xact_age":
                 text = text.replace(f"{idle.describe()} idle in transaction for", "idle for", 1)
             texts.append(text)
         return ", ".join(texts)
@@ -197,14 +198,14 @@ class TransactionsSummary(adapters.Summary):
 def command(
     settings: ConnectionSettings,
     verbose: int,
-    warning,
-    critical,
-    idle_warning,
-    idle_critical,
-    prepared_warning,
-    prepared_critical,
-    prepared_xids_warning,
-    prepared_xids_critical,
+    warning: tuple[Threshold, ...],
+    critical: tuple[Threshold, ...],
+    idle_warning: Threshold | None,
+    idle_critical: Threshold | None,
+    prepared_warning: Threshold | None,
+    prepared_critical: Threshold | None,
+    prepared_xids_warning: Threshold | None,
+    prepared_xids_critical: Threshold | None,
 ) -> output.Report:
     """Oldest open transaction and oldest session idle in transaction, with pid and name.
 
@@ -232,8 +233,6 @@ def command(
     resource = TransactionsResource(settings)
     return run(
         NAME,
-        settings,
-        verbose,
         resource,
         SessionAgeContext(
             "oldest_xact_age", limits["oldest_xact_age"], label="in transaction", attribute="oldest"
@@ -244,15 +243,17 @@ def command(
             label="idle in transaction",
             attribute="oldest_idle",
         ),
-        PreparedAgeContext(
+        PreparedContext(
             "oldest_prepared_age", prepared_limits, label="prepared transaction", unit=Unit.SECONDS
         ),
-        PreparedXidContext(
+        PreparedContext(
             "prepared_xid_age",
             prepared_xid_limits,
             label="prepared transaction XID age",
             unit=Unit.NUMBER,
+            pinning=True,
         ),
         adapters.FactContext("xact_fact"),
         summary=TransactionsSummary(resource),
+        verbose=verbose,
     )

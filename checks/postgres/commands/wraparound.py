@@ -9,17 +9,31 @@ from collections.abc import Iterator
 import nagiosplugin
 
 from checks import adapters, output
-from checks.postgres.check import PostgresResource, grant_pg_monitor, postgres_command, run
+from checks.postgres.check import (
+    Connection,
+    FactsResource,
+    grant_pg_monitor,
+    postgres_command,
+    run,
+)
 from checks.postgres.connection import ConnectionSettings
 from checks.postgres.probes.wraparound import (
     WRAPAROUND_LIMIT,
     DatabaseAge,
     HorizonHolder,
+    WraparoundFacts,
     holds_back,
     read_wraparound,
 )
 from checks.status import unknown, worst
-from checks.thresholds import Limits, ThresholdType, assign, range_options, threshold_options
+from checks.thresholds import (
+    Limits,
+    Threshold,
+    ThresholdType,
+    assign,
+    range_options,
+    threshold_options,
+)
 from checks.units import Unit
 
 NAME = "PG_WRAPAROUND"
@@ -31,7 +45,7 @@ DEFAULT_MXID = Limits(nagiosplugin.Range("50"), nagiosplugin.Range("75"))
 TOP_DATABASES = 5
 
 
-class WraparoundResource(PostgresResource):
+class WraparoundResource(FactsResource[WraparoundFacts]):
     def __init__(self, settings: ConnectionSettings) -> None:
         super().__init__(settings)
         self.databases: list[DatabaseAge] = []
@@ -45,9 +59,10 @@ class WraparoundResource(PostgresResource):
     def oldest_mxid(self) -> DatabaseAge:
         return max(self.databases, key=lambda d: (d.mxid_age, d.datname))
 
-    def probe(self) -> Iterator[nagiosplugin.Metric]:
-        with self.connection() as conn:
-            facts = read_wraparound(conn)
+    def read(self, conn: Connection) -> WraparoundFacts:
+        return read_wraparound(conn)
+
+    def measure(self, facts: WraparoundFacts) -> Iterator[nagiosplugin.Metric]:
         databases, holder = facts.databases, facts.holder
         self.databases, self.holder = databases, holder
         if not databases:
@@ -104,25 +119,24 @@ class WraparoundResource(PostgresResource):
 
 
 class AgeContext(adapters.MetricContext):
-    """The text names the database the age belongs to."""
+    """The text names the database the age belongs to: the one with the oldest XID, or
+    with ``multixact`` the one with the oldest multixact ID (not always the same)."""
+
+    def __init__(
+        self, name: str, limits: Limits, *, label: str, unit: Unit, multixact: bool = False
+    ) -> None:
+        super().__init__(name, limits, label=label, unit=unit)
+        self.multixact = multixact
 
     def describe(self, metric: nagiosplugin.Metric) -> str:
-        oldest = metric.resource.oldest
-        return (
-            f"database {oldest.datname} XID age {oldest.xid_age:,} "
-            f"({oldest.xid_percent:.1f}% of 2^31)"
-        )
-
-
-class MxidAgeContext(adapters.MetricContext):
-    """The text names the database with the oldest multixact ID (not always the XID one)."""
-
-    def describe(self, metric: nagiosplugin.Metric) -> str:
-        oldest = metric.resource.oldest_mxid
-        return (
-            f"database {oldest.datname} multixact age {oldest.mxid_age:,} "
-            f"({oldest.mxid_percent:.1f}% of 2^31)"
-        )
+        resource: WraparoundResource = metric.resource
+        if self.multixact:
+            oldest = resource.oldest_mxid
+            age, percent = oldest.mxid_age, oldest.mxid_percent
+        else:
+            oldest = resource.oldest
+            age, percent = oldest.xid_age, oldest.xid_percent
+        return f"database {oldest.datname} {self.label} {age:,} ({percent:.1f}% of 2^31)"
 
 
 class WraparoundSummary(adapters.Summary):
@@ -135,7 +149,8 @@ class WraparoundSummary(adapters.Summary):
         text = super().problem(results)
         status = worst(adapters.status_of(r.state) for r in results)
         xid_problem = any(
-            r.metric.name in ("xid_age_pct", "xid_age") and adapters.status_of(r.state) is status
+            adapters.named(r) in ("xid_age_pct", "xid_age")
+            and adapters.status_of(r.state) is status
             for r in results
         )
         holder = self.resource.holder
@@ -158,7 +173,12 @@ class WraparoundSummary(adapters.Summary):
     default_critical="above 75%",
 )
 def command(
-    settings: ConnectionSettings, verbose: int, warning, critical, mxid_warning, mxid_critical
+    settings: ConnectionSettings,
+    verbose: int,
+    warning: tuple[Threshold, ...],
+    critical: tuple[Threshold, ...],
+    mxid_warning: Threshold | None,
+    mxid_critical: Threshold | None,
 ) -> output.Report:
     """Transaction ID wraparound: the oldest age(datfrozenxid) of all databases, named.
 
@@ -181,13 +201,14 @@ def command(
     resource = WraparoundResource(settings)
     return run(
         NAME,
-        settings,
-        verbose,
         resource,
         AgeContext("xid_age_pct", limits["xid_age_pct"], label="XID age", unit=Unit.PERCENT),
         AgeContext("xid_age", limits["xid_age"], label="XID age", unit=Unit.NUMBER),
-        MxidAgeContext("mxid_age_pct", mxid_limits, label="multixact age", unit=Unit.PERCENT),
+        AgeContext(
+            "mxid_age_pct", mxid_limits, label="multixact age", unit=Unit.PERCENT, multixact=True
+        ),
         adapters.FactContext("mxid_age"),
         adapters.FactContext("xmin_horizon_age"),
         summary=WraparoundSummary(resource),
+        verbose=verbose,
     )

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import click
 import nagiosplugin
 
-from checks import adapters, output, runtime
-from checks.postgres.connection import ConnectionSettings, connect
-from checks.postgres.options import connection_options
+from checks import adapters, output
+from checks.postgres.check import Connection, FactsResource, postgres_command, run
+from checks.postgres.connection import ConnectionSettings
 from checks.postgres.readers.checkpoints import CheckpointsFacts, read_checkpoints
 from checks.status import unknown
 from checks.thresholds import Limits, Threshold, assign, threshold_options
@@ -21,17 +20,17 @@ NAME = "PG_CHECKPOINTS"
 DEFAULTS = {
     "wal_since_checkpoint_pct": Limits(nagiosplugin.Range("150"), nagiosplugin.Range("200"))
 }
+WORDS = {
+    "wal_since_checkpoint": ("WAL since the last checkpoint", Unit.BYTES),
+    "wal_since_checkpoint_pct": ("WAL since the last checkpoint", Unit.PERCENT),
+}
 
 
-class CheckpointsResource(adapters.Probe):
-    def __init__(self, settings: ConnectionSettings) -> None:
-        super().__init__()
-        self.settings = settings
-        self.facts: CheckpointsFacts | None = None
+class CheckpointsResource(FactsResource[CheckpointsFacts]):
+    def read(self, conn: Connection) -> CheckpointsFacts:
+        return read_checkpoints(conn)
 
-    def probe(self) -> Iterator[nagiosplugin.Metric]:
-        with connect(self.settings) as conn:
-            facts = self.facts = read_checkpoints(conn)
+    def measure(self, facts: CheckpointsFacts) -> Iterator[nagiosplugin.Metric]:
         if facts.wal_since_redo_bytes is None or facts.wal_since_redo_percent is None:
             raise unknown(f"the server does not say how much WAL its last {facts.kind} left")
         self.details += [
@@ -60,29 +59,28 @@ class CheckpointsResource(adapters.Probe):
 
 
 class CheckpointsSummary(adapters.Summary):
-    probe: CheckpointsResource
+    resource: CheckpointsResource
 
-    def _distance(self) -> str:
-        facts = self.probe.facts
-        assert facts is not None and facts.wal_since_redo_bytes is not None
+    def _distance(self, facts: CheckpointsFacts) -> str:
         return (
-            f"{format_bytes(facts.wal_since_redo_bytes)} of WAL since the last {facts.kind} "
-            f"began ({facts.wal_since_redo_percent:.0f}% of max_wal_size "
+            f"{format_bytes(facts.wal_since_redo_bytes or 0)} of WAL since the last "
+            f"{facts.kind} began ({facts.wal_since_redo_percent or 0:.0f}% of max_wal_size "
             f"{format_bytes(facts.max_wal_size_bytes)})"
         )
 
     def ok(self, results: nagiosplugin.Results) -> str:
-        return self._distance()
+        facts = self.resource.facts
+        assert facts is not None
+        return self._distance(facts)
 
     def problem(self, results: nagiosplugin.Results) -> str:
-        facts = self.probe.facts
+        facts = self.resource.facts
         if facts is None:
             return super().problem(results)
-        return f"{self._distance()}: {facts.kind}s fall behind ({super().problem(results)})"
+        return f"{self._distance(facts)}: {facts.kind}s fall behind ({super().problem(results)})"
 
 
-@click.command("checkpoints", context_settings=runtime.CONTEXT_SETTINGS)
-@connection_options
+@postgres_command("checkpoints")
 @threshold_options(
     plain_unit=None,
     help_suffix="WAL since the last checkpoint began, as a size (2GB) or a percentage "
@@ -108,27 +106,12 @@ def command(
         targets={Unit.PERCENT: "wal_since_checkpoint_pct", Unit.BYTES: "wal_since_checkpoint"},
         defaults=DEFAULTS,
     )
-
-    def build() -> nagiosplugin.Check:
-        resource = CheckpointsResource(settings)
-        return adapters.Check(
-            resource,
-            adapters.MetricContext(
-                "wal_since_checkpoint",
-                limits["wal_since_checkpoint"],
-                label="WAL since the last checkpoint",
-                unit=Unit.BYTES,
-            ),
-            adapters.MetricContext(
-                "wal_since_checkpoint_pct",
-                limits["wal_since_checkpoint_pct"],
-                label="WAL since the last checkpoint",
-                unit=Unit.PERCENT,
-            ),
-            adapters.FactContext("checkpoints_fact"),
-            CheckpointsSummary(resource),
-        )
-
-    return runtime.run_check(
-        NAME, build, timeout=settings.timeout, target=settings.target, verbose=verbose
+    resource = CheckpointsResource(settings)
+    return run(
+        NAME,
+        resource,
+        *adapters.metric_contexts(limits, WORDS),
+        adapters.FactContext("checkpoints_fact"),
+        summary=CheckpointsSummary(resource),
+        verbose=verbose,
     )

@@ -11,7 +11,7 @@ from checks.postgres.check import Connection, FactsResource, postgres_command, r
 from checks.postgres.connection import ConnectionSettings
 from checks.postgres.readers.checkpoints import CheckpointsFacts, read_checkpoints
 from checks.status import unknown
-from checks.thresholds import Limits, Threshold, assign, threshold_options
+from checks.thresholds import Limits, Threshold, threshold_options
 from checks.units import Unit, format_bytes, format_duration
 
 NAME = "PG_CHECKPOINTS"
@@ -20,9 +20,10 @@ NAME = "PG_CHECKPOINTS"
 DEFAULTS = {
     "wal_since_checkpoint_pct": Limits(nagiosplugin.Range("150"), nagiosplugin.Range("200"))
 }
+# the thresholded metrics' labels and units, in the order a usage error names the units
 WORDS = {
-    "wal_since_checkpoint": ("WAL since the last checkpoint", Unit.BYTES),
     "wal_since_checkpoint_pct": ("WAL since the last checkpoint", Unit.PERCENT),
+    "wal_since_checkpoint": ("WAL since the last checkpoint", Unit.BYTES),
 }
 
 
@@ -100,17 +101,11 @@ def command(
     replayed since. An idle server skips its checkpoints, so their age is only reported.
     Defaults: warning above 150%, critical above 200% of max_wal_size.
     """
-    limits = assign(
-        warning,
-        critical,
-        targets={Unit.PERCENT: "wal_since_checkpoint_pct", Unit.BYTES: "wal_since_checkpoint"},
-        defaults=DEFAULTS,
-    )
     resource = CheckpointsResource(settings)
     return run(
         NAME,
         resource,
-        *adapters.metric_contexts(limits, WORDS),
+        *adapters.threshold_contexts(warning, critical, WORDS, defaults=DEFAULTS),
         adapters.FactContext("checkpoints_fact"),
         summary=CheckpointsSummary(resource),
         verbose=verbose,

@@ -28,6 +28,7 @@ SUBCOMMANDS = {
     "archiver": "checks.postgres.commands.archiver",
     "wraparound": "checks.postgres.commands.wraparound",
     "transactions": "checks.postgres.commands.transactions",
+    "checkpoints": "checks.postgres.commands.checkpoints",
     "consul-role": "checks.postgres.commands.consul_role",
 }
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar, overload
 
 from checks.budget import Budget
 from checks.status import critical, unknown
@@ -24,7 +24,7 @@ from checks.status import critical, unknown
 if TYPE_CHECKING:
     import psycopg
 
-# The oldest major the probes' SQL is written and tested for (wal_status in
+# The oldest major the readers' SQL is written and tested for (wal_status in
 # pg_replication_slots, for one, arrived in 13).
 OLDEST_SUPPORTED_MAJOR = 13
 
@@ -427,17 +427,41 @@ def _login_user(settings: ConnectionSettings) -> str:
         return settings.user or "the check's role"
 
 
+Params: TypeAlias = "Sequence[Any] | Mapping[str, Any] | None"
+Row = TypeVar("Row")
+
+
+@overload
+def query(
+    conn: psycopg.Connection[dict[str, Any]], sql: str, params: Params = None
+) -> list[dict[str, Any]]: ...
+@overload
 def query(
     conn: psycopg.Connection[dict[str, Any]],
     sql: str,
-    params: Sequence[Any] | Mapping[str, Any] | None = None,
-) -> list[dict[str, Any]]:
-    """Run one statement; server errors end the check with the state they deserve."""
+    params: Params = None,
+    *,
+    row_class: type[Row],
+) -> list[Row]: ...
+def query(
+    conn: psycopg.Connection[dict[str, Any]],
+    sql: str,
+    params: Params = None,
+    *,
+    row_class: type[Any] | None = None,
+) -> list[Any]:
+    """Run one statement; server errors end the check with the state they deserve.
+
+    ``row_class``: each row built as that class from its named columns (psycopg's
+    class_row), else a dict.
+    """
     import psycopg
     from psycopg import errors
+    from psycopg.rows import class_row
 
     try:
-        with conn.cursor() as cursor:
+        cursor = conn.cursor(row_factory=class_row(row_class)) if row_class else conn.cursor()
+        with cursor:
             cursor.execute(sql, params)
             return cursor.fetchall()
     except errors.InsufficientPrivilege as exc:
@@ -454,12 +478,30 @@ def query(
         raise unknown(f"query failed: {exc.diag.message_primary or exc}") from None
 
 
+@overload
+def fetch_row(
+    conn: psycopg.Connection[dict[str, Any]], sql: str, params: Params = None
+) -> dict[str, Any]: ...
+@overload
 def fetch_row(
     conn: psycopg.Connection[dict[str, Any]],
     sql: str,
-    params: Sequence[Any] | Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    rows = query(conn, sql, params)
+    params: Params = None,
+    *,
+    row_class: type[Row],
+) -> Row: ...
+def fetch_row(
+    conn: psycopg.Connection[dict[str, Any]],
+    sql: str,
+    params: Params = None,
+    *,
+    row_class: type[Any] | None = None,
+) -> Any:
+    rows: list[Any] = (
+        query(conn, sql, params)
+        if row_class is None
+        else query(conn, sql, params, row_class=row_class)
+    )
     if len(rows) != 1:
         raise unknown(f"internal error: expected one row, got {len(rows)}")
     return rows[0]

@@ -6,10 +6,10 @@ import nagiosplugin
 
 from checks.postgres.commands.slots import SlotsResource, SlotsSummary, wal_status_hint
 from checks.postgres.connection import ConnectionSettings
-from checks.postgres.probes.slots import Slot, slot_of_row
+from checks.postgres.readers.slots import SlotFacts, slot_of_row
 
 
-def slot(name: str, **changes) -> Slot:
+def slot(name: str, **changes) -> SlotFacts:
     row = {
         "slot_name": name,
         "slot_type": "physical",
@@ -67,7 +67,7 @@ def test_worst_first() -> None:
     ]
 
 
-def _probe_with(slots: list[Slot]) -> tuple[SlotsResource, list[nagiosplugin.Metric]]:
+def _probe_with(slots: list[SlotFacts]) -> tuple[SlotsResource, list[nagiosplugin.Metric]]:
     probe = SlotsResource(ConnectionSettings.__new__(ConnectionSettings), ())
     probe.slots = slots
     metrics = []

@@ -10,7 +10,7 @@ import nagiosplugin
 from checks import adapters, output
 from checks.postgres.check import PostgresResource, postgres_command, run
 from checks.postgres.connection import ConnectionSettings, reached
-from checks.postgres.probes.alive import read_liveness
+from checks.postgres.readers.alive import read_liveness
 from checks.thresholds import (
     Limits,
     Threshold,

@@ -16,7 +16,7 @@ import nagiosplugin
 from checks import adapters, output
 from checks.postgres.check import Connection, FactsResource, needs_pg_monitor, postgres_command, run
 from checks.postgres.connection import ConnectionSettings
-from checks.postgres.probes.archiver import Archiver, read_archiver
+from checks.postgres.readers.archiver import ArchiverFacts, read_archiver
 from checks.status import CheckFailed, Status
 from checks.thresholds import Limits, Threshold, assign, threshold_options
 from checks.units import Unit, format_duration
@@ -30,15 +30,15 @@ WORDS = {
 }
 
 
-class ArchiverResource(FactsResource[Archiver]):
+class ArchiverResource(FactsResource[ArchiverFacts]):
     def __init__(self, settings: ConnectionSettings, expect_archiving: bool) -> None:
         super().__init__(settings)
         self.expect_archiving = expect_archiving
 
-    def read(self, conn: Connection) -> Archiver:
+    def read(self, conn: Connection) -> ArchiverFacts:
         return read_archiver(conn)
 
-    def measure(self, facts: Archiver) -> Iterator[nagiosplugin.Metric]:
+    def measure(self, facts: ArchiverFacts) -> Iterator[nagiosplugin.Metric]:
         if facts.archive_mode == "off":
             status = Status.CRITICAL if self.expect_archiving else Status.OK
             raise CheckFailed(status, "archive_mode is off: WAL is not archived")

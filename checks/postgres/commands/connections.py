@@ -9,7 +9,7 @@ import nagiosplugin
 from checks import adapters, output
 from checks.postgres.check import Connection, FactsResource, postgres_command, run, sessions_visible
 from checks.postgres.connection import ConnectionSettings
-from checks.postgres.probes.connections import Connections, read_connections
+from checks.postgres.readers.connections import ConnectionsFacts, read_connections
 from checks.thresholds import Limits, Threshold, assign, threshold_options
 from checks.units import Unit
 
@@ -24,11 +24,11 @@ WORDS = {
 TOP_DATABASES = 5
 
 
-class ConnectionsResource(FactsResource[Connections]):
-    def read(self, conn: Connection) -> Connections:
+class ConnectionsResource(FactsResource[ConnectionsFacts]):
+    def read(self, conn: Connection) -> ConnectionsFacts:
         return read_connections(conn)
 
-    def measure(self, facts: Connections) -> Iterator[nagiosplugin.Metric]:
+    def measure(self, facts: ConnectionsFacts) -> Iterator[nagiosplugin.Metric]:
         sessions_visible(self.login, facts.hidden)
         reserved = f"{facts.superuser_reserved} for superusers"
         if facts.reserved:

@@ -91,8 +91,8 @@ class ConsulRoleResource(PostgresResource):
         return service, entry, lock_error, key
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
-        from checks.postgres.probes.reporter import read_presence
-        from checks.postgres.probes.role import read_role
+        from checks.postgres.readers.reporter import read_presence
+        from checks.postgres.readers.role import read_role
         from checks.reporter.fence import ReporterPresence, holder_of, judge_role
         from checks.reporter.reconcile import (
             META_FENCED_REASON,

@@ -7,7 +7,7 @@ The figures and what each can know (docs/design.md §3, §9; the man page words 
   given with ``--primary``. Without such a reference the figure is relative to the
   upstream, which for a cascaded standby may itself be behind.
 - Seconds: how long the WAL now waiting to be replayed has waited. The replica only has
-  bounds (probes/lag.py): at most the age of the last replayed commit, at least the time
+  bounds (readers/lag.py): at most the age of the last replayed commit, at least the time
   since the primary reported a position replay has not reached. The upper bound is
   reported while it is within the thresholds (then the verdict is sure); past them, only
   a lower bound that is itself past them is, because after a quiet spell the upper bound
@@ -33,19 +33,19 @@ import nagiosplugin
 from checks import adapters, output
 from checks.postgres.check import PostgresResource, needs_pg_monitor, postgres_command, run
 from checks.postgres.connection import ConnectionSettings
-from checks.postgres.options import role_mismatch_option
-from checks.postgres.probes.lag import (
-    ReplicaLag,
-    read_distance,
-    read_lag,
-    read_parameters,
-    read_replay_lock_wait,
-)
-from checks.postgres.probes.lag_reference import (
+from checks.postgres.lag_reference import (
     Reference,
     leader_from_consul,
     primary_from_conninfo,
     upstream_parameters,
+)
+from checks.postgres.options import role_mismatch_option
+from checks.postgres.readers.lag import (
+    ReplicaLagFacts,
+    read_distance,
+    read_lag,
+    read_parameters,
+    read_replay_lock_wait,
 )
 from checks.status import CheckFailed, Status, unknown
 from checks.thresholds import (
@@ -96,7 +96,7 @@ def _critical_limit(limits: Limits) -> float:
     return critical.end if critical is not None and not critical.invert else math.inf
 
 
-def judge_seconds(facts: ReplicaLag, reference: Reference | None, limits: Limits) -> Figure:
+def judge_seconds(facts: ReplicaLagFacts, reference: Reference | None, limits: Limits) -> Figure:
     has_reference = bool(reference and reference.lsn)
     if not waiting(facts, reference):
         if facts.streaming or has_reference:
@@ -129,13 +129,13 @@ def judge_seconds(facts: ReplicaLag, reference: Reference | None, limits: Limits
     )
 
 
-def seconds_unknown(facts: ReplicaLag, reference: Reference | None, limits: Limits) -> bool:
+def seconds_unknown(facts: ReplicaLagFacts, reference: Reference | None, limits: Limits) -> bool:
     """Whether judge_seconds() would leave the seconds out for want of a lower bound."""
     figure = judge_seconds(facts, reference, limits)
     return figure.value is None and figure.note is not None and waiting(facts, reference)
 
 
-def judge_bytes(facts: ReplicaLag, reference: Reference | None) -> Figure:
+def judge_bytes(facts: ReplicaLagFacts, reference: Reference | None) -> Figure:
     behind = facts.behind_reference_bytes if reference and reference.lsn else None
     received = facts.received_not_replayed_bytes
     if facts.apply_delay > 0:
@@ -151,7 +151,7 @@ def judge_bytes(facts: ReplicaLag, reference: Reference | None) -> Figure:
     return Figure(received or 0)
 
 
-def waiting(facts: ReplicaLag, reference: Reference | None) -> bool:
+def waiting(facts: ReplicaLagFacts, reference: Reference | None) -> bool:
     behind = facts.behind_reference_bytes if reference and reference.lsn else 0
     return bool(facts.received_not_replayed_bytes) or bool(behind)
 
@@ -164,7 +164,9 @@ class Verdict:
     text: str | None
 
 
-def judge_receiver(facts: ReplicaLag, behind: Figure, byte_limits: Limits, grace: float) -> Verdict:
+def judge_receiver(
+    facts: ReplicaLagFacts, behind: Figure, byte_limits: Limits, grace: float
+) -> Verdict:
     if facts.streaming:
         return Verdict(Status.OK, None)
     if facts.log_shipping:
@@ -185,7 +187,7 @@ def judge_receiver(facts: ReplicaLag, behind: Figure, byte_limits: Limits, grace
     if behind.value is not None and behind.value > _critical_limit(byte_limits):
         return Verdict(Status.CRITICAL, f"{down} and {format_bytes(behind.value)} behind")
     # How long since anything came from upstream: the newest WAL file's age, or the
-    # replica's own uptime if it started since (probes/lag.py).
+    # replica's own uptime if it started since (readers/lag.py).
     ages = [a for a in (facts.last_wal_written_age, facts.server_uptime) if a is not None]
     quiet = min(ages) if ages else None
     if quiet is not None and quiet <= grace:
@@ -232,7 +234,7 @@ class LagResource(PostgresResource):
         self.grace = grace
         self.primary = primary
         self.consul = consul
-        self.facts: ReplicaLag | None = None
+        self.facts: ReplicaLagFacts | None = None
         self.reference: Reference | None = None
         self.bytes = Figure(None)
         self.seconds = Figure(None)
@@ -286,7 +288,7 @@ class LagResource(PostgresResource):
                     facts,
                     behind_reference_bytes=read_distance(conn, reference.lsn, facts.replayed_lsn),
                 )
-            if facts.capabilities.knows_lock_wait_start and seconds_unknown(
+            if facts.capabilities.has_lock_wait_start and seconds_unknown(
                 facts, reference, self.limits["replay_lag_seconds"]
             ):
                 # Only where the seconds would otherwise be left out: the common path
@@ -333,7 +335,7 @@ class LagResource(PostgresResource):
                 "last_wal_age", round(facts.last_wal_written_age, 3), "s", min=0
             )
 
-    def _judge_pause(self, facts: ReplicaLag, own: dict[str, int] | None) -> Verdict:
+    def _judge_pause(self, facts: ReplicaLagFacts, own: dict[str, int] | None) -> Verdict:
         plain = "WAL replay is paused (pg_wal_replay_resume() resumes it)"
         if own is None:
             return Verdict(Status.WARNING, plain)
@@ -365,7 +367,7 @@ class LagResource(PostgresResource):
             "resuming would shut this standby down)",
         )
 
-    def _describe(self, facts: ReplicaLag, reference: Reference | None) -> None:
+    def _describe(self, facts: ReplicaLagFacts, reference: Reference | None) -> None:
         if facts.streaming:
             self.details.append(f"WAL receiver: streaming from {facts.sender or '?'}")
         elif facts.log_shipping:

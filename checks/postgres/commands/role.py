@@ -14,7 +14,7 @@ import nagiosplugin
 from checks import adapters, output
 from checks.postgres.check import Connection, FactsResource, postgres_command, run
 from checks.postgres.connection import ConnectionSettings
-from checks.postgres.probes.role import RoleFacts, read_role
+from checks.postgres.readers.role import RoleFacts, read_role
 from checks.status import Status
 
 NAME = "PG_ROLE"

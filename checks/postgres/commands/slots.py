@@ -16,7 +16,7 @@ import nagiosplugin
 from checks import adapters, output
 from checks.postgres.check import PostgresResource, postgres_command, run
 from checks.postgres.connection import ConnectionSettings
-from checks.postgres.probes.slots import Slot, read_slots
+from checks.postgres.readers.slots import SlotFacts, read_slots
 from checks.status import Status, critical, worst
 from checks.thresholds import (
     Limits,
@@ -48,7 +48,7 @@ LOST_HINTS = {
 }
 
 
-def wal_status_hint(slot: Slot) -> str:
+def wal_status_hint(slot: SlotFacts) -> str:
     if slot.wal_status == "lost":
         return LOST_HINTS.get(slot.slot_type, LOST_HINTS["physical"])
     return WAL_STATUS_HINTS[slot.wal_status or ""][1]
@@ -58,10 +58,10 @@ class SlotsResource(PostgresResource):
     def __init__(self, settings: ConnectionSettings, selected: tuple[str, ...]) -> None:
         super().__init__(settings)
         self.selected = selected
-        self.slots: list[Slot] = []
+        self.slots: list[SlotFacts] = []
         # full metric name -> the slot it was yielded for; never guessed from a prefix
         # (slot replica1 is a prefix of replica1_old's metrics)
-        self.owner: dict[str, Slot] = {}
+        self.owner: dict[str, SlotFacts] = {}
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
         with self.connection() as conn:
@@ -86,7 +86,7 @@ class SlotsResource(PostgresResource):
                 yield metric
 
     @staticmethod
-    def _aggregates(slots: list[Slot]) -> Iterator[nagiosplugin.Metric]:
+    def _aggregates(slots: list[SlotFacts]) -> Iterator[nagiosplugin.Metric]:
         yield nagiosplugin.Metric("slots", len(slots), min=0, context="slot_fact")
         yield nagiosplugin.Metric(
             "inactive_slots", sum(s.judged_inactive for s in slots), min=0, context="slot_fact"
@@ -100,7 +100,7 @@ class SlotsResource(PostgresResource):
         )
 
     @staticmethod
-    def _per_slot(label: str, slot: Slot) -> Iterator[nagiosplugin.Metric]:
+    def _per_slot(label: str, slot: SlotFacts) -> Iterator[nagiosplugin.Metric]:
         # perfdata 0 for a slot that holds no WAL (never used, or lost); the text says why
         yield nagiosplugin.Metric(
             f"{label}_retained_bytes", slot.retained_bytes or 0, "B", min=0, context="slot_retained"
@@ -124,11 +124,11 @@ class SlotsResource(PostgresResource):
                 context="slot_safe_wal_size",
             )
 
-    def slot_of(self, metric: nagiosplugin.Metric) -> Slot:
+    def slot_of(self, metric: nagiosplugin.Metric) -> SlotFacts:
         return self.owner[metric.name]
 
 
-def inactive_for(slot: Slot) -> str:
+def inactive_for(slot: SlotFacts) -> str:
     """``inactive for 5min``; after a restart (17+) only a lower bound is known."""
     if slot.inactive_seconds is None:
         return "inactive"
@@ -141,7 +141,7 @@ def inactive_for(slot: Slot) -> str:
     return f"inactive for {format_duration(slot.inactive_seconds)}"
 
 
-def _describe(slot: Slot) -> str:
+def _describe(slot: SlotFacts) -> str:
     kind = f"{'temporary ' if slot.temporary else ''}{slot.slot_type}"
     if slot.active:
         state = f"active (pid {slot.active_pid})"
@@ -264,7 +264,7 @@ class SlotsSummary(adapters.Summary):
         owners = [self.resource.owner.get(adapters.named(r)) for r in bad]
         if None in owners or len({s.slot_name for s in owners if s}) <= 1:
             return super().problem(results)
-        by_problem: dict[tuple[int, str], list[Slot]] = {}
+        by_problem: dict[tuple[int, str], list[SlotFacts]] = {}
         for result, slot in zip(bad, owners, strict=True):
             assert slot is not None
             by_problem.setdefault(_problem_words(result), []).append(slot)

@@ -8,12 +8,13 @@ import click
 import nagiosplugin
 
 from checks import adapters, output
+from checks.postgres.capabilities import ServerCapabilities
 from checks.postgres.check import Connection, FactsResource, needs_pg_monitor, postgres_command, run
 from checks.postgres.connection import ConnectionSettings
 from checks.postgres.options import role_mismatch_option
-from checks.postgres.probes.standbys import (
-    Standby,
-    Upstream,
+from checks.postgres.readers.standbys import (
+    StandbyFacts,
+    UpstreamFacts,
     looks_mangled,
     read_standbys,
     server_shown_name,
@@ -38,7 +39,7 @@ DEFAULTS = {
 }
 
 
-class StandbysResource(FactsResource[Upstream]):
+class StandbysResource(FactsResource[UpstreamFacts]):
     def __init__(
         self,
         settings: ConnectionSettings,
@@ -53,10 +54,10 @@ class StandbysResource(FactsResource[Upstream]):
         self.on_replica = on_replica
         self.excluded_names = excluded
         self.delays = delays or {}
-        self.standbys: list[Standby] = []
-        self.wal_receivers: list[Standby] = []
-        self.logical: list[Standby] = []
-        self.excluded: list[Standby] = []
+        self.standbys: list[StandbyFacts] = []
+        self.wal_receivers: list[StandbyFacts] = []
+        self.logical: list[StandbyFacts] = []
+        self.excluded: list[StandbyFacts] = []
         # application_name as the server shows it -> the delay given by --delayed
         self.delay_of: dict[str, float] = {}
         # synchronous standbys synchronous_standby_names names, how many of them commits
@@ -69,9 +70,11 @@ class StandbysResource(FactsResource[Upstream]):
         # metric name -> the application_name it belongs to, for the words in the output
         self.owners: dict[str, str] = {}
 
-    def _shown(self, names: tuple[str, ...] | list[str], version: int) -> dict[str, str]:
+    def _shown(
+        self, names: tuple[str, ...] | list[str], server: ServerCapabilities
+    ) -> dict[str, str]:
         """Each name the user gave -> as the server shows it; notes the ones that differ."""
-        shown = {name: server_shown_name(name, version) for name in names}
+        shown = {name: server_shown_name(name, server) for name in names}
         for name, as_shown in shown.items():
             if as_shown != name:
                 self.details.append(
@@ -80,16 +83,16 @@ class StandbysResource(FactsResource[Upstream]):
                 )
         return shown
 
-    def read(self, conn: Connection) -> Upstream:
+    def read(self, conn: Connection) -> UpstreamFacts:
         return read_standbys(conn)
 
-    def measure(self, upstream: Upstream) -> Iterator[nagiosplugin.Metric]:
-        version = upstream.server_version
-        excluded = set(self._shown(self.excluded_names, version).values())
+    def measure(self, upstream: UpstreamFacts) -> Iterator[nagiosplugin.Metric]:
+        server = upstream.capabilities
+        excluded = set(self._shown(self.excluded_names, server).values())
         self.delay_of = {
-            server_shown_name(name, version): delay for name, delay in self.delays.items()
+            server_shown_name(name, server): delay for name, delay in self.delays.items()
         }
-        self._shown(list(self.delays), version)
+        self._shown(list(self.delays), server)
         self.excluded = [s for s in upstream.standbys if s.application_name in excluded]
         standbys = self.standbys = [  # worst first
             s for s in upstream.standbys if s.application_name not in excluded
@@ -120,7 +123,7 @@ class StandbysResource(FactsResource[Upstream]):
             yield nagiosplugin.Metric(
                 "max_replay_lag_bytes", max(known), "B", min=0, context="standby_lag_fact"
             )
-        for name, shown in self._shown(self.expected_names, version).items():
+        for name, shown in self._shown(self.expected_names, server).items():
             present = any(s.application_name == shown for s in streaming)
             yield nagiosplugin.Metric(f"expected_{name}", int(present), context="expected")
         taken: set[str] = set()
@@ -185,10 +188,10 @@ class StandbysResource(FactsResource[Upstream]):
                 f"{receiver.sync_state}, {flushed}"
             )
 
-    def _notes(self, upstream: Upstream, senders: list[Standby]) -> list[str]:
+    def _notes(self, upstream: UpstreamFacts, senders: list[StandbyFacts]) -> list[str]:
         """What commits wait for, and names the server rewrote, in words."""
         notes: list[str] = []
-        version = upstream.server_version
+        server = upstream.capabilities
         if upstream.synchronous_standby_names.strip() and not upstream.in_recovery:
             waits = (
                 f"commits wait for {self.required_sync} synchronous standby(s)"
@@ -204,8 +207,8 @@ class StandbysResource(FactsResource[Upstream]):
                 notes.append(
                     "synchronous_standby_names has non-ASCII characters: the server shows "
                     "them in application_name as "
-                    f"{chr(92) + 'xHH' if version >= 160000 else '?'}, so that name never "
-                    "matches: give the standby an ASCII application_name"
+                    f"{chr(92) + 'xHH' if server.escapes_non_ascii_names else '?'}, "
+                    "so that name never matches: give the standby an ASCII application_name"
                 )
         if not upstream.synchronous_commit_known:
             notes.append(
@@ -213,7 +216,7 @@ class StandbysResource(FactsResource[Upstream]):
                 "hides the server's own value: taken as the default (on)"
             )
         for sender in senders:
-            if looks_mangled(sender.application_name, version):
+            if looks_mangled(sender.application_name, server):
                 notes.append(
                     f"application_name '{sender.application_name}' may have had non-ASCII "
                     "characters the server replaced: name it that way in --standby and "
@@ -224,7 +227,7 @@ class StandbysResource(FactsResource[Upstream]):
     @staticmethod
     def _lag_metrics(
         label: str,
-        standby: Standby,
+        standby: StandbyFacts,
         *,
         bytes_context: str = "standby_replay_bytes",
         seconds_context: str = "standby_replay_seconds",
@@ -236,7 +239,7 @@ class StandbysResource(FactsResource[Upstream]):
 
     @staticmethod
     def _delayed_metrics(
-        label: str, standby: Standby, delay: float
+        label: str, standby: StandbyFacts, delay: float
     ) -> Iterator[nagiosplugin.Metric]:
         """A standby that applies WAL late on purpose (recovery_min_apply_delay): the WAL
         it holds unreplayed is its delay, not lag. Judged: how far behind it has flushed

@@ -14,7 +14,7 @@ import nagiosplugin
 from checks import adapters, output
 from checks.postgres.check import Connection, FactsResource, postgres_command, run, sessions_visible
 from checks.postgres.connection import ConnectionSettings
-from checks.postgres.probes.transactions import Session, Transactions, read_transactions
+from checks.postgres.readers.transactions import SessionFacts, TransactionsFacts, read_transactions
 from checks.status import worst
 from checks.thresholds import (
     Limits,
@@ -39,11 +39,11 @@ DEFAULT_PREPARED = Limits(nagiosplugin.Range("300"), nagiosplugin.Range("1800"))
 DEFAULT_PREPARED_XIDS = Limits(nagiosplugin.Range("10000000"), nagiosplugin.Range("100000000"))
 
 
-class TransactionsResource(FactsResource[Transactions]):
-    def read(self, conn: Connection) -> Transactions:
+class TransactionsResource(FactsResource[TransactionsFacts]):
+    def read(self, conn: Connection) -> TransactionsFacts:
         return read_transactions(conn)
 
-    def measure(self, facts: Transactions) -> Iterator[nagiosplugin.Metric]:
+    def measure(self, facts: TransactionsFacts) -> Iterator[nagiosplugin.Metric]:
         sessions_visible(self.login, facts.hidden)
         for title, session, age in (
             ("oldest transaction", facts.oldest, facts.oldest and facts.oldest.xact_age),
@@ -98,7 +98,7 @@ class SessionAgeContext(adapters.MetricContext):
 
     def describe(self, metric: nagiosplugin.Metric) -> str:
         facts = metric.resource.facts
-        session: Session | None = getattr(facts, self.attribute, None)
+        session: SessionFacts | None = getattr(facts, self.attribute, None)
         if session is None:
             return f"no session {self.label}"
         return f"{session.describe()} {self.label} for {format_duration(metric.value)}"
@@ -115,7 +115,7 @@ class PreparedContext(adapters.MetricContext):
         self.pinning = pinning
 
     def describe(self, metric: nagiosplugin.Metric) -> str:
-        facts: Transactions = metric.resource.facts
+        facts: TransactionsFacts = metric.resource.facts
         prepared = facts.pinning_prepared if self.pinning else facts.oldest_prepared
         if prepared is None:
             return "no prepared transaction"

@@ -17,10 +17,10 @@ from checks.postgres.check import (
     run,
 )
 from checks.postgres.connection import ConnectionSettings
-from checks.postgres.probes.wraparound import (
+from checks.postgres.readers.wraparound import (
     WRAPAROUND_LIMIT,
-    DatabaseAge,
-    HorizonHolder,
+    DatabaseAgeFacts,
+    HorizonHolderFacts,
     WraparoundFacts,
     holds_back,
     read_wraparound,
@@ -48,15 +48,15 @@ TOP_DATABASES = 5
 class WraparoundResource(FactsResource[WraparoundFacts]):
     def __init__(self, settings: ConnectionSettings) -> None:
         super().__init__(settings)
-        self.databases: list[DatabaseAge] = []
-        self.holder: HorizonHolder | None = None
+        self.databases: list[DatabaseAgeFacts] = []
+        self.holder: HorizonHolderFacts | None = None
 
     @property
-    def oldest(self) -> DatabaseAge:
+    def oldest(self) -> DatabaseAgeFacts:
         return self.databases[0]
 
     @property
-    def oldest_mxid(self) -> DatabaseAge:
+    def oldest_mxid(self) -> DatabaseAgeFacts:
         return max(self.databases, key=lambda d: (d.mxid_age, d.datname))
 
     def read(self, conn: Connection) -> WraparoundFacts:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from checks.postgres.connection import ConnectionSettings, connect
-from checks.postgres.probes.lag import ServerPosition, read_position
+from checks.postgres.readers.lag import ServerPositionFacts, read_position
 from checks.status import CheckFailed
 
 if TYPE_CHECKING:
@@ -171,7 +171,7 @@ def upstream_parameters(
     return asked if isinstance(asked, str) else asked[0].parameters
 
 
-def _ask(settings: ConnectionSettings) -> tuple[ServerPosition, str] | str:
+def _ask(settings: ConnectionSettings) -> tuple[ServerPositionFacts, str] | str:
     """The server's position and ``host:port`` as reached, or why it could not be asked,
     within ``settings.timeout`` of wall-clock time.
 
@@ -181,7 +181,7 @@ def _ask(settings: ConnectionSettings) -> tuple[ServerPosition, str] | str:
     check CRITICAL, naming the replica. So the lookup runs in a daemon thread that is
     abandoned at its deadline (the process exits right after the answer is printed).
     """
-    answers: list[tuple[ServerPosition, str] | str | BaseException] = []
+    answers: list[tuple[ServerPositionFacts, str] | str | BaseException] = []
 
     def ask() -> None:
         try:

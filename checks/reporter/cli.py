@@ -33,7 +33,6 @@ from checks.postgres.connection import ConnectionSettings
 from checks.postgres.options import connection_options
 from checks.reporter.backoff import UNREACHABLE_RETRY_SECONDS
 from checks.reporter.board import RoleBoard
-from checks.reporter.fence import default_lock_key
 from checks.reporter.loop import Reporter
 from checks.reporter.options import (
     DEFAULT_LOCK_DELAY_SECONDS,
@@ -42,9 +41,10 @@ from checks.reporter.options import (
     Options,
 )
 from checks.reporter.postgres import PostgresRole
-from checks.reporter.reconcile import TagNames
 from checks.reporter.systemd import journal_line, log_formatter
 from checks.reporter.watch import ServiceWatch
+from checks.roletag.fencing import default_lock_key
+from checks.roletag.plan import TagNames
 
 log = logging.getLogger("pg-role-reporter")
 

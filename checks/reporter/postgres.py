@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from checks.postgres.connection import ConnectionSettings
 from checks.reporter.problems import PostgresProblem, classify
-from checks.reporter.reconcile import Observed
+from checks.roletag.plan import Observed
 from checks.status import CheckFailed, Status
 
 if TYPE_CHECKING:

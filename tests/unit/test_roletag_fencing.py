@@ -1,22 +1,28 @@
-"""checks.reporter.fence: the lock decisions, identity, and the consul-role verdict."""
+"""checks.roletag.fencing and .verdict: the lock decisions, identity, and the consul-role
+verdict."""
 
 from __future__ import annotations
 
 import base64
 
-from checks.reporter.fence import (
+from checks.roletag.fencing import (
+    TWIN,
     LockHolder,
-    ReporterPresence,
     Step,
     default_lock_key,
     fence_step,
+    fenced_by,
     fenced_reason,
     fenced_summary,
     holder_of,
     identity_problem,
-    judge_role,
+    is_transient,
+    is_twin,
+    lock_delay_reason,
     lock_value,
+    waiting_for_check_reason,
 )
+from checks.roletag.verdict import ReporterPresence, judge_role
 
 
 def entry(value: str, session: str | None = "s-1") -> dict:
@@ -26,6 +32,7 @@ def entry(value: str, session: str | None = "s-1") -> dict:
     return made
 
 
+KEY = "service/pg-db/leader"
 HOLDER = LockHolder(session="s-2", node="db2", service_id="pg-db-2", timeline=2)
 
 
@@ -204,8 +211,48 @@ def test_the_decision_modules_stay_light() -> None:
     import sys
 
     code = (
-        "import sys, checks.reporter.fence, checks.reporter.problems, checks.reporter.reconcile\n"
+        "import sys, checks.roletag.fencing, checks.roletag.plan, checks.roletag.verdict,"
+        " checks.reporter.problems\n"
         "heavy = {'httpx', 'psycopg', 'click', 'nagiosplugin'} & set(sys.modules)\n"
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_role_tag_package_imports_nothing_else_of_ours() -> None:
+    """The check and the daemon both depend on it, so it may depend on neither."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, checks.roletag.fencing, checks.roletag.plan, checks.roletag.verdict\n"
+        "ours = {m for m in sys.modules if m.startswith('checks.')}\n"
+        "other = {m for m in ours if not m.startswith('checks.roletag')}\n"
+        "assert not other, other"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_lock_held_by_this_same_service_is_a_twin_not_a_fence() -> None:
+    twin = LockHolder(session="s-9", node="db1", service_id="pg-db", timeline=2)
+    reason = fenced_by(twin, service_id="pg-db", node="db1", key=KEY, timeline=2)
+    assert is_twin(reason) and reason.startswith(TWIN)
+    assert "s-9" in reason
+
+
+def test_a_lock_held_by_another_service_fences() -> None:
+    reason = fenced_by(HOLDER, service_id="pg-db", node="db1", key=KEY, timeline=1)
+    assert reason == fenced_reason(HOLDER, key=KEY, timeline=1)
+    assert not is_twin(reason) and not is_transient(reason, key=KEY)
+
+
+def test_an_unknown_node_is_never_a_twin() -> None:
+    """Without our session's node the same service id may be another agent's."""
+    same_id = LockHolder(session="s-9", node="?", service_id="pg-db")
+    assert not is_twin(fenced_by(same_id, service_id="pg-db", node="?", key=KEY, timeline=1))
+
+
+def test_lock_delay_and_a_starting_check_are_transient() -> None:
+    assert is_transient(lock_delay_reason(KEY), key=KEY)
+    assert is_transient(waiting_for_check_reason("check alive is critical"), key=KEY)
+    assert not is_transient(None, key=KEY) and not is_twin(None)

@@ -20,7 +20,7 @@ import pytest
 
 from harness import pgbin
 from harness.consul import ConsulAgent, wait_until
-from harness.postgres import PgCluster, PgServer
+from harness.postgres import NOPRIV_USER, PgCluster, PgServer
 from tests.integration import test_role_reporter as deployment
 from tests.integration.fixtures_consul import ConsulAgentFactory
 from tests.integration.reporter_deployment import (
@@ -265,6 +265,41 @@ def test_a_refused_login_is_not_an_outage(
     d.start_reporter("pg-db-1")
     wait_for_dns(d.agent, LEADER, d.ports("pg-db-1"))
     assert "pg_fenced_reason" not in agent_service(d.agent, "pg-db-1")["Meta"]
+
+
+def test_a_missing_privilege_is_not_an_outage(shared_cluster: PgCluster, deployed: Deploy) -> None:
+    """Issue 10: the reporter took any failed role query for "PostgreSQL unreachable". On
+    a server hardened so that pg_control_system() is pg_monitor's only (revoked from
+    PUBLIC), a reporter logging in without pg_monitor reaches the server and is refused
+    its role query: the log, the published reason and consul-role say privilege, and the
+    tag stays off."""
+    d = deployed(shared_cluster, guard_check=True, start_reporters=False)
+    primary = d.servers["pg-db-1"]
+    function = "FUNCTION pg_control_system()"
+    primary.execute(f"REVOKE EXECUTE ON {function} FROM PUBLIC")
+    primary.execute(f"GRANT EXECUTE ON {function} TO pg_monitor")
+    try:
+        reporter = d.start_reporter("pg-db-1", extra_env={"PGUSER": NOPRIV_USER})
+        log = reporter.wait_for_log("ERROR PostgreSQL: the reporter's role lacks a privilege (")
+        assert "permission denied for function pg_control_system" in log
+        assert "unreachable" not in log
+        reason = wait_until(
+            lambda: agent_service(d.agent, "pg-db-1").get("Meta", {}).get("pg_fenced_reason"),
+            timeout=15,
+            what="the published reason",
+        )
+        assert reason.startswith(
+            "pg-role-reporter: PostgreSQL: the reporter's role lacks a privilege"
+        )
+        assert srv_ports(d.agent, LEADER) == set()
+        run = consul_role(d, "pg-db-1", primary)  # as a pg_monitor role
+        assert run.status == "CRITICAL", run.stdout
+        assert "lacks a privilege" in run.summary and "unreachable" not in run.stdout
+        assert reporter.alive()
+        reporter.stop()
+    finally:
+        primary.execute(f"REVOKE EXECUTE ON {function} FROM pg_monitor")
+        primary.execute(f"GRANT EXECUTE ON {function} TO PUBLIC")
 
 
 def test_switchover_and_crash_leave_leader_empty_no_longer_than_the_fault_plus_1s(

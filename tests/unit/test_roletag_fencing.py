@@ -4,6 +4,7 @@ verdict."""
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 from checks.roletag.fencing import (
     TWIN,
@@ -22,10 +23,10 @@ from checks.roletag.fencing import (
     lock_value,
     waiting_for_check_reason,
 )
-from checks.roletag.verdict import ReporterPresence, judge_role
+from checks.roletag.verdict import ReporterPresence, RoleVerdict, judge_role
 
 
-def entry(value: str, session: str | None = "s-1") -> dict:
+def entry(value: str, session: str | None = "s-1") -> dict[str, str]:
     made = {"Key": "service/pg-db/leader", "Value": base64.b64encode(value.encode()).decode()}
     if session:
         made["Session"] = session
@@ -117,8 +118,8 @@ def test_identity_port_and_system_identifier() -> None:
     assert wrong_cluster is not None and "system identifier 1" in wrong_cluster
 
 
-def judge(**overrides: object):
-    args: dict = dict(
+def judge(**overrides: object) -> RoleVerdict:
+    args: dict[str, Any] = dict(
         role_tags=["leader"],
         leader_tag="leader",
         follower_tag="follower",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from checks.roletag.plan import Observed, TagNames, merged_tags, plan
 
 NAMES = TagNames()
@@ -10,7 +12,7 @@ REPLICA = Observed("replica", timeline=3, system_identifier="7301")
 DOWN = Observed("unreachable", error="cannot connect to 127.0.0.1:5432: Connection refused")
 
 
-def service(tags: list[str], meta: dict[str, str] | None = None) -> dict:
+def service(tags: list[str], meta: dict[str, str] | None = None) -> dict[str, Any]:
     """A GET /v1/agent/service/:id answer as Consul 1.8.7 gives it."""
     return {
         "ID": "pg-db",

@@ -234,6 +234,26 @@ def test_wrong_service_id_is_refused_at_start_and_never_tags_a_replica(
     )
 
 
+def withheld_for(d: Deployment, reporter: ReporterProcess, server: PgServer, words: str):
+    """The reporter withholds the tag of pg-db-1 for a reason that is not an outage: it
+    logs `words` at ERROR and never "unreachable", publishes them as pg_fenced_reason,
+    leaves `leader.` empty and keeps running; consul-role (as a pg_monitor role) is
+    CRITICAL. (the log, consul-role's run) for the caller's own assertions."""
+    log = reporter.wait_for_log(f"ERROR {words} (")
+    assert "unreachable" not in log
+    reason = wait_until(
+        lambda: agent_service(d.agent, "pg-db-1").get("Meta", {}).get("pg_fenced_reason"),
+        timeout=15,
+        what="the published reason",
+    )
+    assert reason.startswith(f"pg-role-reporter: {words}")
+    assert srv_ports(d.agent, LEADER) == set()
+    run = consul_role(d, "pg-db-1", server)
+    assert run.status == "CRITICAL", run.stdout
+    assert reporter.alive()
+    return log, run
+
+
 def test_a_refused_login_is_not_an_outage(
     shared_cluster: PgCluster, deployed: Deploy, tmp_path: Path
 ) -> None:
@@ -245,20 +265,9 @@ def test_a_refused_login_is_not_an_outage(
     passfile.write_text("*:*:*:*:not-the-password\n")
     passfile.chmod(0o600)
     reporter = d.start_reporter("pg-db-1", extra_env={"PGPASSFILE": str(passfile)})
-    log = reporter.wait_for_log("ERROR PostgreSQL refused the reporter's login (")
+    log, run = withheld_for(d, reporter, primary, "PostgreSQL refused the reporter's login")
     assert "password authentication failed" in log
-    assert "unreachable" not in log
-    reason = wait_until(
-        lambda: agent_service(d.agent, "pg-db-1").get("Meta", {}).get("pg_fenced_reason"),
-        timeout=15,
-        what="the published reason",
-    )
-    assert reason.startswith("pg-role-reporter: PostgreSQL refused the reporter's login")
-    assert srv_ports(d.agent, LEADER) == set()
-    run = consul_role(d, "pg-db-1", primary)
-    assert run.status == "CRITICAL", run.stdout
     assert run.summary.startswith("pg-role-reporter: PostgreSQL refused the reporter's login")
-    assert reporter.alive()
 
     # the same reporter with the right password: tagged, the reason gone
     reporter.stop()
@@ -280,22 +289,10 @@ def test_a_missing_privilege_is_not_an_outage(shared_cluster: PgCluster, deploye
     primary.execute(f"GRANT EXECUTE ON {function} TO pg_monitor")
     try:
         reporter = d.start_reporter("pg-db-1", extra_env={"PGUSER": NOPRIV_USER})
-        log = reporter.wait_for_log("ERROR PostgreSQL: the reporter's role lacks a privilege (")
+        words = "PostgreSQL: the reporter's role lacks a privilege"
+        log, run = withheld_for(d, reporter, primary, words)
         assert "permission denied for function pg_control_system" in log
-        assert "unreachable" not in log
-        reason = wait_until(
-            lambda: agent_service(d.agent, "pg-db-1").get("Meta", {}).get("pg_fenced_reason"),
-            timeout=15,
-            what="the published reason",
-        )
-        assert reason.startswith(
-            "pg-role-reporter: PostgreSQL: the reporter's role lacks a privilege"
-        )
-        assert srv_ports(d.agent, LEADER) == set()
-        run = consul_role(d, "pg-db-1", primary)  # as a pg_monitor role
-        assert run.status == "CRITICAL", run.stdout
-        assert "lacks a privilege" in run.summary and "unreachable" not in run.stdout
-        assert reporter.alive()
+        assert words in run.summary and "unreachable" not in run.stdout
         reporter.stop()
     finally:
         primary.execute(f"REVOKE EXECUTE ON {function} FROM pg_monitor")

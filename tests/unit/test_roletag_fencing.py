@@ -206,32 +206,30 @@ def test_read_only_primary_without_tag_is_fine() -> None:
     assert verdict.problem is None
 
 
-def test_the_decision_modules_stay_light() -> None:
-    """Both the daemon and every consul-role run import them: stdlib only."""
+def modules_imported_by(*modules: str) -> set[str]:
+    """sys.modules of a fresh interpreter after importing `modules`."""
+    import json
     import subprocess
     import sys
 
-    code = (
-        "import sys, checks.roletag.fencing, checks.roletag.plan, checks.roletag.verdict,"
-        " checks.reporter.problems\n"
-        "heavy = {'httpx', 'psycopg', 'click', 'nagiosplugin'} & set(sys.modules)\n"
-        "assert not heavy, heavy"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    code = f"import json, sys, {', '.join(modules)}; print(json.dumps(sorted(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    return set(json.loads(result.stdout))
+
+
+ROLETAG = ("checks.roletag.fencing", "checks.roletag.plan", "checks.roletag.verdict")
+
+
+def test_the_decision_modules_stay_light() -> None:
+    """Both the daemon and every consul-role run import them: stdlib only."""
+    loaded = modules_imported_by(*ROLETAG, "checks.reporter.problems")
+    assert not {"httpx", "psycopg", "click", "nagiosplugin"} & loaded
 
 
 def test_the_role_tag_package_imports_nothing_else_of_ours() -> None:
     """The check and the daemon both depend on it, so it may depend on neither."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, checks.roletag.fencing, checks.roletag.plan, checks.roletag.verdict\n"
-        "ours = {m for m in sys.modules if m.startswith('checks.')}\n"
-        "other = {m for m in ours if not m.startswith('checks.roletag')}\n"
-        "assert not other, other"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    ours = {m for m in modules_imported_by(*ROLETAG) if m.startswith("checks.")}
+    assert {m for m in ours if not m.startswith("checks.roletag")} == set()
 
 
 def test_a_lock_held_by_this_same_service_is_a_twin_not_a_fence() -> None:

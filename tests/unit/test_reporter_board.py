@@ -26,4 +26,3 @@ def test_empty_until_the_first_turn_then_the_latest() -> None:
 def test_a_snapshot_cannot_be_changed_by_a_reader() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         snapshot(1).role = "replica"  # type: ignore[misc]
-

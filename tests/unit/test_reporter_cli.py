@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -27,7 +28,7 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 def test_help_lists_the_options_and_exits_0() -> None:
@@ -74,7 +75,7 @@ def test_once_against_an_absent_agent_fails_cleanly_and_never_logs_the_token() -
 
 
 def test_empty_and_world_readable_token_files_are_refused_each_in_its_own_words(
-    tmp_path,
+    tmp_path: Path,
 ) -> None:
     empty = tmp_path / "empty-token"
     empty.write_text("\n")

@@ -39,9 +39,42 @@ def role_mismatch_option(other_role: str) -> Callable[..., Any]:
     )
 
 
+def connection_options(command: Callable[..., Any], **help_texts: str) -> Callable[..., Any]:
+    """Adds -H/-p/-U/-d and -t/-v; the command receives ``settings`` and ``verbose``.
+
+    ``help_texts`` (``timeout_help``, ``verbose_help``) reword -t/-v for a non-check.
+    """
+
+    @functools.wraps(command)
+    def wrapper(
+        *args: Any,
+        host: str | None,
+        port: int | None,
+        user: str | None,
+        dbname: str | None,
+        timeout: float,
+        **kwargs: Any,
+    ) -> Any:
+        settings = ConnectionSettings(
+            host=host, port=port, user=user, dbname=dbname, timeout=timeout
+        )
+        return command(*args, settings=settings, **kwargs)
+
+    return common_options(server_options(wrapper), timeout_type=POSTGRES_TIMEOUT, **help_texts)
+
+
+# Below a second a healthy server would be reported as timed out whenever connecting
+# (TCP, TLS, SCRAM authentication) and the query take a little longer on a busy host;
+# libpq itself cannot give up a connection attempt sooner than after 2 s.
+POSTGRES_TIMEOUT = TimeoutType(
+    minimum=1.0,
+    why_minimum="a busy server takes longer to connect, and libpq gives up a connect only after 2s",
+)
+
+
 def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Adds -H/-p/-U/-d: which server, as whom; the command receives ``host``, ``port``,
-    ``user`` and ``dbname``. The daemon takes these alone, with its own -t."""
+    ``user`` and ``dbname``. pg-role-reporter takes these alone, with its own -t."""
     for option in reversed(
         [
             click.option(
@@ -71,36 +104,3 @@ def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
     ):
         command = option(command)
     return command
-
-
-def connection_options(command: Callable[..., Any], **help_texts: str) -> Callable[..., Any]:
-    """Adds -H/-p/-U/-d and -t/-v; the command receives ``settings`` and ``verbose``.
-
-    ``help_texts`` (``timeout_help``, ``verbose_help``) reword -t/-v.
-    """
-
-    @functools.wraps(command)
-    def wrapper(
-        *args: Any,
-        host: str | None,
-        port: int | None,
-        user: str | None,
-        dbname: str | None,
-        timeout: float,
-        **kwargs: Any,
-    ) -> Any:
-        settings = ConnectionSettings(
-            host=host, port=port, user=user, dbname=dbname, timeout=timeout
-        )
-        return command(*args, settings=settings, **kwargs)
-
-    return common_options(server_options(wrapper), timeout_type=POSTGRES_TIMEOUT, **help_texts)
-
-
-# Below a second a healthy server would be reported as timed out whenever connecting
-# (TCP, TLS, SCRAM authentication) and the query take a little longer on a busy host;
-# libpq itself cannot give up a connection attempt sooner than after 2 s.
-POSTGRES_TIMEOUT = TimeoutType(
-    minimum=1.0,
-    why_minimum="a busy server takes longer to connect, and libpq gives up a connect only after 2s",
-)

@@ -9,6 +9,7 @@ holds up another: each runs in its own thread, on its own leased connection.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, TypeGuard
@@ -62,7 +63,28 @@ def run_bounded(
         abortable.abort(worker.ident)
     if target is None:
         target = abortable.target() if abortable is not None else "the server"
-    return Report(name, Status.CRITICAL, f"timeout: no answer from {target} within {timeout:g}s")
+    return Report(
+        check_name(command, args, name),
+        Status.CRITICAL,
+        f"timeout: no answer from {target} within {timeout:g}s",
+    )
+
+
+def check_name(command: click.Command, args: Sequence[str], name: str) -> str:
+    """The name the check's own reports carry (``PG_ALIVE``), as its watchdog words a
+    timeout; ``name`` (the program's, for usage errors) when it has none.
+
+    Each check module names its reports in ``NAME``; a group's subcommand is the first
+    argument.
+    """
+    import click
+
+    if isinstance(command, click.Group) and args:
+        chosen = command.get_command(click.Context(command), args[0])
+        command = chosen or command
+    module = sys.modules.get(getattr(command.callback, "__module__", ""))
+    found = getattr(module, "NAME", None)
+    return found if isinstance(found, str) else name
 
 
 def _abortable(source: object) -> TypeGuard[Abortable]:

@@ -9,7 +9,7 @@ stopped by its PID, and every service registered is deregistered.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -36,6 +36,7 @@ class ResidentDaemon:
         log_dir: Path,
         *,
         extra_args: Sequence[str] = (),
+        extra_env: Mapping[str, str] | None = None,
     ) -> None:
         self.agent = agent
         self.service_id = service_id
@@ -59,6 +60,7 @@ class ResidentDaemon:
                 f"{DAEMON_TIMEOUT:g}",
                 *extra_args,
             ),
+            extra_env=extra_env,
         )
         self.client = httpx.Client(base_url=self.url, timeout=DAEMON_TIMEOUT + 10)
 

@@ -112,6 +112,14 @@ class Handler(BaseHTTPRequestHandler):
     server_version = f"pg-role-reporter/{__version__}"
     sys_version = ""
 
+    def setup(self) -> None:
+        # Headers and body are two writes: with Nagle's algorithm the second waits for the
+        # client's delayed ACK of the first, ~40 ms a request (measured). Not on a unix socket,
+        # which has no such option.
+        super().setup()
+        if self.request.family != socket.AF_UNIX:
+            self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+
     def do_GET(self) -> None:
         self._serve(body=True)
 

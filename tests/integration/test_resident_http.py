@@ -8,11 +8,13 @@ by the module; what the tests change (a paused replay, a third daemon) they undo
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
+import psutil
 import pytest
 
 from harness.consul import ConsulAgent, wait_until
@@ -254,3 +256,68 @@ def test_every_check_over_http_says_what_the_executable_says(pair: Pair, where: 
 def test_head_runs_the_check_and_answers_its_status_alone(pair: Pair) -> None:
     response = pair.replica.request("/check/role?expect=primary", "HEAD")
     assert (response.status_code, response.content) == (503, b"")
+
+
+# -- bad requests and load ----------------------------------------------------------------
+
+
+def test_bad_requests_are_refused_without_echoing_secrets(pair: Pair) -> None:
+    daemon = pair.primary
+    assert daemon.status("/nosuch") == 404
+    assert daemon.status("/check/nosuch") == 404
+    assert daemon.status("/replica?lag=lots") == 400
+    assert daemon.status("/" + "x" * 5000) == 414
+    for method in ("POST", "PUT", "DELETE", "PATCH", "TRACE", "FOO"):
+        response = daemon.request("/primary", method)
+        assert response.status_code == 405, method
+        assert response.headers["allow"] == "GET, HEAD, OPTIONS"
+    secret = "s3cr3t-pw"
+    for key in ("d", "dbname", "H", "host", "port", "U", "conninfo", "token-file"):
+        response = daemon.request(f"/check/alive?{key}=postgresql://u:{secret}@elsewhere")
+        assert response.status_code == 400, key
+        assert "connection options are not taken from a request" in response.text
+        assert secret not in response.text
+    response = daemon.request(f"/check/alive?nosuch={secret}")
+    assert response.status_code == 400 and "No such option" in response.text
+    assert secret not in daemon.process.log()
+    assert daemon.status("/primary") == 200
+
+
+def test_slow_and_silent_clients_hold_up_nobody(pair: Pair) -> None:
+    daemon = pair.primary
+    with (
+        socket.create_connection(("127.0.0.1", daemon.port)) as silent,
+        socket.create_connection(("127.0.0.1", daemon.port)) as slow,
+    ):
+        slow.sendall(b"GET /pri")
+        for _ in range(5):
+            assert daemon.status("/primary") == 200
+        # the server drops both at its socket timeout instead of waiting for ever
+        silent.settimeout(30)
+        slow.settimeout(30)
+        assert silent.recv(1024) == b""
+        assert slow.recv(1024) == b""
+    assert daemon.process.alive()
+
+
+# A leak is not a PostgreSQL version's: one major (the newest of the full suite) pays the
+# half minute.
+@pytest.mark.pg(">= 16")
+def test_ten_thousand_requests_leave_the_daemon_as_big_as_before(pair: Pair) -> None:
+    """RSS and threads flat over 10,000 requests (a bounded loop; no timing asserted)."""
+    daemon = pair.replica
+    process = psutil.Process(daemon.process.pid)
+    paths = ["/replica", "/health", "/liveness", "/nosuch", "/check/role", "/read-only?lag=1MB"]
+
+    def load(count: int) -> None:
+        for n in range(count):
+            path = paths[n % len(paths)]
+            assert daemon.status(path) in (200, 404), path
+
+    load(600)  # warm: imports, kept connections, allocator pools
+    before = process.memory_info().rss
+    load(10_000)
+    after = process.memory_info().rss
+    growth = after - before
+    assert growth < 4 * 1024 * 1024, f"RSS grew by {growth / 1048576:.1f} MiB over 10,000 requests"
+    assert process.num_threads() < 30

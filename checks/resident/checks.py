@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol, TypeGuard
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol, TypeGuard, TypeVar
 
 from checks.output import Report, internal_error
 from checks.status import Status
@@ -23,10 +23,36 @@ if TYPE_CHECKING:
     from checks.postgres.connection import ConnectionSource
 
 
+T = TypeVar("T")
+
+
 class Abortable(Protocol):
     def abort(self, worker: int | None = None) -> None: ...
 
     def target(self) -> str: ...
+
+
+def within(
+    work: Callable[[], T], timeout: float, source: object, *, name: str
+) -> tuple[bool, T | None]:
+    """``(True, work())`` when it returns within ``timeout`` seconds, else ``(False, None)``
+    with the connection the worker leased from ``source`` shut down (when the source can)."""
+    answer: list[T] = []
+    finished = threading.Event()
+
+    def run() -> None:
+        try:
+            answer.append(work())
+        finally:
+            finished.set()
+
+    worker = threading.Thread(target=run, name=name, daemon=True)
+    worker.start()
+    if finished.wait(timeout) and answer:
+        return True, answer[0]
+    if _abortable(source):
+        source.abort(worker.ident)
+    return False, None
 
 
 def run_bounded(
@@ -43,26 +69,17 @@ def run_bounded(
     ``target``, by default the source's instance)."""
     from checks.runtime import invoke
 
-    answer: list[Report] = []
-    finished = threading.Event()
-
-    def work() -> None:
+    def work() -> Report:
         try:
-            answer.append(invoke(command, args, name, source=source))
-        except BaseException as exc:  # invoke reports its own errors; this is a bug in it
-            answer.append(internal_error(name, exc))
-        finally:
-            finished.set()
+            return invoke(command, args, name, source=source)
+        except Exception as exc:  # invoke reports its own errors; this is a bug in it
+            return internal_error(name, exc)
 
-    worker = threading.Thread(target=work, name=f"check {name}", daemon=True)
-    worker.start()
-    if finished.wait(timeout):
-        return answer[0]
-    abortable: Abortable | None = source if _abortable(source) else None
-    if abortable is not None:
-        abortable.abort(worker.ident)
+    finished, report = within(work, timeout, source, name=f"check {name}")
+    if finished and report is not None:
+        return report
     if target is None:
-        target = abortable.target() if abortable is not None else "the server"
+        target = source.target() if _abortable(source) else "the server"
     return Report(
         check_name(command, args, name),
         Status.CRITICAL,

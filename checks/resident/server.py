@@ -19,16 +19,19 @@ import stat
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 from checks import __version__
 from checks.output import Report
 from checks.resident import check_endpoint, health
-from checks.resident.checks import run_bounded
+from checks.resident.checks import run_bounded, within
 from checks.resident.connections import KeptConnection
 from checks.resident.listen import ListenAddress
 from checks.status import CheckFailed
+
+if TYPE_CHECKING:
+    from checks.postgres.probes.instance import InstanceFacts
 
 log = logging.getLogger("pg-role-reporter")
 
@@ -79,29 +82,23 @@ class Resident:
         facts, error = self.instance_status()
         return health.Observation(facts, error, loop, alive)
 
-    def instance_status(self) -> tuple[Any, str | None]:
+    def instance_status(self) -> tuple[InstanceFacts | None, str | None]:
+        """PostgreSQL's answer, or why there is none, within the daemon's -t."""
         from checks.postgres.connection import ConnectionSettings
         from checks.postgres.probes.instance import read_instance_status
 
-        answer: list[tuple[Any, str | None]] = []
-        done = threading.Event()
-
-        def work() -> None:
+        def work() -> tuple[InstanceFacts | None, str | None]:
             try:
                 with self.source.connection(ConnectionSettings(timeout=self.timeout)) as conn:
-                    answer.append((read_instance_status(conn), None))
+                    return read_instance_status(conn), None
             except CheckFailed as failure:
-                answer.append((None, failure.message))
+                return None, failure.message
             except Exception as exc:
-                answer.append((None, f"internal error: {type(exc).__name__}: {exc}"))
-            finally:
-                done.set()
+                return None, f"internal error: {type(exc).__name__}: {exc}"
 
-        worker = threading.Thread(target=work, name="instance status", daemon=True)
-        worker.start()
-        if done.wait(self.timeout):
-            return answer[0]
-        self.source.abort(worker.ident)
+        finished, answer = within(work, self.timeout, self.source, name="instance status")
+        if finished and answer is not None:
+            return answer
         return None, f"no answer from {self.source.target()} within {self.timeout:g}s"
 
 

@@ -26,6 +26,7 @@ import nagiosplugin
 
 from checks import __version__
 from checks.adapters import evaluate
+from checks.budget import Budget
 from checks.output import Report, internal_error
 from checks.status import CheckFailed, Status
 
@@ -333,14 +334,15 @@ def run_check(
     name: str,
     build: Callable[[], nagiosplugin.Check],
     *,
-    timeout: float,
+    budget: Budget,
     target: str | Callable[[], str],
     verbose: int = 0,
 ) -> Report:
-    """Build and evaluate a check; as its own process, under the ``--timeout`` watchdog."""
+    """Build and evaluate a check; as its own process, under the ``--timeout`` watchdog,
+    which takes the whole budget (the parts of the run take their shares of it)."""
     if _in_process.get():
         return _evaluate(name, build, verbose)
-    with Watchdog(name, timeout, target) as watchdog:
+    with Watchdog(name, budget.seconds, target) as watchdog:
         report = _evaluate(name, build, verbose)
         if not watchdog.finish():
             # the watchdog has printed its answer and is exiting the process

@@ -18,15 +18,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from checks.budget import Budget
 from checks.status import critical, unknown
 
 if TYPE_CHECKING:
     import psycopg
 
-# libpq refuses a connect_timeout below 2 s (it silently raises it to 2).
-MIN_CONNECT_TIMEOUT = 2
-# Part of --timeout left for connecting and for the query; the watchdog takes the rest.
-BUDGET_SHARE = 0.8
 # The oldest major the probes' SQL is written and tested for (wal_status in
 # pg_replication_slots, for one, arrived in 13).
 OLDEST_SUPPORTED_MAJOR = 13
@@ -41,12 +38,17 @@ class ConnectionSettings:
     user: str | None = None
     # like psql -d: a database name, or a whole conninfo string or URI
     dbname: str | None = None
+    # --timeout: the whole run's; the connection takes its share (budget.connection)
     timeout: float = 10.0
     application_name: str = "check_postgresql"
 
     @property
+    def budget(self) -> Budget:
+        return Budget(self.timeout)
+
+    @property
     def connect_timeout(self) -> int:
-        return max(MIN_CONNECT_TIMEOUT, int(self.timeout * BUDGET_SHARE))
+        return self.budget.connect_timeout
 
     def target(self) -> str:
         """The server or servers libpq will try, as ``host:port`` (``, ``-joined).
@@ -109,7 +111,6 @@ class ConnectionSettings:
         from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
         base = self.dbname if self.dbname and _is_conninfo(self.dbname) else ""
-        budget = self.timeout * BUDGET_SHARE
         params: dict[str, Any] = {
             # fallback_: an application_name from the user (PGAPPNAME, conninfo) wins
             "fallback_application_name": self.application_name,
@@ -125,7 +126,7 @@ class ConnectionSettings:
         # gives explicit parameters precedence), so with a service in play the server's
         # statement_timeout is left alone and the watchdog alone bounds the run.
         if not (given.get("service") or os.environ.get("PGSERVICE")):
-            statement_timeout = f"-c statement_timeout={int(budget * 1000)}"
+            statement_timeout = f"-c statement_timeout={int(self.budget.connection * 1000)}"
             options = given.get("options") if base else os.environ.get("PGOPTIONS")
             params["options"] = f"{options} {statement_timeout}" if options else statement_timeout
         return make_conninfo(base, **params)

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from checks import output
+from checks.postgres import check as postgres_check
 from checks.postgres.commands import standbys as cmd
 from checks.postgres.probes.standbys import (
     Standby,
@@ -103,7 +104,7 @@ def upstream(
 
 def run(monkeypatch: pytest.MonkeyPatch, up: Upstream, *args: str) -> output.Report:
     conn = SimpleNamespace(info=SimpleNamespace(user="monitor"))
-    monkeypatch.setattr(cmd, "connect", lambda settings: contextlib.nullcontext(conn))
+    monkeypatch.setattr(postgres_check, "connect", lambda settings: contextlib.nullcontext(conn))
     monkeypatch.setattr(cmd, "read_standbys", lambda c: up)
     report = cmd.command.main(args=list(args), standalone_mode=False)
     assert isinstance(report, output.Report)

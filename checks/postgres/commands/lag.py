@@ -25,13 +25,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import click
 import nagiosplugin
 
-from checks import adapters, output, runtime
-from checks.postgres.connection import ConnectionSettings, connect
-from checks.postgres.options import connection_options, role_mismatch_option
+from checks import adapters, output
+from checks.postgres.check import PostgresResource, needs_pg_monitor, postgres_command, run
+from checks.postgres.connection import ConnectionSettings
+from checks.postgres.options import role_mismatch_option
 from checks.postgres.probes.lag import (
     ReplicaLag,
     read_distance,
@@ -46,8 +48,18 @@ from checks.postgres.probes.lag_reference import (
     upstream_parameters,
 )
 from checks.status import CheckFailed, Status, unknown
-from checks.thresholds import Limits, ThresholdType, assign, range_options, threshold_options
+from checks.thresholds import (
+    Limits,
+    Threshold,
+    ThresholdType,
+    assign,
+    range_options,
+    threshold_options,
+)
 from checks.units import Unit, UnitError, format_bytes, format_duration, parse_quantity
+
+if TYPE_CHECKING:
+    from checks.consul import ConsulSettings
 
 NAME = "PG_LAG"
 DEFAULTS = {
@@ -58,10 +70,6 @@ DEFAULTS = {
 # retries every wal_retrieve_retry_interval (5 s by default), and the checks run every
 # 10 s in the shipped snippets. 30 s covers a restart with room to spare.
 DEFAULT_RECEIVER_GRACE = 30.0
-# Shares of --timeout for the optional lookups, so the replica's own answer always fits.
-CONSUL_BUDGET_SHARE = 0.2
-CONSUL_BUDGET_MAX = 2.0
-PRIMARY_BUDGET_SHARE = 0.3
 
 
 # --------------------------------------------------------------------------- judgement
@@ -207,7 +215,7 @@ def insufficient_parameters(own: dict[str, int], upstream: dict[str, int]) -> li
 # --------------------------------------------------------------------------- probe
 
 
-class Lag(adapters.Probe):
+class LagResource(PostgresResource):
     def __init__(
         self,
         settings: ConnectionSettings,
@@ -218,8 +226,7 @@ class Lag(adapters.Probe):
         primary: str | None,
         consul: tuple[str, str, object] | None,
     ) -> None:
-        super().__init__()
-        self.settings = settings
+        super().__init__(settings)
         self.on_primary = on_primary
         self.limits = limits
         self.grace = grace
@@ -234,36 +241,31 @@ class Lag(adapters.Probe):
         self.notes: list[str] = []
 
     def _reference(self) -> Reference | None:
-        timeout = self.settings.timeout
+        budget = self.settings.budget
         if self.primary:
-            return primary_from_conninfo(self.primary, timeout * PRIMARY_BUDGET_SHARE)
+            return primary_from_conninfo(self.primary, budget.other_server)
         if self.consul:
             service, tag, consul_settings = self.consul
             if isinstance(consul_settings, CheckFailed):
                 return Reference(None, f"the {tag} in Consul", problem=consul_settings.message)
-            budget = min(CONSUL_BUDGET_MAX, timeout * CONSUL_BUDGET_SHARE)
             return leader_from_consul(
                 service,
                 tag,
                 consul_settings,  # type: ignore[arg-type]
-                budget,
+                budget.leader_lookup,
                 self.facts.system_identifier if self.facts else None,
             )
         return None
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
-        with connect(self.settings) as conn:
+        with self.connection() as conn:
             facts = self.facts = read_lag(conn)
-            login = conn.info.user
             if not facts.in_recovery:
                 raise CheckFailed(
                     self.on_primary, "primary (not in recovery): no replay lag to measure"
                 )
             if facts.receiver_hidden:
-                raise unknown(
-                    f"cannot see pg_stat_wal_receiver details as role {login}: "
-                    f"GRANT pg_monitor TO {login} (or pg_read_all_stats)"
-                )
+                raise needs_pg_monitor(self.login, "see pg_stat_wal_receiver details")
             # Only a replica asks: a primary's run never imports an HTTP client. The
             # distance is taken from the replay position read above, in one snapshot.
             reference = self.reference = self._reference()
@@ -343,7 +345,7 @@ class Lag(adapters.Probe):
                 self.settings,
                 facts.sender_host,
                 facts.sender_port,
-                self.settings.timeout * PRIMARY_BUDGET_SHARE,
+                self.settings.budget.other_server,
             )
         if isinstance(upstream, dict):
             short = insufficient_parameters(own, upstream)
@@ -407,35 +409,26 @@ class LagMetricContext(adapters.MetricContext):
         super().__init__(name, limits, label="replay lag", unit=unit)
         self.figure = figure
 
-    def evaluate(self, metric: nagiosplugin.Metric, resource: Lag) -> nagiosplugin.Result:
+    def evaluate(self, metric: nagiosplugin.Metric, resource: LagResource) -> nagiosplugin.Result:
         figure: Figure = getattr(resource, self.figure)
         # one metric per context: the label may carry this run's bound
         self.label = f"replay lag {figure.bound}" if figure.bound else "replay lag"
         return super().evaluate(metric, resource)
 
 
-_STATES = {
-    Status.WARNING: nagiosplugin.Warn,
-    Status.CRITICAL: nagiosplugin.Critical,
-    Status.UNKNOWN: nagiosplugin.Unknown,
-}
+class VerdictContext(adapters.FlagContext):
+    """A 0/1 metric whose state the resource judged from several facts (receiver,
+    pause), whatever its value; the words are the verdict's."""
 
-
-class VerdictContext(nagiosplugin.Context):
-    """A 0/1 metric whose state the probe judged (receiver, pause); hint from the verdict."""
-
-    def __init__(self, name: str, verdict: str) -> None:
+    def __init__(self, name: str, judged: str) -> None:
         super().__init__(name)
-        self.verdict = verdict
+        self.judged = judged
 
-    def evaluate(self, metric: nagiosplugin.Metric, resource: Lag) -> nagiosplugin.Result:
-        verdict: Verdict | None = getattr(resource, self.verdict)
+    def evaluate(self, metric: nagiosplugin.Metric, resource: LagResource) -> nagiosplugin.Result:
+        verdict: Verdict | None = getattr(resource, self.judged)
         if verdict is None or verdict.status is Status.OK:
             return nagiosplugin.Result(nagiosplugin.Ok, None, metric)
-        return nagiosplugin.Result(_STATES[verdict.status], verdict.text, metric)
-
-    def performance(self, metric: nagiosplugin.Metric, resource: object):
-        return nagiosplugin.Performance(metric.name, metric.value, min=0, max=1)
+        return nagiosplugin.Result(adapters.state_of(verdict.status), verdict.text, metric)
 
 
 class ReceiverAgeContext(adapters.MetricContext):
@@ -447,7 +440,7 @@ class ReceiverAgeContext(adapters.MetricContext):
         )
         self.derive = limits == Limits()
 
-    def evaluate(self, metric: nagiosplugin.Metric, resource: Lag) -> nagiosplugin.Result:
+    def evaluate(self, metric: nagiosplugin.Metric, resource: LagResource) -> nagiosplugin.Result:
         timeout = resource.facts.wal_receiver_timeout if resource.facts else 0.0
         if self.derive and timeout > 0:
             self.warning = nagiosplugin.Range(f"{timeout:g}")
@@ -456,10 +449,10 @@ class ReceiverAgeContext(adapters.MetricContext):
 
 
 class LagSummary(adapters.Summary):
-    probe: Lag
+    resource: LagResource
 
     def ok(self, results: nagiosplugin.Results) -> str:
-        probe = self.probe
+        probe = self.resource
         facts = probe.facts
         assert facts is not None
         parts = []
@@ -483,7 +476,7 @@ class LagSummary(adapters.Summary):
         return ", ".join([*texts, *probe.notes])
 
     def problem(self, results: nagiosplugin.Results) -> str:
-        return _with_notes(super().problem(results), self.probe.notes)
+        return _with_notes(super().problem(results), self.resource.notes)
 
 
 def _with_notes(text: str, notes: list[str]) -> str:
@@ -503,7 +496,7 @@ def _grace(ctx: click.Context, param: click.Parameter, value: str) -> float:
     return quantity.value
 
 
-def _consul_settings(address: str | None):
+def _consul_settings(address: str | None) -> ConsulSettings | CheckFailed:
     from checks.consul import ConsulError, ConsulSettings
 
     try:
@@ -512,8 +505,7 @@ def _consul_settings(address: str | None):
         return unknown(f"Consul settings: {exc}")
 
 
-@runtime.command("lag")
-@connection_options
+@postgres_command("lag")
 @threshold_options(
     plain_unit=None,
     help_suffix="In bytes for the replay lag in bytes (16MB), in time for the replay lag in "
@@ -558,10 +550,10 @@ def _consul_settings(address: str | None):
 def command(
     settings: ConnectionSettings,
     verbose: int,
-    warning,
-    critical,
-    receiver_age_warning,
-    receiver_age_critical,
+    warning: tuple[Threshold, ...],
+    critical: tuple[Threshold, ...],
+    receiver_age_warning: Threshold | None,
+    receiver_age_critical: Threshold | None,
     receiver_grace: float,
     primary: str | None,
     consul_service: str | None,
@@ -591,30 +583,24 @@ def command(
         else None
     )
 
-    def build() -> nagiosplugin.Check:
-        probe = Lag(
-            settings,
-            role_mismatch,
-            limits=limits,
-            grace=receiver_grace,
-            primary=primary,
-            consul=consul,
-        )
-        return adapters.Check(
-            probe,
-            LagMetricContext("replay_lag_bytes", limits["replay_lag_bytes"], Unit.BYTES, "bytes"),
-            LagMetricContext(
-                "replay_lag_seconds", limits["replay_lag_seconds"], Unit.SECONDS, "seconds"
-            ),
-            VerdictContext("replay_paused", "pause"),
-            VerdictContext("receiver_streaming", "receiver"),
-            ReceiverAgeContext(receiver_limits),
-            adapters.FactContext("apply_delay"),
-            adapters.FactContext("delayed_bytes"),
-            adapters.FactContext("last_wal_age"),
-            LagSummary(probe),
-        )
-
-    return runtime.run_check(
-        NAME, build, timeout=settings.timeout, target=settings.target(), verbose=verbose
+    resource = LagResource(
+        settings, role_mismatch, limits=limits, grace=receiver_grace, primary=primary, consul=consul
+    )
+    return run(
+        NAME,
+        resource,
+        LagMetricContext("replay_lag_bytes", limits["replay_lag_bytes"], Unit.BYTES, "bytes"),
+        LagMetricContext(
+            "replay_lag_seconds", limits["replay_lag_seconds"], Unit.SECONDS, "seconds"
+        ),
+        VerdictContext("replay_paused", "pause"),
+        VerdictContext("receiver_streaming", "receiver"),
+        ReceiverAgeContext(receiver_limits),
+        adapters.FactContext("apply_delay"),
+        adapters.FactContext("delayed_bytes"),
+        adapters.FactContext("last_wal_age"),
+        summary=LagSummary(resource),
+        verbose=verbose,
+        # worked out now, not by the watchdog's thread
+        target=settings.target(),
     )

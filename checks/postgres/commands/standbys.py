@@ -7,9 +7,10 @@ from collections.abc import Iterator
 import click
 import nagiosplugin
 
-from checks import adapters, output, runtime
-from checks.postgres.connection import ConnectionSettings, connect
-from checks.postgres.options import connection_options, role_mismatch_option
+from checks import adapters, output
+from checks.postgres.check import Connection, FactsResource, needs_pg_monitor, postgres_command, run
+from checks.postgres.connection import ConnectionSettings
+from checks.postgres.options import role_mismatch_option
 from checks.postgres.probes.standbys import (
     Standby,
     Upstream,
@@ -17,8 +18,8 @@ from checks.postgres.probes.standbys import (
     read_standbys,
     server_shown_name,
 )
-from checks.status import CheckFailed, Status, unknown
-from checks.thresholds import Limits, assign, threshold_options
+from checks.status import CheckFailed, Status
+from checks.thresholds import Limits, Threshold, assign, threshold_options
 from checks.units import (
     Unit,
     UnitError,
@@ -37,7 +38,7 @@ DEFAULTS = {
 }
 
 
-class Standbys(adapters.Probe):
+class StandbysResource(FactsResource[Upstream]):
     def __init__(
         self,
         settings: ConnectionSettings,
@@ -47,8 +48,7 @@ class Standbys(adapters.Probe):
         excluded: tuple[str, ...] = (),
         delays: dict[str, float] | None = None,
     ) -> None:
-        super().__init__()
-        self.settings = settings
+        super().__init__(settings)
         self.expected_names = expected_names
         self.on_replica = on_replica
         self.excluded_names = excluded
@@ -80,10 +80,10 @@ class Standbys(adapters.Probe):
                 )
         return shown
 
-    def probe(self) -> Iterator[nagiosplugin.Metric]:
-        with connect(self.settings) as conn:
-            upstream = read_standbys(conn)
-            login = conn.info.user
+    def read(self, conn: Connection) -> Upstream:
+        return read_standbys(conn)
+
+    def measure(self, upstream: Upstream) -> Iterator[nagiosplugin.Metric]:
         version = upstream.server_version
         excluded = set(self._shown(self.excluded_names, version).values())
         self.delay_of = {
@@ -100,10 +100,7 @@ class Standbys(adapters.Probe):
             # a cascading replica with standbys of its own is checked like a primary
             raise CheckFailed(self.on_replica, "replica (in recovery) with no standbys of its own")
         if any(s.hidden for s in upstream.standbys + upstream.logical):
-            raise unknown(
-                f"cannot see pg_stat_replication details as role {login}: "
-                f"GRANT pg_monitor TO {login} (or pg_read_all_stats)"
-            )
+            raise needs_pg_monitor(self.login, "see pg_stat_replication details")
         self.named_sync = upstream.named_sync
         self.required_sync = upstream.required_sync
         self.synchronous_commit = upstream.synchronous_commit
@@ -151,19 +148,12 @@ class Standbys(adapters.Probe):
             )
             metrics += [
                 nagiosplugin.Metric(
-                    f"{label}_write_lag",
-                    round(standby.write_lag_seconds, 3),
-                    "s",
-                    min=0,
-                    context="standby_lag_fact",
-                ),
-                nagiosplugin.Metric(
-                    f"{label}_flush_lag",
-                    round(standby.flush_lag_seconds, 3),
-                    "s",
-                    min=0,
-                    context="standby_lag_fact",
-                ),
+                    f"{label}_{kind}_lag", round(seconds, 3), "s", min=0, context="standby_lag_fact"
+                )
+                for kind, seconds in (
+                    ("write", standby.write_lag_seconds),
+                    ("flush", standby.flush_lag_seconds),
+                )
             ]
             for metric in metrics:
                 self.owners[metric.name] = standby.application_name
@@ -239,20 +229,9 @@ class Standbys(adapters.Probe):
         bytes_context: str = "standby_replay_bytes",
         seconds_context: str = "standby_replay_seconds",
     ) -> Iterator[nagiosplugin.Metric]:
-        if standby.replay_lag_bytes is not None:
-            yield nagiosplugin.Metric(
-                f"{label}_replay_lag_bytes",
-                standby.replay_lag_bytes,
-                "B",
-                min=0,
-                context=bytes_context,
-            )
-        yield nagiosplugin.Metric(
-            f"{label}_replay_lag",
-            round(standby.replay_lag_seconds, 3),
-            "s",
-            min=0,
-            context=seconds_context,
+        return _bytes_and_seconds(
+            (f"{label}_replay_lag_bytes", standby.replay_lag_bytes, bytes_context),
+            (f"{label}_replay_lag", standby.replay_lag_seconds, seconds_context),
         )
 
     @staticmethod
@@ -262,25 +241,45 @@ class Standbys(adapters.Probe):
         """A standby that applies WAL late on purpose (recovery_min_apply_delay): the WAL
         it holds unreplayed is its delay, not lag. Judged: how far behind it has flushed
         (it must still receive at once) and replay lag beyond its delay."""
-        if standby.flush_lag_bytes is not None:
-            yield nagiosplugin.Metric(
-                f"{label}_flush_lag_bytes",
-                standby.flush_lag_bytes,
-                "B",
-                min=0,
-                context="delayed_flush_bytes",
-            )
-        yield nagiosplugin.Metric(
-            f"{label}_replay_lag_beyond_delay",
-            round(max(0.0, standby.replay_lag_seconds - delay), 3),
-            "s",
-            min=0,
-            context="delayed_replay_seconds",
+        yield from _bytes_and_seconds(
+            (f"{label}_flush_lag_bytes", standby.flush_lag_bytes, "delayed_flush_bytes"),
+            (
+                f"{label}_replay_lag_beyond_delay",
+                max(0.0, standby.replay_lag_seconds - delay),
+                "delayed_replay_seconds",
+            ),
         )
         # its whole lag is still shown, as a fact that is not judged
-        yield from Standbys._lag_metrics(
+        yield from StandbysResource._lag_metrics(
             label, standby, bytes_context="standby_lag_fact", seconds_context="standby_lag_fact"
         )
+
+
+def _bytes_and_seconds(
+    in_bytes: tuple[str, int | None, str], in_seconds: tuple[str, float, str]
+) -> Iterator[nagiosplugin.Metric]:
+    """A lag in bytes (left out while the standby has not reported it) and in seconds,
+    each as (metric name, value, context)."""
+    name, value, context = in_bytes
+    if value is not None:
+        yield nagiosplugin.Metric(name, value, "B", min=0, context=context)
+    name, seconds, context = in_seconds
+    yield nagiosplugin.Metric(name, round(seconds, 3), "s", min=0, context=context)
+
+
+# (context, the thresholds it takes, its words, its unit): a --delayed standby's flush
+# lag and replay lag beyond its delay take the -w/-c of the others' replay lag
+LAG_CONTEXTS = (
+    ("standby_replay_bytes", "standby_replay_bytes", "replay lag", Unit.BYTES),
+    ("standby_replay_seconds", "standby_replay_seconds", "replay lag", Unit.SECONDS),
+    ("delayed_flush_bytes", "standby_replay_bytes", "flush lag", Unit.BYTES),
+    (
+        "delayed_replay_seconds",
+        "standby_replay_seconds",
+        "replay lag beyond its delay",
+        Unit.SECONDS,
+    ),
+)
 
 
 class StandbyLagContext(adapters.MetricContext):
@@ -343,7 +342,9 @@ class SyncContext(adapters.MetricContext):
             )
         return super().describe(metric)
 
-    def performance(self, metric: nagiosplugin.Metric, resource: object):
+    def performance(
+        self, metric: nagiosplugin.Metric, resource: object
+    ) -> nagiosplugin.Performance:
         required = self._required(resource)
         return nagiosplugin.Performance(
             metric.name, metric.value, crit=f"{required}:" if required else "", min=0
@@ -363,10 +364,10 @@ NAMES_IN_SUMMARY = 3
 
 
 class StandbysSummary(adapters.Summary):
-    probe: Standbys
+    resource: StandbysResource
 
     def ok(self, results: nagiosplugin.Results) -> str:
-        probe = self.probe
+        probe = self.resource
         streaming = [s for s in probe.standbys if s.streaming]  # worst first
         extra = ""
         if probe.logical:
@@ -416,8 +417,7 @@ def parse_delays(
     return delays
 
 
-@runtime.command("standbys")
-@connection_options
+@postgres_command("standbys")
 @threshold_options(
     plain_unit=None,
     help_suffix="On each standby's replay lag: in bytes (16MB) or in time (30s).",
@@ -465,8 +465,8 @@ def parse_delays(
 def command(
     settings: ConnectionSettings,
     verbose: int,
-    warning,
-    critical,
+    warning: tuple[Threshold, ...],
+    critical: tuple[Threshold, ...],
     min_standbys: int,
     min_sync: int | None,
     expected_names: tuple[str, ...],
@@ -493,46 +493,25 @@ def command(
         defaults=DEFAULTS,
     )
 
-    def build() -> nagiosplugin.Check:
-        probe = Standbys(settings, expected_names, role_mismatch, excluded=excluded, delays=delays)
-        return adapters.Check(
-            probe,
-            adapters.MetricContext(
-                "standbys",
-                Limits(None, nagiosplugin.Range(f"{min_standbys}:")),
-                label="streaming standbys",
-                unit=Unit.NUMBER,
-            ),
-            SyncContext("sync_standbys", min_sync),
-            ExpectedContext("expected"),
-            StandbyLagContext(
-                "standby_replay_bytes",
-                limits["standby_replay_bytes"],
-                label="replay lag",
-                unit=Unit.BYTES,
-            ),
-            StandbyLagContext(
-                "standby_replay_seconds",
-                limits["standby_replay_seconds"],
-                label="replay lag",
-                unit=Unit.SECONDS,
-            ),
-            StandbyLagContext(
-                "delayed_flush_bytes",
-                limits["standby_replay_bytes"],
-                label="flush lag",
-                unit=Unit.BYTES,
-            ),
-            StandbyLagContext(
-                "delayed_replay_seconds",
-                limits["standby_replay_seconds"],
-                label="replay lag beyond its delay",
-                unit=Unit.SECONDS,
-            ),
-            adapters.FactContext("standby_lag_fact"),
-            StandbysSummary(probe),
-        )
-
-    return runtime.run_check(
-        NAME, build, timeout=settings.timeout, target=settings.target, verbose=verbose
+    resource = StandbysResource(
+        settings, expected_names, role_mismatch, excluded=excluded, delays=delays
+    )
+    return run(
+        NAME,
+        resource,
+        adapters.MetricContext(
+            "standbys",
+            Limits(None, nagiosplugin.Range(f"{min_standbys}:")),
+            label="streaming standbys",
+            unit=Unit.NUMBER,
+        ),
+        SyncContext("sync_standbys", min_sync),
+        ExpectedContext("expected"),
+        *(
+            StandbyLagContext(name, limits[judged_as], label=label, unit=unit)
+            for name, judged_as, label, unit in LAG_CONTEXTS
+        ),
+        adapters.FactContext("standby_lag_fact"),
+        summary=StandbysSummary(resource),
+        verbose=verbose,
     )

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from checks.postgres.connection import BUDGET_SHARE, ConnectionSettings, open_connection
+from checks.postgres.connection import ConnectionSettings, open_connection
 from checks.status import critical
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ class KeptConnection:
         slot = self._lease(settings.timeout)
         try:
             conn = self._open(slot, settings.timeout)
-            self._set_statement_timeout(slot, conn, settings.timeout)
+            self._set_statement_timeout(slot, conn, settings)
             yield conn
         finally:
             self._give_back(slot)
@@ -136,11 +136,12 @@ class KeptConnection:
         return conn
 
     def _set_statement_timeout(
-        self, slot: _Slot, conn: psycopg.Connection[dict[str, Any]], timeout: float
+        self, slot: _Slot, conn: psycopg.Connection[dict[str, Any]], settings: ConnectionSettings
     ) -> None:
         from checks.postgres.connection import query
 
-        wanted = int(timeout * BUDGET_SHARE * 1000)
+        # the share of the check's -t its executable would give the server
+        wanted = int(settings.budget.connection * 1000)
         if slot.statement_timeout_ms != wanted:
             query(conn, "SELECT set_config('statement_timeout', %s, false)", (f"{wanted}ms",))
             slot.statement_timeout_ms = wanted

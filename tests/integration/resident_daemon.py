@@ -37,7 +37,10 @@ class ResidentDaemon:
         *,
         extra_args: Sequence[str] = (),
         extra_env: Mapping[str, str] | None = None,
+        listen: str | None = None,
     ) -> None:
+        """``listen``: ``--listen``'s value (default 127.0.0.1 and a free port); a
+        ``unix://`` one is reached through that socket."""
         self.agent = agent
         self.service_id = service_id
         self.server = server
@@ -47,7 +50,13 @@ class ResidentDaemon:
             json_body={"ID": service_id, "Name": SERVICE, "Port": server.port, "Tags": ["pg"]},
         )
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        listen = listen or f"127.0.0.1:{self.port}"
+        transport = None
+        if listen.startswith("unix://"):
+            transport = httpx.HTTPTransport(uds=listen.removeprefix("unix://"))
+            self.url = "http://localhost"
+        else:
+            self.url = f"http://{listen.rsplit(':', 1)[0]}:{listen.rsplit(':', 1)[1]}"
         self.process = ReporterProcess(
             service_id,
             server,
@@ -55,14 +64,16 @@ class ResidentDaemon:
             consul_env=agent.env(),
             extra_args=(
                 "--listen",
-                f"127.0.0.1:{self.port}",
+                listen,
                 "-t",
                 f"{DAEMON_TIMEOUT:g}",
                 *extra_args,
             ),
             extra_env=extra_env,
         )
-        self.client = httpx.Client(base_url=self.url, timeout=DAEMON_TIMEOUT + 10)
+        self.client = httpx.Client(
+            base_url=self.url, timeout=DAEMON_TIMEOUT + 10, transport=transport
+        )
 
     def request(self, path: str, method: str = "GET") -> httpx.Response:
         return self.client.request(method, path)

@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from harness.consul import ConsulAgent, wait_until
+from harness.ports import free_port
 from harness.postgres import PgCluster, PgServer
 from tests.integration.resident_daemon import ResidentDaemon
 from tests.plugin_run import PluginRun, executable, run_plugin
@@ -74,8 +75,14 @@ def pair(
     log_dir = tmp_path_factory.mktemp("resident")
     daemons: list[ResidentDaemon] = []
     try:
-        daemons.append(ResidentDaemon(consul_agent, "pg-http-1", cluster.primary, log_dir))
-        daemons.append(ResidentDaemon(consul_agent, "pg-http-2", cluster.replicas[0], log_dir))
+        # -v: the requests' debug lines are in the log, where no secret may appear
+        for service_id, server in (
+            ("pg-http-1", cluster.primary),
+            ("pg-http-2", cluster.replicas[0]),
+        ):
+            daemons.append(
+                ResidentDaemon(consul_agent, service_id, server, log_dir, extra_args=("-v",))
+            )
         daemons[0].wait_status("/primary", 200)
         daemons[1].wait_status("/replica", 200)
         yield Pair(cluster, consul_agent, daemons[0], daemons[1], log_dir)
@@ -154,6 +161,41 @@ def test_a_fenced_primary_is_not_primary(pair: Pair) -> None:
         assert pair.primary.status("/primary") == 200
     finally:
         fenced.stop()
+
+
+@pytest.mark.pg(">= 16")
+@pytest.mark.parametrize("where", ["unix", "ipv6"])
+def test_listening_on_a_unix_socket_and_on_ipv6(pair: Pair, where: str) -> None:
+    listen = f"unix://{pair.log_dir}/{where}.sock" if where == "unix" else f"[::1]:{free_port()}"
+    daemon = ResidentDaemon(
+        pair.agent, f"pg-http-{where}", pair.cluster.replicas[0], pair.log_dir, listen=listen
+    )
+    try:
+        daemon.wait_status("/replica", 200)
+        assert daemon.status("/check/role?expect=replica") == 200
+        assert f"answering HTTP on {listen}" in daemon.process.log()
+    finally:
+        daemon.stop()
+
+
+@pytest.mark.pg(">= 16")
+def test_an_address_in_use_is_a_setup_error(pair: Pair) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        daemon = ResidentDaemon(
+            pair.agent,
+            "pg-http-taken",
+            pair.cluster.replicas[0],
+            pair.log_dir,
+            listen=f"127.0.0.1:{port}",
+        )
+        try:
+            assert daemon.process.process.wait(timeout=30) == 2
+            assert f"cannot listen on 127.0.0.1:{port}" in daemon.process.log()
+        finally:
+            daemon.stop()
 
 
 # -- /check/...: the same answer as the executable ---------------------------------------
@@ -283,6 +325,7 @@ def test_bad_requests_are_refused_without_echoing_secrets(pair: Pair) -> None:
     assert daemon.status("/primary") == 200
 
 
+@pytest.mark.pg(">= 16")  # the HTTP server's, not PostgreSQL's: one major
 def test_slow_and_silent_clients_hold_up_nobody(pair: Pair) -> None:
     daemon = pair.primary
     with (

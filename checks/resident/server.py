@@ -143,12 +143,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         url = urlsplit(self.path)
         try:
-            query = parse_qsl(
-                url.query,
-                keep_blank_values=True,
-                strict_parsing=bool(url.query),
-                max_num_fields=MAX_QUERY_FIELDS,
-            )
+            # not strict: a bare "?verbose" is a flag, as Patroni's "?lag" style
+            query = parse_qsl(url.query, keep_blank_values=True, max_num_fields=MAX_QUERY_FIELDS)
         except ValueError:
             self._send(400, b"bad query string\n")
             return

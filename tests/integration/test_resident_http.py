@@ -300,6 +300,12 @@ def test_head_runs_the_check_and_answers_its_status_alone(pair: Pair) -> None:
     assert (response.status_code, response.content) == (503, b"")
 
 
+def test_a_bare_flag_in_the_query(pair: Pair) -> None:
+    verbose = pair.replica.request("/check/role?verbose")
+    assert verbose.status_code == 200
+    assert verbose.text == run_executable(pair.replica.server, pair.agent, "role", ["-v"]).stdout
+
+
 # -- bad requests and load ----------------------------------------------------------------
 
 
@@ -319,6 +325,8 @@ def test_bad_requests_are_refused_without_echoing_secrets(pair: Pair) -> None:
         assert response.status_code == 400, key
         assert "connection options are not taken from a request" in response.text
         assert secret not in response.text
+    response = daemon.request("/check/alive?" + "&".join(["verbose"] * 40))
+    assert response.status_code == 400  # more fields than any command line needs
     response = daemon.request(f"/check/alive?nosuch={secret}")
     assert response.status_code == 400 and "No such option" in response.text
     assert secret not in daemon.process.log()

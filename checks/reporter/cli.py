@@ -243,7 +243,14 @@ def cli(
         signal.signal(signal.SIGTERM, stop_on_signal)
         signal.signal(signal.SIGINT, stop_on_signal)
         with contextlib.ExitStack() as services:
-            start_services(services, board, settings=settings, interval=interval, listen=listen)
+            start_services(
+                services,
+                board,
+                settings=settings,
+                interval=interval,
+                session_ttl=session_ttl,
+                listen=listen,
+            )
             reporter.run_forever(watch, stop)
         return EXIT_OK
     finally:
@@ -256,6 +263,7 @@ def start_services(
     *,
     settings: ConnectionSettings,
     interval: float,
+    session_ttl: float,
     listen: ListenAddress | None = None,
 ) -> None:
     """Start the optional services that read the loop's verdict from `board`.
@@ -267,6 +275,7 @@ def start_services(
     if listen is None:
         return
     from checks.resident.connections import KeptConnection
+    from checks.resident.health import lock_trust_seconds
     from checks.resident.server import liveness_limit, serve
 
     # the checks' connections to this instance, shared by everything resident
@@ -280,6 +289,7 @@ def start_services(
                 board,
                 timeout=settings.timeout,
                 stale_after=liveness_limit(interval=interval, timeout=settings.timeout),
+                lock_trust=lock_trust_seconds(session_ttl),
             )
         )
     except OSError as exc:

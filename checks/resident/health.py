@@ -6,8 +6,9 @@ Configurations written for Patroni's REST API (HAProxy's ``option httpchk OPTION
 body on GET. Where this differs from Patroni (the man page says so too):
 
 - There is no Patroni leader key. ``/primary`` is 200 only for a primary whose reporter
-  holds the Consul leader lock, is not fenced, and has turned its loop recently: the lock is
-  what keeps two primaries from both being served (docs/design.md §5).
+  holds the Consul leader lock and is not fenced, as of a turn recent enough that the lock
+  is surely still held (:func:`lock_trust_seconds`): the lock is what keeps two primaries
+  from both being served (docs/design.md §5).
 - ``?lag=`` on a replica counts the bytes it has received or been told of by its primary
   (``latest_end_lsn``) and not replayed; with no WAL receiver that is unknown, and a
   replica whose lag is unknown is not within a limit. An unreadable ``lag`` is a 400, not
@@ -75,15 +76,26 @@ class Observation:
     facts: InstanceFacts | None
     error: str | None
     loop: RoleView | None
-    # the loop's turn is recent enough to trust its lock verdict
+    # the loop has turned recently (/liveness)
     loop_alive: bool
+    # ...and recently enough that its "holds the lock" still stands (/primary)
+    lock_current: bool = False
 
 
 def loop_alive(loop: RoleView | None, stale_after: float, now: float | None = None) -> bool:
+    """The loop's latest turn is at most ``stale_after`` seconds old."""
     if loop is None:
         return False
     now = time.monotonic() if now is None else now
     return now - loop.observed_at <= stale_after
+
+
+def lock_trust_seconds(session_ttl: float) -> float:
+    """How long a turn's "holds the lock" stands: the loop renews its session every third
+    of the TTL and Consul keeps a session at least its TTL (docs/design.md §5), so the lock
+    is surely still held for two thirds of the TTL after a turn; past that, a stuck loop's
+    session may be gone and another primary may hold the lock."""
+    return session_ttl * 2 / 3
 
 
 def parse_lag(query: Mapping[str, str], key: str = "lag") -> int | None:
@@ -135,7 +147,7 @@ def _is_leader(seen: Observation) -> bool:
     return (
         seen.facts is not None
         and not seen.facts.in_recovery
-        and seen.loop_alive
+        and seen.lock_current
         and loop is not None
         and loop.holds_lock
         and loop.fenced_reason is None

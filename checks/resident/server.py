@@ -67,20 +67,26 @@ class Resident:
         *,
         timeout: float,
         stale_after: float,
+        lock_trust: float,
     ) -> None:
         self.source = source
         self.board = board
         # bound of one health request: the daemon's own -t
         self.timeout = timeout
         self.stale_after = stale_after
+        self.lock_trust = lock_trust
 
     def observe(self, path: str) -> health.Observation:
+        facts, error = self.instance_status() if health.needs_postgres(path) else (None, None)
+        # read after PostgreSQL answered: the loop's verdict as of the answer
         loop = self.board.latest()
-        alive = health.loop_alive(loop, self.stale_after)
-        if not health.needs_postgres(path):
-            return health.Observation(None, None, loop, alive)
-        facts, error = self.instance_status()
-        return health.Observation(facts, error, loop, alive)
+        return health.Observation(
+            facts,
+            error,
+            loop,
+            loop_alive=health.loop_alive(loop, self.stale_after),
+            lock_current=health.loop_alive(loop, self.lock_trust),
+        )
 
     def instance_status(self) -> tuple[InstanceFacts | None, str | None]:
         """PostgreSQL's answer, or why there is none, within the daemon's -t."""
@@ -357,9 +363,13 @@ def serve(
     *,
     timeout: float,
     stale_after: float,
+    lock_trust: float,
 ) -> HttpService:
     """Start answering on ``listen``; raises OSError when the address cannot be bound."""
-    service = HttpService(listen, Resident(source, board, timeout=timeout, stale_after=stale_after))
+    service = HttpService(
+        listen,
+        Resident(source, board, timeout=timeout, stale_after=stale_after, lock_trust=lock_trust),
+    )
     service.start()
     log.info("answering HTTP on %s", service.address)
     return service

@@ -49,7 +49,7 @@ REPLICA = replace(
 def seen(
     facts: InstanceFacts | None, turn: Turn | None = None, alive: bool = True
 ) -> health.Observation:
-    return health.Observation(facts, None if facts else "down", turn, alive)
+    return health.Observation(facts, None if facts else "down", turn, alive, lock_current=alive)
 
 
 def status(path: str, observation: health.Observation, **query: str) -> int:
@@ -121,6 +121,14 @@ def test_loop_alive_reads_the_age_of_the_latest_turn() -> None:
     assert health.loop_alive(Turn(observed_at=100.0), 5, now=104.0)
     assert not health.loop_alive(Turn(observed_at=100.0), 5, now=106.0)
     assert not health.loop_alive(None, 5, now=100.0)
+
+
+def test_a_lock_verdict_older_than_its_trust_is_not_primary() -> None:
+    # the loop still counts as alive, but its session may have expired since that turn
+    observation = health.Observation(PRIMARY, None, Turn(), loop_alive=True, lock_current=False)
+    assert status("/primary", observation) == 503
+    assert status("/liveness", observation) == 200
+    assert health.lock_trust_seconds(15) == 10
 
 
 def test_the_body_has_patronis_fields_and_the_fence() -> None:

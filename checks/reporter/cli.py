@@ -275,8 +275,8 @@ def start_services(
     if listen is None:
         return
     from checks.resident.connections import KeptConnection
-    from checks.resident.health import lock_trust_seconds
-    from checks.resident.server import liveness_limit, serve
+    from checks.resident.health import liveness_limit, lock_trust_seconds
+    from checks.resident.server import serve
 
     # the checks' connections to this instance, shared by everything resident
     source = KeptConnection(settings)

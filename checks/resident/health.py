@@ -42,6 +42,9 @@ PATHS = (
     | DAEMON_PATHS
     | {"/read-only", "/health", "/readiness"}
 )
+# Consul calls a turn of the reporter loop may make one after another (service, session,
+# lock, register), each bounded by its own timeouts
+CONSUL_CALLS_PER_TURN = 3
 # Patroni's default maximum_lag_on_failover, the limit /readiness uses when none is given
 READINESS_DEFAULT_LAG_BYTES = 1048576
 
@@ -88,6 +91,22 @@ def loop_alive(loop: RoleView | None, stale_after: float, now: float | None = No
         return False
     now = time.monotonic() if now is None else now
     return now - loop.observed_at <= stale_after
+
+
+def liveness_limit(*, interval: float, timeout: float) -> float:
+    """Seconds since the loop's last turn after which /liveness says 503.
+
+    A turn waits up to an interval, then PostgreSQL up to -t and a few Consul calls up to
+    their connect and read timeouts each: only a loop stuck well past that is hung. (A
+    hung daemon as a whole answers nothing, which a health check sees as failing anyway.)
+    """
+    from checks.consul import CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS
+
+    return (
+        interval
+        + timeout
+        + CONSUL_CALLS_PER_TURN * (CONNECT_TIMEOUT_SECONDS + READ_TIMEOUT_SECONDS)
+    )
 
 
 def lock_trust_seconds(session_ttl: float) -> float:

@@ -131,6 +131,11 @@ def test_a_lock_verdict_older_than_its_trust_is_not_primary() -> None:
     assert health.lock_trust_seconds(15) == 10
 
 
+def test_liveness_allows_a_slow_turn() -> None:
+    # an interval, -t on PostgreSQL, three Consul calls at 2 s connect + 5 s read each
+    assert health.liveness_limit(interval=1, timeout=10) == 32
+
+
 def test_the_body_has_patronis_fields_and_the_fence() -> None:
     document = health.body(seen(REPLICA, Turn(fenced_reason=None, holds_lock=False)))
     assert document["role"] == "replica"

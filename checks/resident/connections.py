@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import socket
 import threading
 import time
@@ -122,7 +123,14 @@ class KeptConnection:
 
     def _open(self, slot: _Slot, timeout: float) -> psycopg.Connection[dict[str, Any]]:
         if slot.conn is not None and not slot.conn.closed:
-            return slot.conn
+            if not _has_unasked_input(slot.conn):
+                return slot.conn
+            # The server spoke unasked: an idle session hears from it only when it ends
+            # (a restart, pg_terminate_backend). Checked here, or the first check after a
+            # restart would fail on the dead connection where the executable, with a new
+            # one, says OK.
+            with self._free:
+                _close(slot)
         settings = replace(self.settings, timeout=timeout)
         # capture_stderr=False: other threads log to stderr while libpq might write there
         conn = open_connection(settings, capture_stderr=False)
@@ -145,6 +153,15 @@ class KeptConnection:
         if slot.statement_timeout_ms != wanted:
             query(conn, "SELECT set_config('statement_timeout', %s, false)", (f"{wanted}ms",))
             slot.statement_timeout_ms = wanted
+
+
+def _has_unasked_input(conn: psycopg.Connection[Any]) -> bool:
+    """Something to read on an idle connection: its end (EOF, or the FATAL before it)."""
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except Exception:  # closed under us (psycopg raises its own error): as good as ended
+        return True
+    return bool(readable)
 
 
 def _dirty(conn: psycopg.Connection[Any]) -> bool:

@@ -45,6 +45,9 @@ CLIENT_TIMEOUT = 5.0
 # and the checks among them share DEFAULT_SIZE connections anyway).
 MAX_CONCURRENT = 64
 ALLOWED = "GET, HEAD, OPTIONS"
+# Kept connections for the health endpoints' one query: load balancers and Consul ask a
+# few times a second at most, and each answer takes a millisecond.
+HEALTH_CONNECTIONS = 2
 OVERLOADED = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
@@ -66,7 +69,10 @@ class Resident:
         stale_after: float,
         lock_trust: float,
     ) -> None:
+        # the checks' connections (shared with the push), and the health endpoints' own:
+        # a burst of slow /check requests never makes a load balancer's /primary wait
         self.source = source
+        self.health_source = KeptConnection(source.settings, size=HEALTH_CONNECTIONS)
         self.board = board
         # bound of one health request: the daemon's own -t
         self.timeout = timeout
@@ -92,17 +98,18 @@ class Resident:
 
         def work() -> tuple[InstanceFacts | None, str | None]:
             try:
-                with self.source.connection(ConnectionSettings(timeout=self.timeout)) as conn:
+                settings = ConnectionSettings(timeout=self.timeout)
+                with self.health_source.connection(settings) as conn:
                     return read_instance_status(conn), None
             except CheckFailed as failure:
                 return None, failure.message
             except Exception as exc:
                 return None, f"internal error: {type(exc).__name__}: {exc}"
 
-        finished, answer = within(work, self.timeout, self.source, name="instance status")
+        finished, answer = within(work, self.timeout, self.health_source, name="instance status")
         if finished and answer is not None:
             return answer
-        return None, f"no answer from {self.source.target()} within {self.timeout:g}s"
+        return None, f"no answer from {self.health_source.target()} within {self.timeout:g}s"
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -316,6 +323,7 @@ class HttpService:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+        self.server.resident.health_source.close()
         if self.listen.family == socket.AF_UNIX:
             _remove_socket(self.listen.path)
 

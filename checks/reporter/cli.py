@@ -249,6 +249,7 @@ def cli(
                 settings=settings,
                 interval=interval,
                 session_ttl=session_ttl,
+                stopping=stop,
                 listen=listen,
             )
             reporter.run_forever(watch, stop)
@@ -264,6 +265,7 @@ def start_services(
     settings: ConnectionSettings,
     interval: float,
     session_ttl: float,
+    stopping: threading.Event,
     listen: ListenAddress | None = None,
 ) -> None:
     """Start the optional services that read the loop's verdict from `board`.
@@ -290,6 +292,7 @@ def start_services(
                 timeout=settings.timeout,
                 stale_after=liveness_limit(interval=interval, timeout=settings.timeout),
                 lock_trust=lock_trust_seconds(session_ttl),
+                stopping=stopping,
             )
         )
     except OSError as exc:

@@ -68,7 +68,11 @@ class Resident:
         timeout: float,
         stale_after: float,
         lock_trust: float,
+        stopping: threading.Event | None = None,
     ) -> None:
+        # set once the daemon is stopping: it is about to let the lock go, and a load
+        # balancer must stop sending writes here before it does
+        self.stopping = stopping or threading.Event()
         # the checks' connections (shared with the push), and the health endpoints' own:
         # a burst of slow /check requests never makes a load balancer's /primary wait
         self.source = source
@@ -88,7 +92,7 @@ class Resident:
             error,
             loop,
             loop_alive=health.loop_alive(loop, self.stale_after),
-            lock_current=health.loop_alive(loop, self.lock_trust),
+            lock_current=health.loop_alive(loop, self.lock_trust) and not self.stopping.is_set(),
         )
 
     def instance_status(self) -> tuple[InstanceFacts | None, str | None]:
@@ -354,11 +358,19 @@ def serve(
     timeout: float,
     stale_after: float,
     lock_trust: float,
+    stopping: threading.Event | None = None,
 ) -> HttpService:
     """Start answering on ``listen``; raises OSError when the address cannot be bound."""
     service = HttpService(
         listen,
-        Resident(source, board, timeout=timeout, stale_after=stale_after, lock_trust=lock_trust),
+        Resident(
+            source,
+            board,
+            timeout=timeout,
+            stale_after=stale_after,
+            lock_trust=lock_trust,
+            stopping=stopping,
+        ),
     )
     service.start()
     log.info("answering HTTP on %s", service.address)

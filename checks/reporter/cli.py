@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
@@ -46,6 +46,9 @@ from checks.reporter.reconcile import TagNames
 from checks.reporter.systemd import journal_line, log_formatter
 from checks.reporter.watch import ServiceWatch
 from checks.resident.listen import ListenAddress, listen_option
+
+if TYPE_CHECKING:
+    from checks.resident.connections import KeptConnection
 
 log = logging.getLogger("pg-role-reporter")
 
@@ -274,15 +277,29 @@ def start_services(
     and stops after the loop has ended (and taken the leader tag off). An option that adds
     one (--listen, --push) passes its value down here.
     """
-    if listen is None:
-        return
     from checks.resident.connections import KeptConnection
+
+    # the checks' connections to this instance, shared by everything resident (the HTTP
+    # endpoints, the push); none is made before a check asks
+    source = KeptConnection(settings)
+    services.callback(source.close)
+    if listen is not None:
+        _serve_http(services, board, source, listen, settings, interval, session_ttl, stopping)
+
+
+def _serve_http(
+    services: contextlib.ExitStack,
+    board: RoleBoard,
+    source: KeptConnection,
+    listen: ListenAddress,
+    settings: ConnectionSettings,
+    interval: float,
+    session_ttl: float,
+    stopping: threading.Event,
+) -> None:
     from checks.resident.health import liveness_limit, lock_trust_seconds
     from checks.resident.server import serve
 
-    # the checks' connections to this instance, shared by everything resident
-    source = KeptConnection(settings)
-    services.callback(source.close)
     try:
         services.enter_context(
             serve(

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
@@ -42,8 +42,12 @@ from checks.reporter.options import (
 from checks.reporter.postgres import PostgresRole
 from checks.reporter.systemd import journal_line, log_formatter
 from checks.reporter.watch import ServiceWatch
+from checks.resident.listen import ListenAddress, listen_option
 from checks.roletag.fencing import default_lock_key
 from checks.roletag.plan import TagNames
+
+if TYPE_CHECKING:
+    from checks.resident.connections import KeptConnection
 
 log = logging.getLogger("pg-role-reporter")
 
@@ -169,6 +173,7 @@ def _a_number(value: float, param: click.Parameter, ctx: click.Context) -> float
 )
 @click.option("--once", is_flag=True, help="Reconcile once and exit (1 if Consul failed).")
 @click.option("--dry-run", is_flag=True, help="Print what would change on stdout; write nothing.")
+@listen_option
 def cli(
     host: str | None,
     port: int | None,
@@ -190,6 +195,7 @@ def cli(
     wal_lsn_interval: float,
     once: bool,
     dry_run: bool,
+    listen: ListenAddress | None,
 ) -> int:
     """Keep the Consul service's role tag equal to the local PostgreSQL's role.
 
@@ -258,20 +264,74 @@ def cli(
         signal.signal(signal.SIGTERM, stop_on_signal)
         signal.signal(signal.SIGINT, stop_on_signal)
         with contextlib.ExitStack() as services:
-            start_services(services, board)
+            start_services(
+                services,
+                board,
+                settings=settings,
+                interval=interval,
+                session_ttl=session_ttl,
+                stopping=stop,
+                listen=listen,
+            )
             reporter.run_forever(watch, stop)
         return EXIT_OK
     finally:
         reporter.close()
 
 
-def start_services(services: contextlib.ExitStack, board: RoleBoard) -> None:
+def start_services(
+    services: contextlib.ExitStack,
+    board: RoleBoard,
+    *,
+    settings: ConnectionSettings,
+    interval: float,
+    session_ttl: float,
+    stopping: threading.Event,
+    listen: ListenAddress | None = None,
+) -> None:
     """Start the optional services that read the loop's verdict from `board`.
 
     Each is a context manager entered on `services`: it starts once the setup is proven
     and stops after the loop has ended (and taken the leader tag off). An option that adds
     one (--listen, --push) passes its value down here.
     """
+    from checks.resident.connections import KeptConnection
+
+    # the checks' connections to this instance, shared by everything resident (the HTTP
+    # endpoints, the push); none is made before a check asks
+    source = KeptConnection(settings)
+    services.callback(source.close)
+    if listen is not None:
+        _serve_http(services, board, source, listen, settings, interval, session_ttl, stopping)
+
+
+def _serve_http(
+    services: contextlib.ExitStack,
+    board: RoleBoard,
+    source: KeptConnection,
+    listen: ListenAddress,
+    settings: ConnectionSettings,
+    interval: float,
+    session_ttl: float,
+    stopping: threading.Event,
+) -> None:
+    from checks.resident.health import liveness_limit, lock_trust_seconds
+    from checks.resident.server import serve
+
+    try:
+        services.enter_context(
+            serve(
+                listen,
+                source,
+                board,
+                timeout=settings.timeout,
+                stale_after=liveness_limit(interval=interval, timeout=settings.timeout),
+                lock_trust=lock_trust_seconds(session_ttl),
+                stopping=stopping,
+            )
+        )
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {listen}: {exc.strerror or exc}") from None
 
 
 def _service_name(consul_settings: ConsulSettings, service_id: str, *, wait: bool) -> str:

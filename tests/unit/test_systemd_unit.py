@@ -62,7 +62,12 @@ def test_single_unit_reads_its_files_from_etc_pg_ha_checks() -> None:
     text = UNIT.read_text()
     assert "LoadCredential=consul-token:/etc/pg-ha-checks/consul-token" in text
     assert "LoadCredential=pgpass:/etc/pg-ha-checks/pgpass" in text
-    assert parse(UNIT)["Service"]["ExecStart"].split()[1:] == ["--service-id", "pg-db"]
+    assert parse(UNIT)["Service"]["ExecStart"].split()[1:] == [
+        "--service-id",
+        "pg-db",
+        "--listen",
+        "127.0.0.1:8008",
+    ]
 
 
 def test_template_instance_names_its_service_and_its_own_files() -> None:

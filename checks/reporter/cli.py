@@ -45,6 +45,7 @@ from checks.reporter.postgres import PostgresRole
 from checks.reporter.reconcile import TagNames
 from checks.reporter.systemd import journal_line, log_formatter
 from checks.reporter.watch import ServiceWatch
+from checks.resident.push import PUSH_HELP, PushSpec, push_option_callback, pushing
 
 log = logging.getLogger("pg-role-reporter")
 
@@ -158,6 +159,14 @@ def _a_number(value: float, param: click.Parameter, ctx: click.Context) -> float
     help="Longest gap between two pg_wal_lsn publications while the position moves "
     "(sooner after 16 MiB of WAL, never more than once a second).",
 )
+@click.option(
+    "--push",
+    "push_specs",
+    multiple=True,
+    metavar="CHECK_ID=INTERVAL:COMMAND [OPTION...]",
+    callback=push_option_callback,
+    help=PUSH_HELP,
+)
 @click.option("--once", is_flag=True, help="Reconcile once and exit (1 if Consul failed).")
 @click.option("--dry-run", is_flag=True, help="Print what would change on stdout; write nothing.")
 def cli(
@@ -175,6 +184,7 @@ def cli(
     session_ttl: float,
     session_checks: tuple[str, ...],
     wal_lsn_interval: float,
+    push_specs: tuple[PushSpec, ...],
     once: bool,
     dry_run: bool,
 ) -> int:
@@ -240,20 +250,27 @@ def cli(
         signal.signal(signal.SIGTERM, stop_on_signal)
         signal.signal(signal.SIGINT, stop_on_signal)
         with contextlib.ExitStack() as services:
-            start_services(services, board)
+            start_services(services, board, push_specs, consul_settings)
             reporter.run_forever(watch, stop)
         return EXIT_OK
     finally:
         reporter.close()
 
 
-def start_services(services: contextlib.ExitStack, board: RoleBoard) -> None:
+def start_services(
+    services: contextlib.ExitStack,
+    board: RoleBoard,
+    push_specs: Sequence[PushSpec],
+    consul_settings: ConsulSettings,
+) -> None:
     """Start the optional services that read the loop's verdict from `board`.
 
     Each is a context manager entered on `services`: it starts once the setup is proven
     and stops after the loop has ended (and taken the leader tag off). An option that adds
     one (--listen, --push) passes its value down here.
     """
+    if push_specs:
+        services.enter_context(pushing(push_specs, board, consul_settings, source=None))
 
 
 def _service_name(consul_settings: ConsulSettings, service_id: str, *, wait: bool) -> str:

@@ -20,11 +20,12 @@ servers at once and output-only changes at most every few minutes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shlex
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -48,12 +49,11 @@ CONSUL_STATUS = {
     Status.CRITICAL: "critical",
     Status.UNKNOWN: "critical",
 }
-# How often the schedule looks at the role board between two due checks: the reporter
-# polls PostgreSQL every 0.25 s at the fastest, so this adds at most a fifth of a poll.
-ROLE_WATCH_SECONDS = 0.05
 # After a failed push (agent restarting, check not loaded yet): the verdict is pushed
 # again this soon, as the reporter retries an agent that does not answer (§5).
 PUSH_RETRY_SECONDS = 1.0
+# The longest wait on the board between two looks at `stopping` (a clean stop is this late).
+STOP_SECONDS = 1.0
 # The executable's own default for -t.
 DEFAULT_CHECK_TIMEOUT = 10.0
 # Options that would point a check at another server: the daemon checks its own instance.
@@ -147,8 +147,18 @@ class Evaluator(Protocol):
     def __call__(self, spec: PushSpec) -> Report: ...
 
 
+class CheckUpdater(Protocol):
+    """checks.consul.ConsulClient, as the push writes to it."""
+
+    def update_check(self, check_id: str, status: str, output: str) -> None: ...
+
+
 class RoleSource(Protocol):
+    """checks.reporter.board.RoleBoard, as the push reads it."""
+
     def latest(self) -> RoleSnapshot | None: ...
+
+    def wait_newer(self, seen: RoleSnapshot | None, timeout: float) -> RoleSnapshot | None: ...
 
 
 def role_key(snapshot: RoleSnapshot | None) -> tuple[object, ...] | None:
@@ -191,8 +201,12 @@ class PushTrouble:
     def failed(self, spec: PushSpec, error: ConsulError) -> None:
         text = str(error)
         if text != self.current:
-            log.warning("pushing %s to Consul: %s; retrying every %gs", spec.check_id, text,
-                        PUSH_RETRY_SECONDS)
+            log.warning(
+                "pushing %s to Consul: %s; retrying every %gs",
+                spec.check_id,
+                text,
+                PUSH_RETRY_SECONDS,
+            )
             self.current = text
 
     def ok(self) -> None:
@@ -209,7 +223,7 @@ class Pusher(threading.Thread):
         self,
         specs: Sequence[PushSpec],
         evaluate: Evaluator,
-        consul: ConsulClient,
+        consul: CheckUpdater,
         board: RoleSource,
         *,
         clock: Callable[[], float] = time.monotonic,
@@ -226,16 +240,18 @@ class Pusher(threading.Thread):
 
     def run(self) -> None:
         schedule = Schedule(self.specs, self.clock())
-        seen = role_key(self.board.latest())
+        snapshot = self.board.latest()
+        seen = role_key(snapshot)
         while not self.stopping.is_set():
             now = self.clock()
-            current = role_key(self.board.latest())
-            if current != seen:
-                seen = current
-                schedule.all_now(now)
             due = schedule.due(now)
             if not due:
-                self.stopping.wait(min(ROLE_WATCH_SECONDS, schedule.seconds_to_next(now)))
+                # woken by every turn of the loop (a few times a second at most)
+                wait = min(STOP_SECONDS, schedule.seconds_to_next(now))
+                snapshot = self.board.wait_newer(snapshot, wait)
+                if role_key(snapshot) != seen:
+                    seen = role_key(snapshot)
+                    schedule.all_now(self.clock())
                 continue
             for spec in due:
                 if self.stopping.is_set():
@@ -246,9 +262,12 @@ class Pusher(threading.Thread):
                     log.error("evaluating %s: %s: %s", spec.check_id, type(exc).__name__, exc)
                     schedule.ran(spec, self.clock())
                     continue
-                if role_key(self.board.latest()) != seen:
-                    # evaluated across a role change: stale before it is pushed; the next
-                    # pass runs every check again under the new role
+                snapshot = self.board.latest()
+                if role_key(snapshot) != seen:
+                    # evaluated across a role change: stale before it is pushed; every
+                    # check runs again under the new role
+                    seen = role_key(snapshot)
+                    schedule.all_now(self.clock())
                     break
                 schedule.ran(spec, self.clock())
                 if not self.push(spec, report):
@@ -272,6 +291,7 @@ class Pusher(threading.Thread):
         return True
 
     def stop(self) -> None:
+        """Ends run() within STOP_SECONDS (it may be waiting on the board)."""
         self.stopping.set()
 
 
@@ -286,16 +306,22 @@ def bounded_evaluator(source: ConnectionSource | None) -> Evaluator:
     return evaluate
 
 
-def start_pushing(
+@contextlib.contextmanager
+def pushing(
     specs: Sequence[PushSpec],
     board: RoleSource,
     consul_settings: ConsulSettings,
     source: ConnectionSource | None,
-) -> Pusher:
-    """The cli's hook: a started Pusher with its own Consul client (stop() it at exit)."""
-    pusher = Pusher(specs, bounded_evaluator(source), ConsulClient(consul_settings), board)
-    pusher.start()
-    return pusher
+) -> Iterator[Pusher]:
+    """The cli's service: a Pusher with its own Consul client, stopped on the way out."""
+    with ConsulClient(consul_settings) as consul:
+        pusher = Pusher(specs, bounded_evaluator(source), consul, board)
+        pusher.start()
+        try:
+            yield pusher
+        finally:
+            pusher.stop()
+            pusher.join(timeout=max(spec.timeout for spec in specs) + 1)
 
 
 def push_option_callback(

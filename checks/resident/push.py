@@ -10,7 +10,10 @@ kept connection; connection options are refused (the daemon checks its own insta
 Why push and not a script check: a script check's verdict stands for a whole interval, so
 a verdict from just before a promotion outlives it (§5). Here every change of the role
 board (a promotion, a demotion, a stopped server) makes every check run again at once,
-and a verdict evaluated under an older role is thrown away, not pushed.
+and a verdict evaluated under an older role is thrown away, not pushed. A verdict goes
+out only behind a turn of the role loop that read PostgreSQL after the check started, so
+Consul never holds a verdict newer than the tag and the lock (see Pusher.turn_after); a
+loop that stops turning stops the pushes, and the TTLs then fail the instance closed.
 
 Every evaluation is pushed (status and output): that is also the TTL refresh, so the TTL
 in conf.d must exceed the interval plus the check's timeout (the shipped files leave twice
@@ -209,9 +212,19 @@ class PushTrouble:
             )
             self.current = text
 
+    def held_back(self, turn_wait: float) -> None:
+        text = "held back"
+        if text != self.current:
+            log.warning(
+                "holding check verdicts back: the role loop has not read PostgreSQL within "
+                "%gs (the TTL checks fail the instance closed if this lasts)",
+                turn_wait,
+            )
+            self.current = text
+
     def ok(self) -> None:
         if self.current is not None:
-            log.info("pushing check verdicts to Consul again")
+            log.info("pushing check verdicts to Consul again (was: %s)", self.current)
             self.current = None
 
 
@@ -226,6 +239,7 @@ class Pusher(threading.Thread):
         consul: CheckUpdater,
         board: RoleSource,
         *,
+        turn_wait: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(name="consul-push", daemon=True)
@@ -233,45 +247,79 @@ class Pusher(threading.Thread):
         self.evaluate = evaluate
         self.consul = consul
         self.board = board
+        # how long a turn of the loop may take to come: its interval plus a PostgreSQL
+        # round trip bounded by its -t
+        self.turn_wait = turn_wait
         self.clock = clock
         self.stopping = threading.Event()
         self.trouble = PushTrouble()
         self.pushed: dict[str, tuple[str, str]] = {}  # check id -> (status, output)
 
     def run(self) -> None:
+        seen = self.board.latest()
+        while seen is None:  # the loop's first turn: the role every verdict is judged under
+            if self.stopping.is_set():
+                return
+            seen = self.board.wait_newer(None, STOP_SECONDS)
         schedule = Schedule(self.specs, self.clock())
-        snapshot = self.board.latest()
-        seen = role_key(snapshot)
         while not self.stopping.is_set():
             now = self.clock()
             due = schedule.due(now)
             if not due:
                 # woken by every turn of the loop (a few times a second at most)
                 wait = min(STOP_SECONDS, schedule.seconds_to_next(now))
-                snapshot = self.board.wait_newer(snapshot, wait)
-                if role_key(snapshot) != seen:
-                    seen = role_key(snapshot)
+                latest = self.board.wait_newer(seen, wait)
+                if role_key(latest) != role_key(seen):
                     schedule.all_now(self.clock())
+                seen = latest
                 continue
+            base, started = self.board.latest(), self.clock()
+            verdicts: list[tuple[PushSpec, Report]] = []
             for spec in due:
                 if self.stopping.is_set():
                     return
                 try:
-                    report = self.evaluate(spec)
+                    verdicts.append((spec, self.evaluate(spec)))
                 except Exception as exc:  # a bug must cost one verdict, never the thread
                     log.error("evaluating %s: %s: %s", spec.check_id, type(exc).__name__, exc)
                     schedule.ran(spec, self.clock())
-                    continue
-                snapshot = self.board.latest()
-                if role_key(snapshot) != seen:
-                    # evaluated across a role change: stale before it is pushed; every
-                    # check runs again under the new role
-                    seen = role_key(snapshot)
-                    schedule.all_now(self.clock())
-                    break
+            confirmed = self.turn_after(started)
+            if confirmed is None:
+                # the loop is stuck (or this process was stopped): no verdict goes out
+                # until it turns again, and the TTLs fail the instance closed meanwhile
+                self.trouble.held_back(self.turn_wait)
+                for spec, _ in verdicts:
+                    schedule.retry(spec, self.clock())
+                continue
+            seen = confirmed
+            if role_key(confirmed) != role_key(base):
+                # evaluated across a role change: stale before it is pushed; every check
+                # runs again under the new role
+                schedule.all_now(self.clock())
+                continue
+            for spec, report in verdicts:
                 schedule.ran(spec, self.clock())
                 if not self.push(spec, report):
                     schedule.retry(spec, self.clock())
+
+    def turn_after(self, started: float) -> RoleSnapshot | None:
+        """The first snapshot of a turn that read PostgreSQL after `started`, or None when
+        none came within `turn_wait`.
+
+        A verdict goes out only behind such a turn: the tag and the lock in Consul are
+        then at least as new as the verdict. A daemon that was SIGSTOPped (or swapped out)
+        while it held the leader tag wakes with a lock that may have passed to a new
+        primary; its first turn takes the tag off, and only then are its checks, and
+        with them its place in DNS, back.
+        """
+        deadline = started + self.turn_wait
+        snapshot = self.board.latest()
+        while snapshot is None or snapshot.observed_at < started:
+            left = deadline - self.clock()
+            if left <= 0 or self.stopping.is_set():
+                return None
+            snapshot = self.board.wait_newer(snapshot, min(left, STOP_SECONDS))
+        return snapshot
 
     def push(self, spec: PushSpec, report: Report) -> bool:
         status, output = CONSUL_STATUS[report.status], report.render()
@@ -312,10 +360,12 @@ def pushing(
     board: RoleSource,
     consul_settings: ConsulSettings,
     source: ConnectionSource | None,
+    *,
+    turn_wait: float,
 ) -> Iterator[Pusher]:
     """The cli's service: a Pusher with its own Consul client, stopped on the way out."""
     with ConsulClient(consul_settings) as consul:
-        pusher = Pusher(specs, bounded_evaluator(source), consul, board)
+        pusher = Pusher(specs, bounded_evaluator(source), consul, board, turn_wait=turn_wait)
         pusher.start()
         try:
             yield pusher

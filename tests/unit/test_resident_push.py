@@ -125,17 +125,39 @@ def snapshot(role: str, tag: str | None) -> RoleSnapshot:
     )
 
 
+class TurningLoop(threading.Thread):
+    """Stands for the reporter loop: publishes the current role every 20 ms."""
+
+    def __init__(self, board: RoleBoard, role: str = "replica", tag: str | None = "follower"):
+        super().__init__(daemon=True)
+        self.board, self.role, self.tag = board, role, tag
+        self.stopping = threading.Event()
+        self.paused = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(0.02):
+            if not self.paused.is_set():
+                self.board.publish(snapshot(self.role, self.tag))
+
+
 @pytest.fixture
 def running() -> Iterator[Callable[..., Pusher]]:
     started: list[Pusher] = []
+    loops: list[TurningLoop] = []
 
     def start(
         specs: list[PushSpec],
         evaluate: Callable[[PushSpec], Report],
         consul: RecordingConsul,
         board: RoleBoard,
+        *,
+        loop: TurningLoop | None = None,
     ) -> Pusher:
-        pusher = Pusher(specs, evaluate, consul, board)
+        if loop is None:
+            loop = TurningLoop(board)
+        loops.append(loop)
+        loop.start()
+        pusher = Pusher(specs, evaluate, consul, board, turn_wait=0.5)
         started.append(pusher)
         pusher.start()
         return pusher
@@ -145,6 +167,8 @@ def running() -> Iterator[Callable[..., Pusher]]:
         pusher.stop()
         pusher.join(timeout=5)
         assert not pusher.is_alive()
+    for loop in loops:
+        loop.stopping.set()
 
 
 def test_each_verdict_is_pushed_as_the_executable_prints_it(
@@ -163,7 +187,7 @@ def test_a_role_change_runs_every_check_at_once_and_never_pushes_the_old_verdict
     """The promise of issue 11 item 4: a promotion reaches Consul in one poll, not one
     check interval, and a verdict computed under the old role is not pushed after it."""
     consul, board = RecordingConsul(), RoleBoard()
-    board.publish(snapshot("replica", "follower"))
+    loop = TurningLoop(board, "replica", "follower")
     promoted = threading.Event()
     evaluating = threading.Event()
     proceed = threading.Event()
@@ -175,19 +199,38 @@ def test_a_role_change_runs_every_check_at_once_and_never_pushes_the_old_verdict
         proceed.wait(5)  # the promotion happens while this verdict is being computed
         return Report("CHECK_POSTGRESQL", Status.CRITICAL, "no WAL receiver")
 
-    running([PushSpec("pg-db-lag", 3600.0, "lag", ())], evaluate, consul, board)
+    running([PushSpec("pg-db-lag", 3600.0, "lag", ())], evaluate, consul, board, loop=loop)
     assert evaluating.wait(5)
     promoted.set()
-    board.publish(snapshot("primary", "leader"))
+    loop.role, loop.tag = "primary", "leader"
     proceed.set()
     wait_until(lambda: consul.updates, timeout=5, what="a push after the promotion")
     # the hour-long interval did not hold it back, and the stale CRITICAL never went out
     assert consul.statuses("pg-db-lag") == ["passing"]
 
 
+def test_no_verdict_goes_out_until_the_loop_turns_after_it(
+    running: Callable[..., Pusher],
+) -> None:
+    """A daemon frozen while it held the leader tag must not put its checks (and so its
+    tag) back into DNS before its loop has read the server and Consul again."""
+    consul, board = RecordingConsul(), RoleBoard()
+    loop = TurningLoop(board)
+    loop.paused.set()  # the loop is stuck (or the process was stopped)
+    board.publish(snapshot("primary", "leader"))
+    report = Report("CHECK_POSTGRESQL", Status.OK, "accepting connections")
+    running(
+        [PushSpec("pg-db-alive", 0.1, "alive", ())], lambda spec: report, consul, board, loop=loop
+    )
+    time.sleep(1.0)  # two turn waits: proving nothing went out needs a while
+    assert consul.updates == []
+    loop.role, loop.tag = "primary", None  # its first turn after waking: fenced, no tag
+    loop.paused.clear()
+    wait_until(lambda: consul.updates, timeout=5, what="pushes once the loop turns")
+
+
 def test_a_new_turn_with_the_same_role_runs_nothing(running: Callable[..., Pusher]) -> None:
     consul, board = RecordingConsul(), RoleBoard()
-    board.publish(snapshot("replica", "follower"))
     runs: list[str] = []
 
     def evaluate(spec: PushSpec) -> Report:
@@ -196,9 +239,7 @@ def test_a_new_turn_with_the_same_role_runs_nothing(running: Callable[..., Pushe
 
     running([PushSpec("pg-db-alive", 3600.0, "alive", ())], evaluate, consul, board)
     wait_until(lambda: consul.updates, timeout=5, what="the first push")
-    for _ in range(5):
-        board.publish(snapshot("replica", "follower"))  # a turn: observed_at moves only
-    time.sleep(0.3)  # several turns' worth: proving nothing ran needs a while
+    time.sleep(0.3)  # some fifteen turns with observed_at moving only: nothing may run
     assert runs == ["pg-db-alive"]
 
 

@@ -168,6 +168,8 @@ def host_snippet(name: str = "mem-check.json", *, interval: str | None = None) -
     snippet = load(name)
     for service in services_of(snippet):
         for check in service.get("checks", []):
+            if "args" not in check:
+                continue  # resident profile: a TTL check the daemon pushes
             check["args"] = [str(VENV_BIN / Path(check["args"][0]).name), *check["args"][1:]]
             if interval:
                 check["interval"] = interval

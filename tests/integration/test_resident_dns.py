@@ -17,6 +17,7 @@ no sample may name two leaders.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import threading
 import time
@@ -38,6 +39,7 @@ from tests.integration.reporter_deployment import (
     srv_ports,
 )
 from tests.integration.test_role_reporter import pg_install_one
+from tests.plugin_run import check_postgresql
 
 pytestmark = pytest.mark.integration
 
@@ -194,13 +196,23 @@ def test_start_tags_leader_and_follower_and_every_pushed_check_passes(resident: 
         }
     )
     checks = d.checks()
-    # what is pushed is what the executable prints: one status line, perfdata, < 4 KB
-    alive = checks["pg-db-a-alive"]["Output"]
-    assert alive.startswith("CHECK_POSTGRESQL OK - ") and " | " in alive, alive
-    assert checks["pg-db-b-lag"]["Output"].startswith("CHECK_POSTGRESQL OK - ")
+    # What is pushed is what the executable prints for the same options: the same status
+    # line and the same perfdata labels (the figures are timings of two different runs).
+    argv = snippets.resident_daemon_args("a", listen="127.0.0.1:1", interval=PUSH_INTERVAL)
+    alive_args = shlex.split(argv[argv.index("--push") + 1].split(":", 1)[1])
+    run = check_postgresql(*alive_args, env=d.servers["a"].env())
+    pushed = checks["pg-db-a-alive"]["Output"]
+    assert run.code == 0 and pushed.split(" | ")[0] == run.first_line.split(" | ")[0], pushed
+    assert labels(pushed) == labels(run.stdout)
+    assert checks["pg-db-b-lag"]["Output"].startswith("PG_LAG OK - ")
     memory = checks["pg-host-memory"]
-    assert memory["Output"].startswith("MEM_CHECK "), memory
+    assert memory["Output"].startswith("MEM "), memory
     assert all(len(c["Output"].encode()) < 4096 for c in checks.values())
+
+
+def labels(output: str) -> list[str]:
+    perfdata = output.split("\n")[0].partition(" | ")[2]
+    return [item.split("=")[0] for item in perfdata.split()]
 
 
 def test_a_paused_replica_stays_warning_and_in_dns(resident: Resident) -> None:

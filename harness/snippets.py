@@ -58,7 +58,8 @@ class Instance:
 
 def load(name: str) -> dict[str, Any]:
     """A shipped snippet as JSON (`name` relative to contrib/consul-conf.d)."""
-    return json.loads((SNIPPETS_DIR / name).read_text())
+    snippet: dict[str, Any] = json.loads((SNIPPETS_DIR / name).read_text())
+    return snippet
 
 
 @functools.cache

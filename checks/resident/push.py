@@ -146,8 +146,8 @@ def _message(exc: Exception) -> str:
     return str(format_message() if format_message else exc)
 
 
-class Evaluator(Protocol):
-    def __call__(self, spec: PushSpec) -> Report: ...
+# runs one spec's check and returns the report the executable would print
+Evaluator = Callable[[PushSpec], "Report"]
 
 
 class CheckUpdater(Protocol):

@@ -188,7 +188,9 @@ class Schedule:
         self._due[spec.check_id] = now + spec.interval
 
     def retry(self, spec: PushSpec, now: float) -> None:
-        self._due[spec.check_id] = min(self._due[spec.check_id], now + PUSH_RETRY_SECONDS)
+        """Its verdict did not reach Consul: run it again in a second, whatever its
+        interval (a TTL must not run out over an agent restart)."""
+        self._due[spec.check_id] = now + PUSH_RETRY_SECONDS
 
     def all_now(self, now: float) -> None:
         for check_id in self._due:

@@ -10,8 +10,8 @@ second instead of every 5 s so a state change shows in a second). The liveness c
 keeps its shipped 2 s interval and 1 s timeout: the fail-closed tests measure those.
 
 One deployment for the module, scenario after scenario; each leaves it as it found it,
-except the failover, which comes last. DNS is sampled in a thread for the whole module:
-no sample may name two leaders.
+except the failover, which comes last. DNS is sampled every 100 ms in a thread for the
+whole module (test_fence's sampler): no sample may name two leaders.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import shlex
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from tests.integration.reporter_deployment import (
     ReporterProcess,
     srv_ports,
 )
+from tests.integration.test_fence import LeaderSampler
 from tests.integration.test_role_reporter import pg_install_one
 from tests.plugin_run import check_postgresql
 
@@ -53,27 +53,6 @@ SYNC_SLACK_SECONDS = 1.0
 PUSH_INTERVAL = "1s"
 
 
-class DnsSampler(threading.Thread):
-    """`leader.` and `follower.` every 100 ms; remembers any answer with two leaders."""
-
-    def __init__(self, agent: ConsulAgent) -> None:
-        super().__init__(name="dns-sampler", daemon=True)
-        self.agent = agent
-        self.stopping = threading.Event()
-        self.samples = 0
-        self.two_leaders: list[tuple[float, list[int]]] = []
-
-    def run(self) -> None:
-        while not self.stopping.wait(0.1):
-            try:
-                ports = sorted(srv_ports(self.agent, LEADER))
-            except Exception:  # a lost UDP answer: no sample
-                continue
-            self.samples += 1
-            if len(ports) > 1:
-                self.two_leaders.append((time.monotonic(), ports))
-
-
 @dataclass
 class Resident:
     agent: ConsulAgent
@@ -82,7 +61,7 @@ class Resident:
     servers: dict[str, PgServer] = field(default_factory=dict)
     listen: dict[str, int] = field(default_factory=dict)
     daemons: dict[str, ReporterProcess] = field(default_factory=dict)
-    dns: DnsSampler | None = None
+    dns: LeaderSampler | None = None
 
     def service_id(self, name: str) -> str:
         return f"pg-db-{name}"
@@ -164,12 +143,12 @@ def resident(
             agent.start()
             for name in d.servers:
                 d.start_daemon(name)
-            d.dns = DnsSampler(agent)
+            d.dns = LeaderSampler(agent)
             d.dns.start()
             yield d
         finally:
             if d.dns is not None:
-                d.dns.stopping.set()
+                d.dns.stop()
             for daemon in d.daemons.values():
                 if daemon.alive():
                     os.kill(daemon.pid, signal.SIGCONT)  # a stopped one cannot take SIGTERM
@@ -181,7 +160,7 @@ def resident(
 def never_two_leaders(resident: Resident) -> Iterator[None]:
     yield
     assert resident.dns is not None
-    assert resident.dns.two_leaders == [], f"two leaders in DNS: {resident.dns.two_leaders[:5]}"
+    resident.dns.assert_never_two()
 
 
 def test_start_tags_leader_and_follower_and_every_pushed_check_passes(resident: Resident) -> None:

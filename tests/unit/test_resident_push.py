@@ -94,6 +94,9 @@ def test_schedule_runs_everything_at_start_then_each_check_on_its_interval() -> 
     schedule.ran(fast, 101.0)
     schedule.retry(slow, 101.0)  # its push failed: again in a second, not in five
     assert schedule.due(102.0) == [fast, slow]
+    schedule.ran(fast, 102.0)
+    schedule.retry(slow, 102.0)  # held back: not again before a second
+    assert schedule.due(102.5) == []
     schedule.all_now(102.5)  # a role change
     assert schedule.due(102.5) == [fast, slow]
 

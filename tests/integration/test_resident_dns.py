@@ -16,6 +16,7 @@ whole module (test_fence's sampler): no sample may name two leaders.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shlex
 import signal
@@ -158,9 +159,15 @@ def resident(
 
 @pytest.fixture(autouse=True)
 def never_two_leaders(resident: Resident) -> Iterator[None]:
-    yield
+    """Over each test's own samples: never two leaders, and sampled often enough to tell."""
     assert resident.dns is not None
-    resident.dns.assert_never_two()
+    first = len(resident.dns.samples)
+    yield
+    samples = resident.dns.samples[first:]
+    doubles = [(round(t, 2), sorted(p)) for t, p in samples if len(p) > 1]
+    assert not doubles, f"two leaders in DNS at {doubles[:5]} ({len(doubles)} samples)"
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(samples)]
+    assert gaps and max(gaps) < 0.5, f"DNS sampled too slowly: max gap {max(gaps):.2f}s"
 
 
 def test_start_tags_leader_and_follower_and_every_pushed_check_passes(resident: Resident) -> None:

@@ -39,27 +39,9 @@ def role_mismatch_option(other_role: str) -> Callable[..., Any]:
     )
 
 
-def connection_options(command: Callable[..., Any], **help_texts: str) -> Callable[..., Any]:
-    """Adds -H/-p/-U/-d and -t/-v; the command receives ``settings`` and ``verbose``.
-
-    ``help_texts`` (``timeout_help``, ``verbose_help``) reword -t/-v for a non-check.
-    """
-
-    @functools.wraps(command)
-    def wrapper(
-        *args: Any,
-        host: str | None,
-        port: int | None,
-        user: str | None,
-        dbname: str | None,
-        timeout: float,
-        **kwargs: Any,
-    ) -> Any:
-        settings = ConnectionSettings(
-            host=host, port=port, user=user, dbname=dbname, timeout=timeout
-        )
-        return command(*args, settings=settings, **kwargs)
-
+def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Adds -H/-p/-U/-d: which server, as whom; the command receives ``host``, ``port``,
+    ``user`` and ``dbname``. The daemon takes these alone, with its own -t."""
     for option in reversed(
         [
             click.option(
@@ -87,8 +69,32 @@ def connection_options(command: Callable[..., Any], **help_texts: str) -> Callab
             ),
         ]
     ):
-        wrapper = option(wrapper)
-    return common_options(wrapper, timeout_type=POSTGRES_TIMEOUT, **help_texts)
+        command = option(command)
+    return command
+
+
+def connection_options(command: Callable[..., Any], **help_texts: str) -> Callable[..., Any]:
+    """Adds -H/-p/-U/-d and -t/-v; the command receives ``settings`` and ``verbose``.
+
+    ``help_texts`` (``timeout_help``, ``verbose_help``) reword -t/-v.
+    """
+
+    @functools.wraps(command)
+    def wrapper(
+        *args: Any,
+        host: str | None,
+        port: int | None,
+        user: str | None,
+        dbname: str | None,
+        timeout: float,
+        **kwargs: Any,
+    ) -> Any:
+        settings = ConnectionSettings(
+            host=host, port=port, user=user, dbname=dbname, timeout=timeout
+        )
+        return command(*args, settings=settings, **kwargs)
+
+    return common_options(server_options(wrapper), timeout_type=POSTGRES_TIMEOUT, **help_texts)
 
 
 # Below a second a healthy server would be reported as timed out whenever connecting

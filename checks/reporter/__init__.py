@@ -10,10 +10,11 @@ role, timeline and system identifier in its Meta.
   tag is re-added within a fraction of a second.
 - The main thread polls PostgreSQL every --interval over one kept connection and writes
   only when the desired registration differs from the current one.
-- The fence (checks/reporter/fence.py, held by lock.py): the leader tag is carried only while this
-  instance's Consul session holds the KV lock --lock-key; a writable primary that cannot
-  get it is fenced (no tag, `pg_fenced_reason` in Meta, an ERROR line). A third thread
-  holds a blocking query on the key, so a release is seen at once.
+- The fence (decided in checks/roletag/fencing.py, held by lock.py): the leader tag is
+  carried only while this instance's Consul session holds the KV lock --lock-key; a
+  writable primary that cannot get it is fenced (no tag, `pg_fenced_reason` in Meta, an
+  ERROR line). A third thread holds a blocking query on the key, so a release is seen at
+  once.
 - Identity: a service whose Port (or published system identifier) is not the server's is
   never tagged; at start that, an unknown service id or a token that cannot write ends
   the process with one line (exit 2).
@@ -29,5 +30,6 @@ status 0 on a clean stop, 1 when --once could not finish, 2 on a usage or setup 
 Modules: cli.py (the command, `main`), loop.py (the Reporter: one turn), watch.py (the
 Consul watch threads), lock.py (session and leader lock), postgres.py (the kept
 connection), board.py (the latest verdict, for the HTTP endpoints and the Consul push),
-backoff.py, problems.py, systemd.py; the pure decisions are fence.py and reconcile.py.
+backoff.py, problems.py, systemd.py. The decisions it acts on are pure and shared with
+the consul-role check: checks/roletag/.
 """

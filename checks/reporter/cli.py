@@ -7,7 +7,6 @@ status 0 on a clean stop, 1 when --once could not finish, 2 on a usage or setup 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import signal
@@ -30,10 +29,9 @@ from checks.consul import (
     token_file_problem,
 )
 from checks.postgres.connection import ConnectionSettings
-from checks.postgres.options import connection_options
+from checks.postgres.options import POSTGRES_TIMEOUT, server_options
 from checks.reporter.backoff import UNREACHABLE_RETRY_SECONDS
 from checks.reporter.board import RoleBoard
-from checks.reporter.fence import default_lock_key
 from checks.reporter.loop import Reporter
 from checks.reporter.options import (
     DEFAULT_LOCK_DELAY_SECONDS,
@@ -42,11 +40,12 @@ from checks.reporter.options import (
     Options,
 )
 from checks.reporter.postgres import PostgresRole
-from checks.reporter.reconcile import TagNames
 from checks.reporter.systemd import journal_line, log_formatter
 from checks.reporter.watch import ServiceWatch
 from checks.resident.listen import ListenAddress, listen_option
 from checks.resident.push import PUSH_HELP, PushSpec, push_option_callback, pushing
+from checks.roletag.fencing import default_lock_key
+from checks.roletag.plan import TagNames
 
 log = logging.getLogger("pg-role-reporter")
 
@@ -76,13 +75,23 @@ def _a_number(value: float, param: click.Parameter, ctx: click.Context) -> float
 
 @click.command("pg-role-reporter", context_settings=runtime.CONTEXT_SETTINGS)
 @runtime.version_option
-@functools.partial(
-    connection_options,
-    # connection_options words -t and -v for checks; a daemon's differ
-    timeout_help="Seconds a PostgreSQL connect or role query may take before PostgreSQL "
-    "counts as unreachable.",
-    verbose_help="Also log debug lines.",
+@server_options
+@click.option(
+    # A check's -t bounds its whole run; the daemon runs until stopped, so its -t is
+    # another thing, named for what it is (--timeout stays an alias for existing units).
+    "-t",
+    "--round-trip-timeout",
+    "--timeout",
+    "round_trip_timeout",
+    type=POSTGRES_TIMEOUT,
+    default=10.0,
+    show_default=True,
+    help="Seconds one round trip to PostgreSQL may take: a connect, or one turn's role "
+    "query. Past it the reporter drops the connection, counts PostgreSQL as unreachable "
+    "(role tag off, lock released) and tries again next turn. Unlike a check's -t it "
+    "bounds no run. --timeout is the same option.",
 )
+@click.option("-v", "--verbose", count=True, help="Also log debug lines.")
 @click.option(
     "--service-id",
     default="pg-db",
@@ -172,7 +181,11 @@ def _a_number(value: float, param: click.Parameter, ctx: click.Context) -> float
 @click.option("--dry-run", is_flag=True, help="Print what would change on stdout; write nothing.")
 @listen_option
 def cli(
-    settings: ConnectionSettings,
+    host: str | None,
+    port: int | None,
+    user: str | None,
+    dbname: str | None,
+    round_trip_timeout: float,
     verbose: int,
     service_id: str,
     leader_tag: str,
@@ -206,9 +219,14 @@ def cli(
     consul_settings = ConsulSettings.from_env(address=consul_addr, token_file=token_file)
     if problem := token_file_problem(token_file or os.environ.get("CONSUL_HTTP_TOKEN_FILE")):
         raise click.ClickException(problem)
-    from dataclasses import replace
-
-    settings = replace(settings, application_name="pg-role-reporter")
+    settings = ConnectionSettings(
+        host=host,
+        port=port,
+        user=user,
+        dbname=dbname,
+        timeout=round_trip_timeout,
+        application_name="pg-role-reporter",
+    )
     options = Options(
         service_id=service_id,
         names=TagNames(leader=leader_tag, follower=follower_tag),

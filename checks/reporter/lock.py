@@ -1,5 +1,5 @@
 """pg-role-reporter's Consul session and the leader lock it holds with it (the I/O half
-of the fence; the decisions are pure, checks/reporter/fence.py)."""
+of the fence; the decisions are pure, checks/roletag/fencing.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import time
 from typing import Any
 
 from checks.consul import ConsulClient, ConsulError
-from checks.reporter.fence import LockHolder, holder_of, lock_value
 from checks.reporter.options import Options
-from checks.reporter.reconcile import Observed
+from checks.roletag.fencing import LockHolder, holder_of, lock_value
+from checks.roletag.plan import Observed
 
 log = logging.getLogger("pg-role-reporter")
 

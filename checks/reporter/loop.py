@@ -22,29 +22,33 @@ from checks.consul import (
 )
 from checks.reporter.backoff import Backoff
 from checks.reporter.board import RoleBoard, RoleSnapshot
-from checks.reporter.fence import (
-    LockHolder,
-    Step,
-    fence_step,
-    fenced_reason,
-    holder_of,
-    identity_problem,
-    lock_delay_reason,
-)
 from checks.reporter.lock import LeaderLock
 from checks.reporter.options import Options
 from checks.reporter.postgres import PostgresRole
 from checks.reporter.problems import UNREACHABLE, PostgresProblem, Problems
-from checks.reporter.reconcile import (
+from checks.reporter.systemd import Notifier
+from checks.reporter.watch import ConsulTrouble, LockWatch, ServiceWatch
+from checks.roletag.fencing import (
+    Step,
+    fence_step,
+    fenced_by,
+    fenced_reason,
+    holder_of,
+    identity_problem,
+    is_transient,
+    is_twin,
+    lock_delay_reason,
+    waiting_for_check_reason,
+)
+from checks.roletag.plan import (
     META_SYSTEM_IDENTIFIER,
     META_WAL_LSN,
     Change,
     Observed,
     plan,
+    registration_from_agent_service,
     role_tags_of,
 )
-from checks.reporter.systemd import Notifier
-from checks.reporter.watch import ConsulTrouble, LockWatch, ServiceWatch
 
 if TYPE_CHECKING:
     from checks.postgres.probes.reporter import Position
@@ -62,21 +66,6 @@ WAL_LSN_MIN_SECONDS = 1.0
 WAL_SEGMENT_BYTES = 16 * 1024 * 1024
 # A compare-and-set index no key ever has: proves key:write at start without a write.
 CAS_NEVER = 1 << 62
-
-
-WAITING_FOR_CHECK = "waiting for a check bound to the session to pass"
-TWIN = "another session holds the leader lock for this same service"
-
-
-def twin_reason(holder: LockHolder) -> str:
-    return (
-        f"{TWIN} (session {holder.session}): a second pg-role-reporter for it, or this "
-        "one's previous run (then until its session's TTL ends); leaving the service as it is"
-    )
-
-
-def waiting_for_check_reason(consul_said: str) -> str:
-    return f"{WAITING_FOR_CHECK} before taking the leader lock ({consul_said})"
 
 
 class Reporter:
@@ -231,14 +220,13 @@ class Reporter:
                 return lock_delay_reason(key)
         self.holding = False
         assert holder is not None
-        if holder.service_id == self.options.service_id and holder.node == self.lock.node != "?":
-            # This very service (the id is unique on the agent) holds the lock, through
-            # another session: a second reporter started for it, or this reporter's
-            # previous run, killed before it could release (its session lives until the
-            # TTL). Fencing would take the tag off the one legitimate leader for that long
-            # (and two live reporters would flip it on and off); the lock covers the tag.
-            return twin_reason(holder)
-        return fenced_reason(holder, key=key, timeline=observed.timeline)
+        return fenced_by(
+            holder,
+            service_id=self.options.service_id,
+            node=self.lock.node,
+            key=key,
+            timeline=observed.timeline,
+        )
 
     def keep_session(self) -> None:
         """A replica keeps a session ready (renewed; created again every few seconds when
@@ -283,11 +271,8 @@ class Reporter:
             reason = identity
             if wants_leader:
                 reason = self.take_lock(observed)
-            transient = reason is not None and (
-                reason == lock_delay_reason(self.options.lock_key)
-                or reason.startswith(WAITING_FOR_CHECK)
-            )
-            twin = reason is not None and reason.startswith(TWIN)
+            transient = is_transient(reason, key=self.options.lock_key)
+            twin = is_twin(reason)
             level = logging.INFO if transient else logging.WARNING if twin else logging.ERROR
             self.problems.report(reason, level=level, tag=leader)
             self.withheld = reason
@@ -402,8 +387,6 @@ class Reporter:
         try:
             # An identical registration: proves service:write, changes nothing (an
             # unchanged ContentHash wakes no watcher and syncs nothing).
-            from checks.consul import registration_from_agent_service
-
             self.consul.register_service(registration_from_agent_service(service))
             # A compare-and-set that cannot match proves key:write without writing.
             self.consul.kv_put(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from checks.reporter.reconcile import TagNames
+from checks.roletag.plan import TagNames
 
 # Explicit release imposes no lock-delay; only an invalidated session does (its node
 # failed, a bound check went critical, its TTL ran out). Those causes take the old holder

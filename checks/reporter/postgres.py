@@ -8,9 +8,9 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from checks.postgres.connection import ConnectionSettings
-from checks.reporter.problems import PostgresProblem, classify
-from checks.reporter.reconcile import Observed
-from checks.status import CheckFailed, Status
+from checks.reporter.problems import PostgresProblem, problem_of
+from checks.roletag.plan import Observed
+from checks.status import Cause, CheckFailed, Status
 
 if TYPE_CHECKING:
     import psycopg
@@ -90,16 +90,19 @@ class PostgresRole:
             with RoundTripDeadline(self._conn, self.settings.timeout) as deadline:
                 facts = read_role(self._conn)
                 position = read_position(self._conn, since=since_lsn)
-        except CheckFailed as failure:
+        except CheckFailed as raised:
             self.close()
-            message = failure.message
+            failure = raised
             if deadline is not None and deadline.expired:
-                message = (
+                # the socket we shut down is all psycopg saw: say what happened instead
+                failure = CheckFailed(
+                    Status.CRITICAL,
                     f"no answer from {self.settings.target()} within "
-                    f"{self.settings.timeout:g}s (server stopped or hung?)"
+                    f"{self.settings.timeout:g}s (server stopped or hung?)",
+                    cause=Cause.TIMEOUT,
                 )
-            problem = classify(message, unknown_status=failure.status == Status.UNKNOWN)
-            return Observed(role="unreachable", error=message), None, problem
+            problem = problem_of(failure)
+            return Observed(role="unreachable", error=failure.message), None, problem
         observed = Observed(
             role=facts.role,
             writable=facts.writable,

@@ -10,8 +10,8 @@ from typing import Any
 
 from checks.consul import ConsulClient, ConsulError, ConsulSettings, ConsulUnreachable
 from checks.reporter.backoff import UNREACHABLE_RETRY_SECONDS, Backoff
-from checks.reporter.fence import holder_of
 from checks.reporter.options import Options
+from checks.roletag.fencing import holder_of
 
 log = logging.getLogger("pg-role-reporter")
 

@@ -118,3 +118,13 @@ def test_every_duration_option_refuses_what_is_no_number_of_seconds(
     assert result.returncode == 2
     assert result.stderr.startswith(f"pg-role-reporter: Invalid value for '{option}'")
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_t_is_named_for_what_it_bounds_and_timeout_still_works() -> None:
+    """A check's -t bounds its run; the daemon's bounds one round trip to PostgreSQL."""
+    assert "-t, --round-trip-timeout, --timeout SECONDS" in run("--help").stdout
+    for option in ("-t", "--round-trip-timeout", "--timeout"):
+        result = run(option, "nan")
+        assert result.returncode == 2, option
+        assert result.stderr.startswith("pg-role-reporter: Invalid value for '")
+        assert "Traceback" not in result.stderr

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from checks.reporter import watch as reporter_watch
 from checks.consul import ConsulClient, ConsulSettings
+from checks.reporter import watch as reporter_watch
 
 
 def test_service_watch_survives_an_unreadable_answer(monkeypatch: pytest.MonkeyPatch) -> None:

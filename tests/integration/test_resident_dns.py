@@ -276,3 +276,28 @@ def test_failover_and_the_old_primary_back_on_its_old_timeline_is_never_leader(
     assert "fenced" in d.checks()["pg-db-a-role-tag"]["Output"]
     time.sleep(3)  # several polls and pushes of both daemons: DNS is sampled meanwhile
     assert srv_ports(d.agent, LEADER) == {d.port("b")}
+
+
+def test_a_daemon_frozen_past_its_ttl_loses_the_lock_and_wakes_without_a_second_leader(
+    resident: Resident,
+) -> None:
+    """The leader's daemon is SIGSTOPped: its instance leaves DNS through the liveness
+    check, its pushed alive check expires after the TTL and ends the lock's session, and
+    the other writable primary (the old one, fenced until now) takes the lock. When the
+    frozen daemon runs again, /liveness answers at once, but its verdicts wait for a turn
+    of its loop, which takes its stale leader tag off first: DNS never names both."""
+    d = resident
+    leader, other = "b", "a"  # after the failover above; `a` is a fenced writable primary
+    d.wait_dns(LEADER, {d.port(leader)}, timeout=30)
+    frozen = d.daemons[leader]
+    os.kill(frozen.pid, signal.SIGSTOP)
+    try:
+        d.wait_dns(LEADER, set(), timeout=LIVENESS_SECONDS + SYNC_SLACK_SECONDS)
+        # TTL 15 s, Consul's TTL reaper and the 1 s lock-delay, then the other's next poll
+        d.wait_dns(LEADER, {d.port(other)}, timeout=30)
+        d.wait_checks({f"pg-db-{leader}-alive": "critical"}, timeout=5)
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)
+    frozen.wait_for_log("NOT tagging leader: fenced", timeout=15)
+    time.sleep(3)  # liveness passes again meanwhile; DNS is sampled every 100 ms
+    assert srv_ports(d.agent, LEADER) == {d.port(other)}

@@ -274,3 +274,18 @@ def test_a_check_that_raises_costs_one_verdict_not_the_thread(
     pusher = running([PushSpec("a", 0.1, "alive", ())], evaluate, consul, board)
     wait_until(lambda: consul.updates, timeout=5, what="a push after the failure")
     assert pusher.is_alive()
+
+
+def test_the_board_wakes_a_waiter_on_the_next_turn_not_on_a_timer() -> None:
+    board = RoleBoard()
+    first = snapshot("replica", "follower")
+    board.publish(first)
+    assert board.wait_newer(None, timeout=0) is first  # newer than nothing: at once
+    started = time.monotonic()
+    assert board.wait_newer(first, timeout=0.2) is first  # no turn: the timeout
+    assert time.monotonic() - started >= 0.2
+    second = snapshot("replica", "follower")
+    threading.Timer(0.05, board.publish, (second,)).start()
+    started = time.monotonic()
+    assert board.wait_newer(first, timeout=5) is second
+    assert time.monotonic() - started < 1

@@ -87,12 +87,14 @@ class PushSpec:
                 f"{text!r} is not CHECK_ID=INTERVAL:COMMAND [OPTION...] "
                 "(e.g. 'pg-db-lag=5s:lag --role-mismatch ok -t 4')"
             )
+        import click
+
         from checks.runtime import TimeoutType
 
         try:
             interval = float(TimeoutType().convert(interval_text, None, None))
-        except Exception as exc:  # click.BadParameter, worded for the user
-            raise PushSpecError(f"{text!r}: the interval {_message(exc)}") from None
+        except click.BadParameter as exc:
+            raise PushSpecError(f"{text!r}: the interval: {exc.message}") from None
         command, *args = words
         spec = cls(check_id.strip(), interval, command, tuple(args))
         return spec.validated()
@@ -139,11 +141,6 @@ class PushSpec:
                 "--push: the checks run on the daemon's own connection to its instance"
             )
         return PushSpec(self.check_id, self.interval, self.command, self.args, float(timeout))
-
-
-def _message(exc: Exception) -> str:
-    format_message = getattr(exc, "format_message", None)
-    return str(format_message() if format_message else exc)
 
 
 # runs one spec's check and returns the report the executable would print

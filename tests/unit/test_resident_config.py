@@ -9,6 +9,10 @@ than --listen takes every instance out of DNS.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,6 +24,7 @@ from checks.resident.push import PushSpec
 from harness import snippets
 
 RESIDENT_FILES = ("resident/pg-db.json", "resident/mem-check.json")
+SYSTEMD_DIR = snippets.REPO_ROOT / "contrib" / "systemd"
 
 
 def daemon_params() -> dict[str, Any]:
@@ -107,3 +112,22 @@ def test_a_bad_push_in_the_drop_in_would_stop_the_start() -> None:
     argv = [*snippets.resident_exec_start()[1:], "--push", "pg-db-x=5s:alive -H elsewhere"]
     with pytest.raises(click.BadParameter, match="connection options"):
         cli.make_context("pg-role-reporter", argv)
+
+
+def test_systemd_analyze_verify_reads_the_drop_in_cleanly(tmp_path: Path) -> None:
+    """As tests/unit/test_systemd_unit.py verifies the unit, with the drop-in in the unit's
+    .d directory: systemd reads it there, and an unknown key or bad value would be a
+    warning on stderr."""
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze missing: scripts/bootstrap installs systemd"
+    binary = str(Path(sys.executable).parent / "pg-role-reporter")
+    shipped = "/usr/local/bin/pg-role-reporter"
+    unit = tmp_path / "pg-role-reporter.service"
+    unit.write_text((SYSTEMD_DIR / unit.name).read_text().replace(shipped, binary))
+    drop_in = tmp_path / "pg-role-reporter.service.d" / "resident.conf"
+    drop_in.parent.mkdir()
+    drop_in.write_text(snippets.RESIDENT_DROP_IN.read_text().replace(shipped, binary))
+    done = subprocess.run(
+        [analyze, "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and not done.stderr.strip(), done.stdout + done.stderr

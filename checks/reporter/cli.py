@@ -43,6 +43,7 @@ from checks.reporter.postgres import PostgresRole
 from checks.reporter.systemd import journal_line, log_formatter
 from checks.reporter.watch import ServiceWatch
 from checks.resident.listen import ListenAddress, listen_option
+from checks.resident.push import PUSH_HELP, PushSpec, push_option_callback, pushing
 from checks.roletag.fencing import default_lock_key
 from checks.roletag.plan import TagNames
 
@@ -171,6 +172,14 @@ def _a_number(value: float, param: click.Parameter, ctx: click.Context) -> float
     help="Longest gap between two pg_wal_lsn publications while the position moves "
     "(sooner after 16 MiB of WAL, never more than once a second).",
 )
+@click.option(
+    "--push",
+    "push_specs",
+    multiple=True,
+    metavar="CHECK_ID=INTERVAL:COMMAND [OPTION...]",
+    callback=push_option_callback,
+    help=PUSH_HELP,
+)
 @click.option("--once", is_flag=True, help="Reconcile once and exit (1 if Consul failed).")
 @click.option("--dry-run", is_flag=True, help="Print what would change on stdout; write nothing.")
 @listen_option
@@ -193,6 +202,7 @@ def cli(
     session_ttl: float,
     session_checks: tuple[str, ...],
     wal_lsn_interval: float,
+    push_specs: tuple[PushSpec, ...],
     once: bool,
     dry_run: bool,
     listen: ListenAddress | None,
@@ -272,6 +282,8 @@ def cli(
                 session_ttl=session_ttl,
                 stopping=stop,
                 listen=listen,
+                push_specs=push_specs,
+                consul_settings=consul_settings,
             )
             reporter.run_forever(watch, stop)
         return EXIT_OK
@@ -288,6 +300,8 @@ def start_services(
     session_ttl: float,
     stopping: threading.Event,
     listen: ListenAddress | None = None,
+    consul_settings: ConsulSettings,
+    push_specs: Sequence[PushSpec] = (),
 ) -> None:
     """Start the optional services that read the loop's verdict from `board`.
 
@@ -303,6 +317,12 @@ def start_services(
     services.callback(source.close)
     if listen is not None:
         _serve_http(services, board, source, listen, settings, interval, session_ttl, stopping)
+    if push_specs:
+        # a verdict waits for the loop's next turn: an interval plus a PostgreSQL round trip
+        turn_wait = interval + settings.timeout
+        services.enter_context(
+            pushing(push_specs, board, consul_settings, source, turn_wait=turn_wait)
+        )
 
 
 def _serve_http(

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from checks.consul import ConsulClient, ConsulPermissionDenied, ConsulSettings
 from harness import snippets
 from harness.consul import ConsulAgent, wait_until
 from harness.postgres import PgCluster, PgServer
@@ -93,8 +94,9 @@ def wait_states(agent: ConsulAgent, expected: dict[str, str], *, timeout: float 
     [
         ["agent.json", "pg-db.json", "mem-check.json"],
         ["agent.json", "zero-write/pg-db-roles.json", "mem-check.json"],
+        ["resident/pg-db.json", "resident/mem-check.json"],
     ],
-    ids=["reporter-profile", "zero-write-profile"],
+    ids=["reporter-profile", "zero-write-profile", "resident-profile"],
 )
 def test_shipped_snippets_pass_consul_validate(
     consul_bin: Path, tmp_path: Path, files: list[str]
@@ -227,3 +229,51 @@ def test_zero_write_profile_answers_leader_and_follower_in_dns(
         cluster.promote(replica)
         wait_srv(agent, "leader.pg-db.service.consul", [replica.port])
         wait_srv(agent, "follower.pg-db.service.consul", [])
+
+
+# -- ACLs: the reporter's token with the shipped policies can push every check ------------
+
+
+def test_the_shipped_policies_let_the_reporter_push_each_check_and_no_other(
+    consul_agent_factory: ConsulAgentFactory,
+) -> None:
+    """Updating a TTL check needs write on its service: pg-db from pg-role-reporter.hcl,
+    pg-host from pg-role-reporter-resident.hcl. Real ACL agent, the shipped files."""
+    acl_dir = snippets.SNIPPETS_DIR / "acl"
+    configs = {
+        name: {"service": {**snippets.load(f"resident/{name}.json")["service"]}}
+        for name in ("pg-db", "mem-check")
+    }
+    agent = consul_agent_factory(acl=True)
+    rules = {f: (acl_dir / f).read_text() for f in ("pg-role-reporter.hcl", "pg-db-services.hcl")}
+    services = agent.create_token(rules["pg-db-services.hcl"])
+    for name, content in configs.items():
+        content["service"]["token"] = services
+        agent.write_config(name, content)
+    agent.reload()
+    reporter_rules = rules["pg-role-reporter.hcl"]
+    resident_rules = (acl_dir / "pg-role-reporter-resident.hcl").read_text()
+
+    def push_all(token: str) -> dict[str, str]:
+        client = ConsulClient(ConsulSettings.from_env({**agent.env(token=token)}))
+        outcome = {}
+        with client:
+            for check_id in ("pg-db-alive", "pg-host-memory"):
+                try:
+                    client.update_check(check_id, "passing", "pushed\n")
+                    outcome[check_id] = "pushed"
+                except ConsulPermissionDenied as exc:
+                    outcome[check_id] = f"refused: {exc}"
+        return outcome
+
+    wait_until(
+        lambda: {"pg-db-alive", "pg-host-memory"} <= set(agent.api("GET", "/v1/agent/checks")),
+        timeout=15,
+        what="the resident TTL checks registered",
+    )
+    alone = push_all(agent.create_token(reporter_rules))
+    assert alone["pg-db-alive"] == "pushed"
+    assert "service:write on the service that check" in alone["pg-host-memory"]
+    both = push_all(agent.create_token(reporter_rules + "\n" + resident_rules))
+    assert both == {"pg-db-alive": "pushed", "pg-host-memory": "pushed"}
+    assert agent.api("GET", "/v1/agent/checks")["pg-host-memory"]["Status"] == "passing"

@@ -572,6 +572,21 @@ class ConsulClient:
         """`GET /v1/agent/checks`: this agent's checks by check ID (ACL-filtered)."""
         return self._json("GET", "/v1/agent/checks", needs="service:read / node:read")
 
+    def update_check(self, check_id: str, status: str, output: str) -> None:
+        """`PUT /v1/agent/check/update/:id`: set a TTL check's status ("passing",
+        "warning" or "critical") and output, and restart its TTL.
+
+        Consul answers 500 "does not have associated TTL" for an ID that is not a TTL
+        check of this agent (a typo, or conf.d not loaded yet) and 403 without
+        service:write on the check's service.
+        """
+        self._request(
+            "PUT",
+            f"/v1/agent/check/update/{quote(check_id, safe='')}",
+            json_body={"Status": status, "Output": output},
+            needs=f'service:write on the service that check "{check_id}" belongs to',
+        )
+
     # Prepared queries live in the servers' raft state, not in conf.d (docs/design.md §5).
     _QUERY_NEEDS = "query write on the query name (query/query_prefix rules)"
 

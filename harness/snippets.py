@@ -22,12 +22,14 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import shlex
 import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SNIPPETS_DIR = REPO_ROOT / "contrib" / "consul-conf.d"
@@ -111,6 +113,7 @@ def for_instance(
     suffix: str,
     interval: str | None = None,
     skipped: list[str] | None = None,
+    listen_port: int | None = None,
 ) -> dict[str, Any]:
     """A copy of `snippet` (one `service` or several `services`) for `instance`.
 
@@ -118,6 +121,9 @@ def for_instance(
     instance's. A check whose check_postgresql subcommand this venv lacks (an install
     older than the snippets) is left out and its id appended to `skipped`: a missing
     subcommand exits 3, which Consul reads as critical, evicting every instance.
+    Resident snippets: TTL checks keep their TTL; an `http` check (the daemon's liveness)
+    gets `listen_port`, the port of that instance's daemon, and keeps its shipped interval
+    and timeout, which the fail-closed tests measure.
     """
     services = copy.deepcopy(services_of(snippet))
     for service in services:
@@ -128,6 +134,12 @@ def for_instance(
         kept = []
         for check in service.get("checks", []):
             check["id"] = _renamed(check["id"], old_id, new_id)
+            if "args" not in check:
+                # resident profile: a TTL check the daemon pushes, or its liveness URL
+                if "http" in check and listen_port is not None:
+                    check["http"] = _with_port(check["http"], listen_port)
+                kept.append(check)
+                continue
             args = _rewrite_args(check["args"], instance, new_id)
             if Path(args[0]).name == "check_postgresql":
                 help_text = subcommand_help(args[0], args[1])
@@ -160,3 +172,67 @@ def host_snippet(name: str = "mem-check.json", *, interval: str | None = None) -
             if interval:
                 check["interval"] = interval
     return snippet
+
+
+def _with_port(url: str, port: int) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=f"{parts.hostname}:{port}"))
+
+
+RESIDENT_DROP_IN = REPO_ROOT / "contrib" / "systemd" / "pg-role-reporter-resident.conf"
+
+
+def resident_exec_start(path: Path = RESIDENT_DROP_IN) -> list[str]:
+    """The shipped resident drop-in's ExecStart as systemd splits it (continuation lines
+    joined, double quotes keep a word whole); the empty `ExecStart=` reset is skipped."""
+    text = path.read_text().replace("\\\n", " ")
+    starts = [
+        line.split("=", 1)[1].strip()
+        for line in text.splitlines()
+        if line.startswith("ExecStart=") and line.split("=", 1)[1].strip()
+    ]
+    (command_line,) = starts
+    return shlex.split(command_line)
+
+
+def resident_daemon_args(
+    suffix: str,
+    *,
+    listen: str,
+    interval: str | None = None,
+    memory: bool = True,
+) -> list[str]:
+    """The drop-in's pg-role-reporter options for one instance of a test: service id
+    `pg-db-<suffix>` and check ids renamed as `for_instance` renames them, its own
+    `--listen`, optionally shorter push intervals, and the host's memory check only
+    for one instance (`memory`). The checks' own options are left as shipped."""
+    old_id = "pg-db"
+    new_id = f"{old_id}-{suffix}"
+    argv = resident_exec_start()[1:]
+    rewritten: list[str] = []
+    words = iter(argv)
+    for word in words:
+        if word in ("--service-id", "--listen", "--session-check", "--push"):
+            value = next(words)
+            if word == "--service-id":
+                value = new_id
+            elif word == "--listen":
+                value = listen
+            elif word == "--session-check":
+                value = _renamed(value, old_id, new_id)
+            else:
+                check_id, _, rest = value.partition("=")
+                every, _, command_line = rest.partition(":")
+                if not check_id.startswith(old_id + "-"):
+                    if not memory:
+                        continue
+                else:
+                    check_id = _renamed(check_id, old_id, new_id)
+                check_args = shlex.split(command_line)
+                if "--service-id" in check_args:
+                    check_args[check_args.index("--service-id") + 1] = new_id
+                value = f"{check_id}={interval or every}:{shlex.join(check_args)}"
+            rewritten += [word, value]
+        else:
+            rewritten.append(word)
+    return rewritten

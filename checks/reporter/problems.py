@@ -13,7 +13,10 @@ Leaf module: standard library only.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+
+log = logging.getLogger("pg-role-reporter")
 
 UNREACHABLE = "unreachable"
 LOGIN_FAILED = "login failed"
@@ -80,3 +83,20 @@ def classify(message: str, *, unknown_status: bool) -> PostgresProblem:
     if any(refusal in lowered for refusal in _LOGIN_REFUSALS):
         return PostgresProblem(LOGIN_FAILED, message)
     return PostgresProblem(UNREACHABLE, message)
+
+
+class Problems:
+    """One ERROR line when a reason to withhold a tag starts or changes, one INFO when it
+    ends; the current reason is what the reporter publishes in Meta."""
+
+    def __init__(self) -> None:
+        self.current: str | None = None
+
+    def report(self, reason: str | None, *, level: int = logging.ERROR, tag: str) -> None:
+        if reason == self.current:
+            return
+        if reason is not None:
+            log.log(level, "NOT tagging %s: %s", tag, reason)
+        elif self.current is not None:
+            log.info("no longer withholding the %s tag (was: %s)", tag, self.current)
+        self.current = reason

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-REPORTER = [sys.executable, "-m", "checks.role_reporter"]
+REPORTER = [sys.executable, "-m", "checks.reporter"]
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,1 @@
+"""Resident mode: the daemon serves and pushes the checks of its own instance."""

@@ -1,0 +1,323 @@
+"""Resident mode's Consul push: the daemon runs the instance's checks on its own schedule
+and writes each verdict into a Consul TTL check (docs/design.md §5, §8).
+
+`--push CHECK_ID=INTERVAL:COMMAND [OPTION...]` (one argument each, repeatable) names a TTL
+check of the local agent, how often to evaluate it, and the check to run: a
+`check_postgresql` subcommand with its options, or `mem` for mem_check. The verdict is
+what the executable would print for the same options, run in-process on the daemon's
+kept connection; connection options are refused (the daemon checks its own instance).
+
+Why push and not a script check: a script check's verdict stands for a whole interval, so
+a verdict from just before a promotion outlives it (§5). Here every change of the role
+board (a promotion, a demotion, a stopped server) makes every check run again at once,
+and a verdict evaluated under an older role is thrown away, not pushed.
+
+Every evaluation is pushed (status and output): that is also the TTL refresh, so the TTL
+in conf.d must exceed the interval plus the check's timeout (the shipped files leave twice
+that). An identical update is local to the agent: Consul syncs a status change to the
+servers at once and output-only changes at most every few minutes.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from checks.consul import ConsulClient, ConsulError, ConsulSettings
+from checks.status import Status
+
+if TYPE_CHECKING:
+    import click
+
+    from checks.output import Report
+    from checks.postgres.connection import ConnectionSource
+    from checks.reporter.board import RoleSnapshot
+
+log = logging.getLogger("pg-role-reporter")
+
+MEMORY_COMMAND = "mem"
+# Consul's states for our exit codes, as a script check maps them (§5): 3 is critical.
+CONSUL_STATUS = {
+    Status.OK: "passing",
+    Status.WARNING: "warning",
+    Status.CRITICAL: "critical",
+    Status.UNKNOWN: "critical",
+}
+# How often the schedule looks at the role board between two due checks: the reporter
+# polls PostgreSQL every 0.25 s at the fastest, so this adds at most a fifth of a poll.
+ROLE_WATCH_SECONDS = 0.05
+# After a failed push (agent restarting, check not loaded yet): the verdict is pushed
+# again this soon, as the reporter retries an agent that does not answer (§5).
+PUSH_RETRY_SECONDS = 1.0
+# The executable's own default for -t.
+DEFAULT_CHECK_TIMEOUT = 10.0
+# Options that would point a check at another server: the daemon checks its own instance.
+CONNECTION_PARAMETERS = ("host", "port", "user", "dbname")
+
+
+class PushSpecError(ValueError):
+    """A --push value that cannot be run; the message says why, for a usage error."""
+
+
+@dataclass(frozen=True)
+class PushSpec:
+    """One `--push CHECK_ID=INTERVAL:COMMAND [OPTION...]`."""
+
+    check_id: str
+    interval: float
+    command: str
+    args: tuple[str, ...]
+    timeout: float = DEFAULT_CHECK_TIMEOUT
+
+    @classmethod
+    def parse(cls, text: str) -> PushSpec:
+        check_id, equals, rest = text.partition("=")
+        interval_text, colon, command_line = rest.partition(":")
+        words = shlex.split(command_line) if colon else []
+        if not (equals and check_id.strip() and words):
+            raise PushSpecError(
+                f"{text!r} is not CHECK_ID=INTERVAL:COMMAND [OPTION...] "
+                "(e.g. 'pg-db-lag=5s:lag --role-mismatch ok -t 4')"
+            )
+        from checks.runtime import TimeoutType
+
+        try:
+            interval = float(TimeoutType().convert(interval_text, None, None))
+        except Exception as exc:  # click.BadParameter, worded for the user
+            raise PushSpecError(f"{text!r}: the interval {_message(exc)}") from None
+        command, *args = words
+        spec = cls(check_id.strip(), interval, command, tuple(args))
+        return spec.validated()
+
+    def click_command(self) -> tuple[click.Command, Sequence[str], str]:
+        """(the click command an executable runs, its argv, the status line's name)."""
+        if self.command == MEMORY_COMMAND:
+            from checks import mem_check
+
+            return mem_check.command, self.args, mem_check.NAME
+        from checks import check_postgresql
+
+        if self.command not in check_postgresql.SUBCOMMANDS:
+            raise PushSpecError(
+                f"{self.check_id}: {self.command!r} is neither a check_postgresql subcommand "
+                f"({', '.join(check_postgresql.SUBCOMMANDS)}) nor {MEMORY_COMMAND!r}"
+            )
+        return check_postgresql.cli, (self.command, *self.args), check_postgresql.NAME
+
+    def validated(self) -> PushSpec:
+        """Parse the options now, as the executable would: a typo ends the start with a
+        usage error instead of a critical check every interval. Returns the spec with
+        the check's own -t, which bounds each run."""
+        import click
+        from click.core import ParameterSource
+
+        command, argv, _ = self.click_command()
+        if isinstance(command, click.Group):
+            command = command.get_command(click.Context(command), argv[0]) or command
+            argv = argv[1:]
+        try:
+            with command.make_context(self.command, list(argv)) as ctx:
+                given = [
+                    name
+                    for name in CONNECTION_PARAMETERS
+                    if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+                ]
+                timeout = ctx.params.get("timeout", DEFAULT_CHECK_TIMEOUT)
+        except click.ClickException as exc:
+            raise PushSpecError(f"{self.check_id}: {exc.format_message()}") from None
+        if given:
+            raise PushSpecError(
+                f"{self.check_id}: connection options ({', '.join(given)}) have no place in "
+                "--push: the checks run on the daemon's own connection to its instance"
+            )
+        return PushSpec(self.check_id, self.interval, self.command, self.args, float(timeout))
+
+
+def _message(exc: Exception) -> str:
+    format_message = getattr(exc, "format_message", None)
+    return str(format_message() if format_message else exc)
+
+
+class Evaluator(Protocol):
+    def __call__(self, spec: PushSpec) -> Report: ...
+
+
+class RoleSource(Protocol):
+    def latest(self) -> RoleSnapshot | None: ...
+
+
+def role_key(snapshot: RoleSnapshot | None) -> tuple[object, ...] | None:
+    """What makes a verdict stale when it changes: the role, the tag, the lock, the fence."""
+    if snapshot is None:
+        return None
+    return (snapshot.role, snapshot.tag, snapshot.holds_lock, snapshot.fenced_reason)
+
+
+class Schedule:
+    """When each check is due next. Pure: the caller says what time it is."""
+
+    def __init__(self, specs: Sequence[PushSpec], now: float) -> None:
+        self.specs = list(specs)
+        self._due = {spec.check_id: now for spec in self.specs}
+
+    def due(self, now: float) -> list[PushSpec]:
+        return [spec for spec in self.specs if self._due[spec.check_id] <= now]
+
+    def seconds_to_next(self, now: float) -> float:
+        return max(0.0, min(self._due.values(), default=now + 60.0) - now)
+
+    def ran(self, spec: PushSpec, now: float) -> None:
+        self._due[spec.check_id] = now + spec.interval
+
+    def retry(self, spec: PushSpec, now: float) -> None:
+        self._due[spec.check_id] = min(self._due[spec.check_id], now + PUSH_RETRY_SECONDS)
+
+    def all_now(self, now: float) -> None:
+        for check_id in self._due:
+            self._due[check_id] = now
+
+
+class PushTrouble:
+    """One log line when pushing starts failing (or fails otherwise), one when it works again."""
+
+    def __init__(self) -> None:
+        self.current: str | None = None
+
+    def failed(self, spec: PushSpec, error: ConsulError) -> None:
+        text = str(error)
+        if text != self.current:
+            log.warning("pushing %s to Consul: %s; retrying every %gs", spec.check_id, text,
+                        PUSH_RETRY_SECONDS)
+            self.current = text
+
+    def ok(self) -> None:
+        if self.current is not None:
+            log.info("pushing check verdicts to Consul again")
+            self.current = None
+
+
+class Pusher(threading.Thread):
+    """Runs the --push checks on their schedule and on every role change; pushes each
+    verdict to its TTL check."""
+
+    def __init__(
+        self,
+        specs: Sequence[PushSpec],
+        evaluate: Evaluator,
+        consul: ConsulClient,
+        board: RoleSource,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(name="consul-push", daemon=True)
+        self.specs = list(specs)
+        self.evaluate = evaluate
+        self.consul = consul
+        self.board = board
+        self.clock = clock
+        self.stopping = threading.Event()
+        self.trouble = PushTrouble()
+        self.pushed: dict[str, tuple[str, str]] = {}  # check id -> (status, output)
+
+    def run(self) -> None:
+        schedule = Schedule(self.specs, self.clock())
+        seen = role_key(self.board.latest())
+        while not self.stopping.is_set():
+            now = self.clock()
+            current = role_key(self.board.latest())
+            if current != seen:
+                seen = current
+                schedule.all_now(now)
+            due = schedule.due(now)
+            if not due:
+                self.stopping.wait(min(ROLE_WATCH_SECONDS, schedule.seconds_to_next(now)))
+                continue
+            for spec in due:
+                if self.stopping.is_set():
+                    return
+                try:
+                    report = self.evaluate(spec)
+                except Exception as exc:  # a bug must cost one verdict, never the thread
+                    log.error("evaluating %s: %s: %s", spec.check_id, type(exc).__name__, exc)
+                    schedule.ran(spec, self.clock())
+                    continue
+                if role_key(self.board.latest()) != seen:
+                    # evaluated across a role change: stale before it is pushed; the next
+                    # pass runs every check again under the new role
+                    break
+                schedule.ran(spec, self.clock())
+                if not self.push(spec, report):
+                    schedule.retry(spec, self.clock())
+
+    def push(self, spec: PushSpec, report: Report) -> bool:
+        status, output = CONSUL_STATUS[report.status], report.render()
+        try:
+            self.consul.update_check(spec.check_id, status, output)
+        except ConsulError as exc:
+            self.trouble.failed(spec, exc)
+            return False
+        except Exception as exc:  # never end the thread quietly: TTLs would expire
+            log.error("pushing %s: %s: %s", spec.check_id, type(exc).__name__, exc)
+            return False
+        self.trouble.ok()
+        previous = self.pushed.get(spec.check_id)
+        if previous is None or previous[0] != status:
+            log.info("%s is %s: %s", spec.check_id, status, output.split("\n", 1)[0])
+        self.pushed[spec.check_id] = (status, output)
+        return True
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+
+def bounded_evaluator(source: ConnectionSource | None) -> Evaluator:
+    """Each check in a worker thread under its own -t, on the daemon's kept connection."""
+    from checks.resident.checks import run_bounded
+
+    def evaluate(spec: PushSpec) -> Report:
+        command, argv, name = spec.click_command()
+        return run_bounded(command, argv, name, spec.timeout, source)
+
+    return evaluate
+
+
+def start_pushing(
+    specs: Sequence[PushSpec],
+    board: RoleSource,
+    consul_settings: ConsulSettings,
+    source: ConnectionSource | None,
+) -> Pusher:
+    """The cli's hook: a started Pusher with its own Consul client (stop() it at exit)."""
+    pusher = Pusher(specs, bounded_evaluator(source), ConsulClient(consul_settings), board)
+    pusher.start()
+    return pusher
+
+
+def push_option_callback(
+    ctx: click.Context, param: click.Parameter, values: Sequence[str]
+) -> tuple[PushSpec, ...]:
+    """click callback of `--push`: every spec parsed and validated at start, ids unique."""
+    import click
+
+    try:
+        specs = tuple(PushSpec.parse(value) for value in values)
+    except PushSpecError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+    ids = [spec.check_id for spec in specs]
+    if repeated := sorted({i for i in ids if ids.count(i) > 1}):
+        raise click.BadParameter(f"check {', '.join(repeated)} given twice", ctx, param)
+    return specs
+
+
+PUSH_HELP = (
+    "Run a check in the daemon every INTERVAL (and at once after every role change) and "
+    "push its verdict into the local agent's TTL check CHECK_ID: COMMAND is a "
+    "check_postgresql subcommand or 'mem' (mem_check), with its options but no connection "
+    "options, all in one argument, e.g. --push 'pg-db-lag=5s:lag --role-mismatch ok -t 4'. "
+    "Repeatable."
+)

@@ -17,7 +17,8 @@ from checks.adapters import FactContext, MetricContext, Summary, status_of
 from checks.memory.probe import METRIC_ORDER, MemoryProbe
 from checks.memory.snapshot import SCOPES, take_snapshot
 from checks.output import Report
-from checks.runtime import CONTEXT_SETTINGS, common_options, run_check, run_cli, version_option
+from checks.runtime import command as check_command
+from checks.runtime import common_options, run_check, run_cli, version_option
 from checks.status import worst
 from checks.thresholds import (
     Limits,
@@ -110,7 +111,7 @@ def _pair(
         raise
 
 
-@click.command(context_settings=CONTEXT_SETTINGS)
+@check_command("mem_check")
 @threshold_options(
     plain_unit=Unit.PERCENT,
     help_suffix="Percent of the total used (90%, default warning 90, critical 95) or bytes "

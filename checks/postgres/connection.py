@@ -13,8 +13,10 @@ import os
 import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from checks.status import critical, unknown
 
@@ -141,10 +143,50 @@ def _is_conninfo(text: str) -> bool:
     return "=" in text or text.startswith(("postgresql://", "postgres://"))
 
 
+class ConnectionSource(Protocol):
+    """Hands out a connection to the instance a check runs against, instead of a new one.
+
+    The resident daemon keeps one connection to its own instance and lends it to the
+    checks it runs in-process; the source ignores host, port, user and dbname (a request
+    never chooses the server). The connection it yields is autocommit with dict rows, as
+    :func:`open_connection`'s, and stays open after the ``with`` block.
+    """
+
+    def connection(
+        self, settings: ConnectionSettings
+    ) -> AbstractContextManager[psycopg.Connection[Any]]: ...
+
+
+# Set by checks.runtime.invoke for the check it runs in this thread (a ContextVar, not a
+# global: the daemon runs several checks at once, each in its own thread).
+connection_source: ContextVar[ConnectionSource | None] = ContextVar(
+    "connection_source", default=None
+)
+
+
 def connect(
+    settings: ConnectionSettings, *, capture_stderr: bool = True, own_instance: bool = True
+) -> AbstractContextManager[psycopg.Connection[dict[str, Any]]]:
+    """The connection a check asks its questions on, for a ``with`` block.
+
+    From the :data:`connection_source` when one is set (in-process, the daemon's kept
+    connection), else a new one (:func:`open_connection`), closed at the end of the block.
+    ``own_instance=False`` is for another server (the primary a replica compares itself
+    with): never the source's, and since a source means a multi-threaded daemon, libpq's
+    warnings are not captured from the shared file descriptor 2.
+    """
+    source = connection_source.get()
+    if source is not None:
+        if own_instance:
+            return source.connection(settings)
+        capture_stderr = False
+    return open_connection(settings, capture_stderr=capture_stderr)
+
+
+def open_connection(
     settings: ConnectionSettings, *, capture_stderr: bool = True
 ) -> psycopg.Connection[dict[str, Any]]:
-    """One autocommit connection with dict rows; failures end the check as CRITICAL,
+    """One new autocommit connection with dict rows; failures end the check as CRITICAL,
     a server older than OLDEST_SUPPORTED_MAJOR as UNKNOWN.
 
     ``capture_stderr``: keep libpq's own warnings off file descriptor 2 (a check must print

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-import click
 import nagiosplugin
 
 from checks import adapters, output, runtime
@@ -63,7 +62,7 @@ class AliveSummary(adapters.Summary):
         return f"{self.probe.reached} accepts connections (PostgreSQL {version}, {self.probe.role})"
 
 
-@click.command("alive", context_settings=runtime.CONTEXT_SETTINGS)
+@runtime.command("alive")
 @connection_options
 @threshold_options(plain_unit=Unit.SECONDS, help_suffix="Connect time, e.g. 500ms or 2s.")
 @range_options("query", ThresholdType(unit=Unit.SECONDS, plain_unit=Unit.SECONDS), "the query time")

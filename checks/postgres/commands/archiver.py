@@ -124,7 +124,7 @@ class ArchiverSummary(adapters.Summary):
         return f"{text}, {facts.ready_wal_files} WAL files waiting"
 
 
-@click.command("archiver", context_settings=runtime.CONTEXT_SETTINGS)
+@runtime.command("archiver")
 @connection_options
 @threshold_options(
     plain_unit=None,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import click
 import nagiosplugin
 
 from checks import adapters, output, runtime
@@ -82,7 +81,7 @@ class ConnectionsSummary(adapters.Summary):
         return ", ".join(filter(None, [text, self._busiest()]))
 
 
-@click.command("connections", context_settings=runtime.CONTEXT_SETTINGS)
+@runtime.command("connections")
 @connection_options
 @threshold_options(
     plain_unit=None,

@@ -176,7 +176,7 @@ class VerdictSummary(adapters.Summary):
         return verdict.summary if verdict is not None else "no verdict"
 
 
-@click.command("consul-role", context_settings=runtime.CONTEXT_SETTINGS)
+@runtime.command("consul-role")
 @connection_options
 @click.option(
     "--service-id",

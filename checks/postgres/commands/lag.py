@@ -512,7 +512,7 @@ def _consul_settings(address: str | None):
         return unknown(f"Consul settings: {exc}")
 
 
-@click.command("lag", context_settings=runtime.CONTEXT_SETTINGS)
+@runtime.command("lag")
 @connection_options
 @threshold_options(
     plain_unit=None,

@@ -95,7 +95,7 @@ def expectation_contexts(expect: str) -> list[nagiosplugin.Context]:
     return [adapters.FactContext("is_primary"), adapters.FactContext("writable")]
 
 
-@click.command("role", context_settings=runtime.CONTEXT_SETTINGS)
+@runtime.command("role")
 @connection_options
 @click.option(
     "--expect",

@@ -308,7 +308,7 @@ def _problem_words(result: nagiosplugin.Result) -> tuple[int, str]:
     return 5, str(result)
 
 
-@click.command("slots", context_settings=runtime.CONTEXT_SETTINGS)
+@runtime.command("slots")
 @connection_options
 @threshold_options(
     plain_unit=Unit.BYTES,

@@ -416,7 +416,7 @@ def parse_delays(
     return delays
 
 
-@click.command("standbys", context_settings=runtime.CONTEXT_SETTINGS)
+@runtime.command("standbys")
 @connection_options
 @threshold_options(
     plain_unit=None,

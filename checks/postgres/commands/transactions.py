@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import click
 import nagiosplugin
 
 from checks import adapters, output, runtime
@@ -172,7 +171,7 @@ class TransactionsSummary(adapters.Summary):
         return text
 
 
-@click.command("transactions", context_settings=runtime.CONTEXT_SETTINGS)
+@runtime.command("transactions")
 @connection_options
 @threshold_options(
     plain_unit=Unit.SECONDS,

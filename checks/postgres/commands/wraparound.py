@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import click
 import nagiosplugin
 
 from checks import adapters, output, runtime
@@ -147,7 +146,7 @@ class WraparoundSummary(adapters.Summary):
         return text
 
 
-@click.command("wraparound", context_settings=runtime.CONTEXT_SETTINGS)
+@runtime.command("wraparound")
 @connection_options
 @threshold_options(
     plain_unit=None,

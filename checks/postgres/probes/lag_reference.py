@@ -14,6 +14,7 @@ primary makes the check say what it could not compare with, never fail or hang.
 
 from __future__ import annotations
 
+import contextvars
 import re
 import threading
 from dataclasses import dataclass, replace
@@ -184,14 +185,17 @@ def _ask(settings: ConnectionSettings) -> tuple[ServerPosition, str] | str:
 
     def ask() -> None:
         try:
-            with connect(settings) as conn:
+            # another server than the check's own: never a resident daemon's kept one
+            with connect(settings, own_instance=False) as conn:
                 answers.append((read_position(conn), f"{conn.info.host}:{conn.info.port}"))
         except CheckFailed as failure:
             answers.append(failure.message)
         except BaseException as exc:  # re-raised below, in the check's own thread
             answers.append(exc)
 
-    worker = threading.Thread(target=ask, name="lag-reference", daemon=True)
+    # the check's context goes along (connect() reads the connection source from it)
+    context = contextvars.copy_context()
+    worker = threading.Thread(target=context.run, args=(ask,), name="lag-reference", daemon=True)
     worker.start()
     worker.join(settings.timeout)
     if not answers:

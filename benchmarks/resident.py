@@ -12,8 +12,8 @@ Consul agents watching the same three instances in the same window:
 - resident profile: contrib/consul-conf.d/resident/pg-db.json per instance and
   mem-check.json, and one pg-role-reporter per instance with the arguments of the shipped
   drop-in contrib/systemd/pg-role-reporter-resident.conf (its --listen port, service and
-  check ids rewritten per instance; one host, so only the first pushes pg-host-memory,
-  as one mem_check runs per host in the script profile).
+  check ids rewritten per instance by harness/snippets.py; one host, so only the first
+  pushes pg-host-memory, as one mem_check runs per host in the script profile).
 
 Over `--duration` seconds it measures CPU (user + system) as % of one core, per instance:
 the script profile's check processes (the agent's reaped children, from its
@@ -30,11 +30,8 @@ script profile; p50 <= 2 ms, p99 <= 10 ms; daemon RSS <= 50 MiB.
 from __future__ import annotations
 
 import argparse
-import copy
 import http.client
 import os
-import re
-import shlex
 import statistics
 import subprocess
 import sys
@@ -43,7 +40,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import psutil
 
@@ -57,66 +53,11 @@ from harness.ports import free_port  # noqa: E402
 from harness.postgres import PgCluster, PgServer  # noqa: E402
 
 RESIDENT_DIR = "resident"
-RESIDENT_DROP_IN = ROOT / "contrib" / "systemd" / "pg-role-reporter-resident.conf"
-SHIPPED_SERVICE_ID = "pg-db"
-MEMORY_CHECK_ID = "pg-host-memory"
 LEADER = "leader.pg-db.service.consul"
 FOLLOWER = "follower.pg-db.service.consul"
 RSS_SAMPLE_SECONDS = 5.0
 TARGET_RESIDENT_PERCENT = 0.3
 TARGET_RATIO = 20.0
-
-
-def drop_in_arguments(path: Path = RESIDENT_DROP_IN) -> list[str]:
-    """The reporter's arguments in the shipped drop-in's last `ExecStart=` (after the
-    executable), continuation lines joined as systemd joins them."""
-    text = path.read_text().replace("\\\n", " ")
-    lines = [line for line in text.splitlines() if line.startswith("ExecStart=")]
-    command = lines[-1].removeprefix("ExecStart=")
-    return shlex.split(command)[1:]
-
-
-def resident_arguments(
-    shipped: Sequence[str], *, service_id: str, listen_port: int, push_memory: bool
-) -> list[str]:
-    """The drop-in's arguments for one instance of several on this host."""
-    prefix = f"{service_id}-"
-    out: list[str] = []
-    words = iter(shipped)
-    for word in words:
-        if word in ("--push", "--session-check", "--listen", "--service-id"):
-            value = next(words)
-            if word == "--listen":
-                value = f"127.0.0.1:{listen_port}"
-            elif word == "--service-id":
-                value = service_id
-            else:
-                if word == "--push" and value.startswith(f"{MEMORY_CHECK_ID}="):
-                    if not push_memory:
-                        continue
-                else:
-                    value = re.sub(rf"^{SHIPPED_SERVICE_ID}-", prefix, value)
-                value = re.sub(
-                    rf"--service-id {SHIPPED_SERVICE_ID}(?![\w-])",
-                    f"--service-id {service_id}",
-                    value,
-                )
-            out += [word, value]
-        else:
-            out.append(word)
-    return out
-
-
-def resident_service(service_id: str, server: PgServer, listen_port: int) -> dict[str, Any]:
-    """contrib/consul-conf.d/resident/pg-db.json for one instance: ids, port, liveness URL."""
-    service = copy.deepcopy(snippets.load(f"{RESIDENT_DIR}/pg-db.json")["service"])
-    service["id"] = service_id
-    service["port"] = server.port
-    for check in service["checks"]:
-        check["id"] = re.sub(rf"^{SHIPPED_SERVICE_ID}-", f"{service_id}-", check["id"])
-        if "http" in check:
-            check["http"] = re.sub(r"//[^/]+/", f"//127.0.0.1:{listen_port}/", check["http"])
-    return {"service": service}
 
 
 @dataclass
@@ -256,26 +197,29 @@ def main() -> None:
         resident.agent.write_config(
             "mem-check.json", snippets.load(f"{RESIDENT_DIR}/mem-check.json")
         )
-        for service_id, server in servers.items():
+        for n, (service_id, server) in enumerate(servers.items(), 1):
             resident.listen_ports[service_id] = free_port()
             resident.agent.write_config(
                 service_id,
-                resident_service(service_id, server, resident.listen_ports[service_id]),
+                snippets.for_instance(
+                    snippets.load(f"{RESIDENT_DIR}/pg-db.json"),
+                    snippets.Instance.from_env(server.env()),
+                    suffix=str(n),
+                    listen_port=resident.listen_ports[service_id],
+                ),
             )
         os.environ["CONSUL_HTTP_ADDR"] = resident.agent.http_addr
         resident.agent.start()
 
-        shipped = drop_in_arguments()
         for n, (service_id, server) in enumerate(servers.items(), 1):
             script.start_daemon(service_id, server, ["--service-id", service_id], log_dir)
             resident.start_daemon(
                 service_id,
                 server,
-                resident_arguments(
-                    shipped,
-                    service_id=service_id,
-                    listen_port=resident.listen_ports[service_id],
-                    push_memory=n == 1,
+                snippets.resident_daemon_args(
+                    str(n),
+                    listen=f"127.0.0.1:{resident.listen_ports[service_id]}",
+                    memory=n == 1,
                 ),
                 log_dir,
             )

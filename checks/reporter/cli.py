@@ -45,6 +45,7 @@ from checks.reporter.postgres import PostgresRole
 from checks.reporter.reconcile import TagNames
 from checks.reporter.systemd import journal_line, log_formatter
 from checks.reporter.watch import ServiceWatch
+from checks.resident.listen import ListenAddress, listen_option
 
 log = logging.getLogger("pg-role-reporter")
 
@@ -160,6 +161,7 @@ def _a_number(value: float, param: click.Parameter, ctx: click.Context) -> float
 )
 @click.option("--once", is_flag=True, help="Reconcile once and exit (1 if Consul failed).")
 @click.option("--dry-run", is_flag=True, help="Print what would change on stdout; write nothing.")
+@listen_option
 def cli(
     settings: ConnectionSettings,
     verbose: int,
@@ -177,6 +179,7 @@ def cli(
     wal_lsn_interval: float,
     once: bool,
     dry_run: bool,
+    listen: ListenAddress | None,
 ) -> int:
     """Keep the Consul service's role tag equal to the local PostgreSQL's role.
 
@@ -240,20 +243,47 @@ def cli(
         signal.signal(signal.SIGTERM, stop_on_signal)
         signal.signal(signal.SIGINT, stop_on_signal)
         with contextlib.ExitStack() as services:
-            start_services(services, board)
+            start_services(services, board, settings=settings, interval=interval, listen=listen)
             reporter.run_forever(watch, stop)
         return EXIT_OK
     finally:
         reporter.close()
 
 
-def start_services(services: contextlib.ExitStack, board: RoleBoard) -> None:
+def start_services(
+    services: contextlib.ExitStack,
+    board: RoleBoard,
+    *,
+    settings: ConnectionSettings,
+    interval: float,
+    listen: ListenAddress | None = None,
+) -> None:
     """Start the optional services that read the loop's verdict from `board`.
 
     Each is a context manager entered on `services`: it starts once the setup is proven
     and stops after the loop has ended (and taken the leader tag off). An option that adds
     one (--listen, --push) passes its value down here.
     """
+    if listen is None:
+        return
+    from checks.resident.connections import KeptConnection
+    from checks.resident.server import liveness_limit, serve
+
+    # the checks' connections to this instance, shared by everything resident
+    source = KeptConnection(settings)
+    services.callback(source.close)
+    try:
+        services.enter_context(
+            serve(
+                listen,
+                source,
+                board,
+                timeout=settings.timeout,
+                stale_after=liveness_limit(interval=interval, timeout=settings.timeout),
+            )
+        )
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {listen}: {exc.strerror or exc}") from None
 
 
 def _service_name(consul_settings: ConsulSettings, service_id: str, *, wait: bool) -> str:

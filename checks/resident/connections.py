@@ -16,7 +16,6 @@ psycopg call raises at once.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import logging
 import os
 import socket
@@ -26,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from checks.postgres.connection import BUDGET_SHARE, ConnectionSettings, connect
+from checks.postgres.connection import BUDGET_SHARE, ConnectionSettings, open_connection
 from checks.status import critical
 
 if TYPE_CHECKING:
@@ -125,10 +124,8 @@ class KeptConnection:
         if slot.conn is not None and not slot.conn.closed:
             return slot.conn
         settings = replace(self.settings, timeout=timeout)
-        # A fresh context: connect() hands out the source set for the check running in
-        # this thread (this very object) when one is set; here a real connection is wanted.
-        # capture_stderr=False: other threads log to stderr while libpq might write there.
-        conn = contextvars.Context().run(connect, settings, capture_stderr=False)
+        # capture_stderr=False: other threads log to stderr while libpq might write there
+        conn = open_connection(settings, capture_stderr=False)
         with self._free:
             if slot.aborted:
                 # the deadline passed while connecting: nobody waits for this one

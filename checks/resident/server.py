@@ -42,6 +42,9 @@ CLIENT_TIMEOUT = 5.0
 # and the checks among them share DEFAULT_SIZE connections anyway).
 MAX_CONCURRENT = 64
 ALLOWED = "GET, HEAD, OPTIONS"
+# Consul calls a turn of the reporter loop may make one after another (service, session,
+# lock, register), each bounded by its own timeouts
+CONSUL_CALLS_PER_TURN = 3
 OVERLOADED = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
@@ -299,6 +302,12 @@ class HttpService:
     def start(self) -> None:
         self._thread.start()
 
+    def __enter__(self) -> HttpService:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
@@ -322,6 +331,22 @@ def _remove_socket(path: str) -> None:
             os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def liveness_limit(*, interval: float, timeout: float) -> float:
+    """Seconds since the loop's last turn after which /liveness says 503.
+
+    A turn waits up to an interval, then PostgreSQL up to -t and a few Consul calls up to
+    their connect and read timeouts each: only a loop stuck well past that is hung. (A
+    hung daemon as a whole answers nothing, which a health check sees as failing anyway.)
+    """
+    from checks.consul import CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS
+
+    return (
+        interval
+        + timeout
+        + CONSUL_CALLS_PER_TURN * (CONNECT_TIMEOUT_SECONDS + READ_TIMEOUT_SECONDS)
+    )
 
 
 def serve(

@@ -51,6 +51,7 @@ from harness.consul import ConsulAgent, wait_until  # noqa: E402
 from harness.pgbin import discover_installations, usable_installation  # noqa: E402
 from harness.ports import free_port  # noqa: E402
 from harness.postgres import PgCluster, PgServer  # noqa: E402
+from harness.processes import stop_process  # noqa: E402
 
 RESIDENT_DIR = "resident"
 LEADER = "leader.pg-db.service.consul"
@@ -99,13 +100,7 @@ class Profile:
 
     def stop(self) -> None:
         for process in self.daemons.values():
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=15)
+            stop_process(process, timeout=15)
         self.agent.cleanup()
 
 

@@ -21,7 +21,6 @@ import contextlib
 import csv
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.ports import HOST, free_port
+from harness.processes import stop_process
 from harness.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -188,13 +188,7 @@ class HAProxy:
 
     def stop(self, *, timeout: float = 10.0) -> None:
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=timeout)
+        stop_process(process, timeout=timeout)
 
     def cleanup(self) -> None:
         self.stop()

@@ -47,11 +47,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from harness import snippets  # noqa: E402
-from harness.consul import ConsulAgent, wait_until  # noqa: E402
+from harness.consul import ConsulAgent  # noqa: E402
 from harness.pgbin import discover_installations, usable_installation  # noqa: E402
 from harness.ports import free_port  # noqa: E402
 from harness.postgres import PgCluster, PgServer  # noqa: E402
 from harness.processes import stop_process  # noqa: E402
+from harness.waiting import wait_until  # noqa: E402
 
 RESIDENT_DIR = "resident"
 LEADER = "leader.pg-db.service.consul"
@@ -59,6 +60,10 @@ FOLLOWER = "follower.pg-db.service.consul"
 RSS_SAMPLE_SECONDS = 5.0
 TARGET_RESIDENT_PERCENT = 0.3
 TARGET_RATIO = 20.0
+
+
+class DaemonExited(RuntimeError):
+    """A daemon of a profile stopped before the measurement: its options are wrong."""
 
 
 @dataclass
@@ -85,16 +90,25 @@ class Profile:
                 stderr=subprocess.STDOUT,
             )
 
-    def steady(self, cluster: PgCluster) -> None:
+    def steady(self, cluster: PgCluster, log_dir: Path) -> None:
         primary = [cluster.primary.port]
         replicas = sorted(r.port for r in cluster.replicas)
-        wait_until(
-            lambda: (
+
+        def in_dns() -> bool:
+            for service_id, process in self.daemons.items():
+                if process.poll() is not None:
+                    log = (log_dir / f"{self.name}-{service_id}.log").read_text()
+                    raise DaemonExited(f"{self.name} {service_id} exited:\n{log[-2000:]}")
+            return (
                 self.agent.srv_ports(LEADER) == primary
                 and sorted(self.agent.srv_ports(FOLLOWER)) == replicas
-            ),
+            )
+
+        wait_until(
+            in_dns,
             timeout=120,
             interval=0.5,
+            fatal=(DaemonExited,),
             what=f"{self.name}: one leader and both followers in DNS",
         )
 
@@ -219,7 +233,7 @@ def main() -> None:
                 log_dir,
             )
         for profile in profiles:
-            profile.steady(cluster)
+            profile.steady(cluster, log_dir)
         print(
             f"PostgreSQL {install.major}, Consul {'.'.join(map(str, script.agent.version))}, "
             f"{len(servers)} instances on {psutil.cpu_count()} cores; logs in {log_dir}",

@@ -58,7 +58,8 @@ class Instance:
 
 def load(name: str) -> dict[str, Any]:
     """A shipped snippet as JSON (`name` relative to contrib/consul-conf.d)."""
-    return json.loads((SNIPPETS_DIR / name).read_text())
+    snippet: dict[str, Any] = json.loads((SNIPPETS_DIR / name).read_text())
+    return snippet
 
 
 @functools.cache
@@ -168,6 +169,8 @@ def host_snippet(name: str = "mem-check.json", *, interval: str | None = None) -
     snippet = load(name)
     for service in services_of(snippet):
         for check in service.get("checks", []):
+            if "args" not in check:
+                continue  # resident profile: a TTL check the daemon pushes
             check["args"] = [str(VENV_BIN / Path(check["args"][0]).name), *check["args"][1:]]
             if interval:
                 check["interval"] = interval

@@ -33,11 +33,21 @@ class RoleBoard:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._published = threading.Condition(self._lock)
         self._latest: RoleSnapshot | None = None
 
     def publish(self, snapshot: RoleSnapshot) -> None:
-        with self._lock:
+        with self._published:
             self._latest = snapshot
+            self._published.notify_all()
+
+    def wait_newer(self, seen: RoleSnapshot | None, timeout: float) -> RoleSnapshot | None:
+        """The latest snapshot as soon as it is another than `seen`, or after `timeout`
+        seconds whatever it is: the push re-runs its checks the moment a turn changed
+        the role, instead of polling the board."""
+        with self._published:
+            self._published.wait_for(lambda: self._latest is not seen, timeout)
+            return self._latest
 
     def latest(self) -> RoleSnapshot | None:
         """None until the loop's first turn."""

@@ -46,6 +46,7 @@ from checks.reporter.reconcile import TagNames
 from checks.reporter.systemd import journal_line, log_formatter
 from checks.reporter.watch import ServiceWatch
 from checks.resident.listen import ListenAddress, listen_option
+from checks.resident.push import PUSH_HELP, PushSpec, push_option_callback, pushing
 
 log = logging.getLogger("pg-role-reporter")
 
@@ -159,6 +160,14 @@ def _a_number(value: float, param: click.Parameter, ctx: click.Context) -> float
     help="Longest gap between two pg_wal_lsn publications while the position moves "
     "(sooner after 16 MiB of WAL, never more than once a second).",
 )
+@click.option(
+    "--push",
+    "push_specs",
+    multiple=True,
+    metavar="CHECK_ID=INTERVAL:COMMAND [OPTION...]",
+    callback=push_option_callback,
+    help=PUSH_HELP,
+)
 @click.option("--once", is_flag=True, help="Reconcile once and exit (1 if Consul failed).")
 @click.option("--dry-run", is_flag=True, help="Print what would change on stdout; write nothing.")
 @listen_option
@@ -177,6 +186,7 @@ def cli(
     session_ttl: float,
     session_checks: tuple[str, ...],
     wal_lsn_interval: float,
+    push_specs: tuple[PushSpec, ...],
     once: bool,
     dry_run: bool,
     listen: ListenAddress | None,
@@ -243,7 +253,15 @@ def cli(
         signal.signal(signal.SIGTERM, stop_on_signal)
         signal.signal(signal.SIGINT, stop_on_signal)
         with contextlib.ExitStack() as services:
-            start_services(services, board, settings=settings, interval=interval, listen=listen)
+            start_services(
+                services,
+                board,
+                settings=settings,
+                interval=interval,
+                listen=listen,
+                push_specs=push_specs,
+                consul_settings=consul_settings,
+            )
             reporter.run_forever(watch, stop)
         return EXIT_OK
     finally:
@@ -257,6 +275,8 @@ def start_services(
     settings: ConnectionSettings,
     interval: float,
     listen: ListenAddress | None = None,
+    consul_settings: ConsulSettings,
+    push_specs: Sequence[PushSpec] = (),
 ) -> None:
     """Start the optional services that read the loop's verdict from `board`.
 
@@ -264,26 +284,42 @@ def start_services(
     and stops after the loop has ended (and taken the leader tag off). An option that adds
     one (--listen, --push) passes its value down here.
     """
-    if listen is None:
+    if listen is None and not push_specs:
         return
     from checks.resident.connections import KeptConnection
-    from checks.resident.server import liveness_limit, serve
 
     # the checks' connections to this instance, shared by everything resident
     source = KeptConnection(settings)
     services.callback(source.close)
-    try:
+    if listen is not None:
+        from checks.resident.server import liveness_limit, serve
+
+        try:
+            services.enter_context(
+                serve(
+                    listen,
+                    source,
+                    board,
+                    timeout=settings.timeout,
+                    stale_after=liveness_limit(interval=interval, timeout=settings.timeout),
+                )
+            )
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot listen on {listen}: {exc.strerror or exc}"
+            ) from None
+    if push_specs:
+        # a verdict waits for the loop's next turn: an interval plus a PostgreSQL round trip
+        turn_wait = interval + settings.timeout
         services.enter_context(
-            serve(
-                listen,
-                source,
+            pushing(
+                push_specs,
                 board,
-                timeout=settings.timeout,
-                stale_after=liveness_limit(interval=interval, timeout=settings.timeout),
+                consul_settings,
+                source,
+                turn_wait=turn_wait,
             )
         )
-    except OSError as exc:
-        raise click.ClickException(f"cannot listen on {listen}: {exc.strerror or exc}") from None
 
 
 def _service_name(consul_settings: ConsulSettings, service_id: str, *, wait: bool) -> str:

@@ -10,7 +10,10 @@ kept connection; connection options are refused (the daemon checks its own insta
 Why push and not a script check: a script check's verdict stands for a whole interval, so
 a verdict from just before a promotion outlives it (§5). Here every change of the role
 board (a promotion, a demotion, a stopped server) makes every check run again at once,
-and a verdict evaluated under an older role is thrown away, not pushed.
+and a verdict evaluated under an older role is thrown away, not pushed. A verdict goes
+out only behind a turn of the role loop that read PostgreSQL after the check started, so
+Consul never holds a verdict newer than the tag and the lock (see Pusher.turn_after); a
+loop that stops turning stops the pushes, and the TTLs then fail the instance closed.
 
 Every evaluation is pushed (status and output): that is also the TTL refresh, so the TTL
 in conf.d must exceed the interval plus the check's timeout (the shipped files leave twice
@@ -20,11 +23,12 @@ servers at once and output-only changes at most every few minutes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shlex
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -48,12 +52,11 @@ CONSUL_STATUS = {
     Status.CRITICAL: "critical",
     Status.UNKNOWN: "critical",
 }
-# How often the schedule looks at the role board between two due checks: the reporter
-# polls PostgreSQL every 0.25 s at the fastest, so this adds at most a fifth of a poll.
-ROLE_WATCH_SECONDS = 0.05
 # After a failed push (agent restarting, check not loaded yet): the verdict is pushed
 # again this soon, as the reporter retries an agent that does not answer (§5).
 PUSH_RETRY_SECONDS = 1.0
+# The longest wait on the board between two looks at `stopping` (a clean stop is this late).
+STOP_SECONDS = 1.0
 # The executable's own default for -t.
 DEFAULT_CHECK_TIMEOUT = 10.0
 # Options that would point a check at another server: the daemon checks its own instance.
@@ -143,12 +146,22 @@ def _message(exc: Exception) -> str:
     return str(format_message() if format_message else exc)
 
 
-class Evaluator(Protocol):
-    def __call__(self, spec: PushSpec) -> Report: ...
+# runs one spec's check and returns the report the executable would print
+Evaluator = Callable[[PushSpec], "Report"]
+
+
+class CheckUpdater(Protocol):
+    """checks.consul.ConsulClient, as the push writes to it."""
+
+    def update_check(self, check_id: str, status: str, output: str) -> None: ...
 
 
 class RoleSource(Protocol):
+    """checks.reporter.board.RoleBoard, as the push reads it."""
+
     def latest(self) -> RoleSnapshot | None: ...
+
+    def wait_newer(self, seen: RoleSnapshot | None, timeout: float) -> RoleSnapshot | None: ...
 
 
 def role_key(snapshot: RoleSnapshot | None) -> tuple[object, ...] | None:
@@ -175,7 +188,9 @@ class Schedule:
         self._due[spec.check_id] = now + spec.interval
 
     def retry(self, spec: PushSpec, now: float) -> None:
-        self._due[spec.check_id] = min(self._due[spec.check_id], now + PUSH_RETRY_SECONDS)
+        """Its verdict did not reach Consul: run it again in a second, whatever its
+        interval (a TTL must not run out over an agent restart)."""
+        self._due[spec.check_id] = now + PUSH_RETRY_SECONDS
 
     def all_now(self, now: float) -> None:
         for check_id in self._due:
@@ -191,13 +206,27 @@ class PushTrouble:
     def failed(self, spec: PushSpec, error: ConsulError) -> None:
         text = str(error)
         if text != self.current:
-            log.warning("pushing %s to Consul: %s; retrying every %gs", spec.check_id, text,
-                        PUSH_RETRY_SECONDS)
+            log.warning(
+                "pushing %s to Consul: %s; retrying every %gs",
+                spec.check_id,
+                text,
+                PUSH_RETRY_SECONDS,
+            )
+            self.current = text
+
+    def held_back(self, turn_wait: float) -> None:
+        text = "held back"
+        if text != self.current:
+            log.warning(
+                "holding check verdicts back: the role loop has not read PostgreSQL within "
+                "%gs (the TTL checks fail the instance closed if this lasts)",
+                turn_wait,
+            )
             self.current = text
 
     def ok(self) -> None:
         if self.current is not None:
-            log.info("pushing check verdicts to Consul again")
+            log.info("pushing check verdicts to Consul again (was: %s)", self.current)
             self.current = None
 
 
@@ -209,9 +238,10 @@ class Pusher(threading.Thread):
         self,
         specs: Sequence[PushSpec],
         evaluate: Evaluator,
-        consul: ConsulClient,
+        consul: CheckUpdater,
         board: RoleSource,
         *,
+        turn_wait: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(name="consul-push", daemon=True)
@@ -219,40 +249,79 @@ class Pusher(threading.Thread):
         self.evaluate = evaluate
         self.consul = consul
         self.board = board
+        # how long a turn of the loop may take to come: its interval plus a PostgreSQL
+        # round trip bounded by its -t
+        self.turn_wait = turn_wait
         self.clock = clock
         self.stopping = threading.Event()
         self.trouble = PushTrouble()
         self.pushed: dict[str, tuple[str, str]] = {}  # check id -> (status, output)
 
     def run(self) -> None:
+        seen = self.board.latest()
+        while seen is None:  # the loop's first turn: the role every verdict is judged under
+            if self.stopping.is_set():
+                return
+            seen = self.board.wait_newer(None, STOP_SECONDS)
         schedule = Schedule(self.specs, self.clock())
-        seen = role_key(self.board.latest())
         while not self.stopping.is_set():
             now = self.clock()
-            current = role_key(self.board.latest())
-            if current != seen:
-                seen = current
-                schedule.all_now(now)
             due = schedule.due(now)
             if not due:
-                self.stopping.wait(min(ROLE_WATCH_SECONDS, schedule.seconds_to_next(now)))
+                # woken by every turn of the loop (a few times a second at most)
+                wait = min(STOP_SECONDS, schedule.seconds_to_next(now))
+                latest = self.board.wait_newer(seen, wait)
+                if role_key(latest) != role_key(seen):
+                    schedule.all_now(self.clock())
+                seen = latest
                 continue
+            base, started = self.board.latest(), self.clock()
+            verdicts: list[tuple[PushSpec, Report]] = []
             for spec in due:
                 if self.stopping.is_set():
                     return
                 try:
-                    report = self.evaluate(spec)
+                    verdicts.append((spec, self.evaluate(spec)))
                 except Exception as exc:  # a bug must cost one verdict, never the thread
                     log.error("evaluating %s: %s: %s", spec.check_id, type(exc).__name__, exc)
                     schedule.ran(spec, self.clock())
-                    continue
-                if role_key(self.board.latest()) != seen:
-                    # evaluated across a role change: stale before it is pushed; the next
-                    # pass runs every check again under the new role
-                    break
+            confirmed = self.turn_after(started)
+            if confirmed is None:
+                # the loop is stuck (or this process was stopped): no verdict goes out
+                # until it turns again, and the TTLs fail the instance closed meanwhile
+                self.trouble.held_back(self.turn_wait)
+                for spec, _ in verdicts:
+                    schedule.retry(spec, self.clock())
+                continue
+            seen = confirmed
+            if role_key(confirmed) != role_key(base):
+                # evaluated across a role change: stale before it is pushed; every check
+                # runs again under the new role
+                schedule.all_now(self.clock())
+                continue
+            for spec, report in verdicts:
                 schedule.ran(spec, self.clock())
                 if not self.push(spec, report):
                     schedule.retry(spec, self.clock())
+
+    def turn_after(self, started: float) -> RoleSnapshot | None:
+        """The first snapshot of a turn that read PostgreSQL after `started`, or None when
+        none came within `turn_wait`.
+
+        A verdict goes out only behind such a turn: the tag and the lock in Consul are
+        then at least as new as the verdict. A daemon that was SIGSTOPped (or swapped out)
+        while it held the leader tag wakes with a lock that may have passed to a new
+        primary; its first turn takes the tag off, and only then are its checks, and
+        with them its place in DNS, back.
+        """
+        deadline = started + self.turn_wait
+        snapshot = self.board.latest()
+        while snapshot is None or snapshot.observed_at < started:
+            left = deadline - self.clock()
+            if left <= 0 or self.stopping.is_set():
+                return None
+            snapshot = self.board.wait_newer(snapshot, min(left, STOP_SECONDS))
+        return snapshot
 
     def push(self, spec: PushSpec, report: Report) -> bool:
         status, output = CONSUL_STATUS[report.status], report.render()
@@ -272,6 +341,7 @@ class Pusher(threading.Thread):
         return True
 
     def stop(self) -> None:
+        """Ends run() within STOP_SECONDS (it may be waiting on the board)."""
         self.stopping.set()
 
 
@@ -286,16 +356,24 @@ def bounded_evaluator(source: ConnectionSource | None) -> Evaluator:
     return evaluate
 
 
-def start_pushing(
+@contextlib.contextmanager
+def pushing(
     specs: Sequence[PushSpec],
     board: RoleSource,
     consul_settings: ConsulSettings,
     source: ConnectionSource | None,
-) -> Pusher:
-    """The cli's hook: a started Pusher with its own Consul client (stop() it at exit)."""
-    pusher = Pusher(specs, bounded_evaluator(source), ConsulClient(consul_settings), board)
-    pusher.start()
-    return pusher
+    *,
+    turn_wait: float,
+) -> Iterator[Pusher]:
+    """The cli's service: a Pusher with its own Consul client, stopped on the way out."""
+    with ConsulClient(consul_settings) as consul:
+        pusher = Pusher(specs, bounded_evaluator(source), consul, board, turn_wait=turn_wait)
+        pusher.start()
+        try:
+            yield pusher
+        finally:
+            pusher.stop()
+            pusher.join(timeout=max(spec.timeout for spec in specs) + 1)
 
 
 def push_option_callback(

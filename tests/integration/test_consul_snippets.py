@@ -93,8 +93,9 @@ def wait_states(agent: ConsulAgent, expected: dict[str, str], *, timeout: float 
     [
         ["agent.json", "pg-db.json", "mem-check.json"],
         ["agent.json", "zero-write/pg-db-roles.json", "mem-check.json"],
+        ["resident/pg-db.json", "resident/mem-check.json"],
     ],
-    ids=["reporter-profile", "zero-write-profile"],
+    ids=["reporter-profile", "zero-write-profile", "resident-profile"],
 )
 def test_shipped_snippets_pass_consul_validate(
     consul_bin: Path, tmp_path: Path, files: list[str]

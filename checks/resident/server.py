@@ -108,11 +108,6 @@ class Resident:
 class Handler(BaseHTTPRequestHandler):
     server: ResidentTCPServer | ResidentUnixServer
     protocol_version = "HTTP/1.1"
-    # A buffered wfile sends headers and body in one segment when the handler returns. The
-    # stdlib's unbuffered default sends them in two, and on a kept-alive connection Nagle
-    # holds the body back until the client's delayed ACK of the headers: 40 ms per
-    # request (observed, benchmarks/resident.py: p50 44 ms before, docs/design.md §8).
-    wbufsize = -1
     timeout = CLIENT_TIMEOUT
     server_version = f"pg-role-reporter/{__version__}"
     sys_version = ""

@@ -22,7 +22,8 @@ children of their agent (none: Consul's own http check is a GET from the agent).
 agents' own CPU is shown beside it, not counted. Then, with the script profile stopped
 (a resident host runs no script checks), on a warm keep-alive connection,
 `--requests` GETs each of `/primary` on the primary's daemon and `/check/alive` (p50,
-p99), and the daemons' RSS (largest seen during the window).
+p99), the daemon's CPU per run of each check the drop-in pushes (where the schedule's
+cost goes), and the daemons' RSS (largest seen during the window).
 
 Targets (issue 11): resident <= 0.3 % of a core per instance all-in and >= 20x below the
 script profile; p50 <= 2 ms, p99 <= 10 ms; daemon RSS <= 50 MiB.
@@ -59,6 +60,15 @@ RESIDENT_DIR = "resident"
 LEADER = "leader.pg-db.service.consul"
 FOLLOWER = "follower.pg-db.service.consul"
 RSS_SAMPLE_SECONDS = 5.0
+# The drop-in's --push checks (contrib/systemd/pg-role-reporter-resident.conf) as the
+# primary's daemon serves them: where the push schedule's CPU goes, one check at a time.
+PUSHED_CHECKS = (
+    "/check/alive?timeout=4",
+    "/check/consul-role?service-id=pg-db-1&timeout=4",
+    "/check/lag?consul-service=pg-db&role-mismatch=ok&timeout=4",
+    "/check/mem?timeout=8",
+)
+CHECK_RUNS = 100
 TARGET_RESIDENT_PERCENT = 0.3
 TARGET_RATIO = 20.0
 
@@ -291,14 +301,24 @@ def main() -> None:
         print(
             f"latency on a warm connection, {args.requests} GETs each (p50 <= 2 ms, p99 <= 10 ms):"
         )
+        primary_daemon = psutil.Process(resident.daemons["pg-db-1"].pid)
         for path in ("/primary", "/check/alive"):
+            before = cpu_seconds(primary_daemon)
             times, reconnects = latencies(primary_port, path, args.requests)
+            cpu_ms = (cpu_seconds(primary_daemon) - before) / len(times) * 1000
             p50, p99 = percentile(times, 0.5) * 1000, percentile(times, 0.99) * 1000
             print(
                 f"  {path:13}: p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
                 f"mean {statistics.fmean(times) * 1000:.2f} ms, max {max(times) * 1000:.2f} ms"
-                f"{f', {reconnects} reconnects' if reconnects else ''}"
+                f"{f', {reconnects} reconnects' if reconnects else ''}; "
+                f"daemon CPU {cpu_ms:.2f} ms a request"
             )
+        print(f"daemon CPU per run of each pushed check, as /check/... ({CHECK_RUNS} runs each):")
+        for path in PUSHED_CHECKS:
+            before = cpu_seconds(primary_daemon)
+            times, _ = latencies(primary_port, path, CHECK_RUNS)
+            cpu_ms = (cpu_seconds(primary_daemon) - before) / len(times) * 1000
+            print(f"  {path}: {cpu_ms:.2f} ms")
         print("resident daemons' RSS (largest seen in the window; target <= 50 MiB):")
         for service_id, process in resident.daemons.items():
             now = psutil.Process(process.pid).memory_info().rss

@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/resident.py [--duration 300] [--requests 2000]
 
+(KEEP_LOGS=1 keeps the daemons' and agents' logs and prints where.)
+
 One PostgreSQL primary and two streaming replicas on this host (harness/), and two real
 Consul agents watching the same three instances in the same window:
 
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -247,7 +250,7 @@ def main() -> None:
             profile.steady(cluster, log_dir)
         print(
             f"PostgreSQL {install.major}, Consul {'.'.join(map(str, script.agent.version))}, "
-            f"{len(servers)} instances on {psutil.cpu_count()} cores; logs in {log_dir}",
+            f"{len(servers)} instances on {psutil.cpu_count()} cores",
             flush=True,
         )
 
@@ -330,6 +333,10 @@ def main() -> None:
         for profile in profiles:
             profile.stop()
         cluster.close()
+        if os.environ.get("KEEP_LOGS"):
+            print(f"daemon and agent logs in {log_dir}")
+        else:
+            shutil.rmtree(log_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ from typing import Any, TypeVar
 import httpx
 
 from harness import ports, waiting
+from harness.processes import stop_process
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FETCHED_BINARY = REPO_ROOT / ".cache" / "consul" / "usr" / "bin" / "consul"
@@ -394,13 +395,7 @@ class ConsulAgent:
     def stop(self, *, timeout: float = 15.0) -> None:
         """SIGTERM by PID, SIGKILL after `timeout`. Keeps base dir and data."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=timeout)
+        stop_process(process, timeout=timeout)
         if self._log_handle is not None:
             self._log_handle.close()
             self._log_handle = None

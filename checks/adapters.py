@@ -6,13 +6,14 @@ these classes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import nagiosplugin
 
 from checks.output import Report, internal_error
 from checks.status import CheckFailed, Status, worst
-from checks.thresholds import Limits
+from checks.thresholds import Limits, Threshold, assign
 from checks.units import Unit, format_value
 
 
@@ -110,6 +111,19 @@ def metric_contexts(
         MetricContext(name, limits[name], label=label, unit=unit)
         for name, (label, unit) in words.items()
     ]
+
+
+def threshold_contexts(
+    warnings: Iterable[Threshold],
+    criticals: Iterable[Threshold],
+    words: dict[str, tuple[str, Unit]],
+    *,
+    defaults: Mapping[str, Limits] | None = None,
+) -> list[MetricContext]:
+    """The MetricContexts of ``words`` (one metric per unit): each takes the -w/-c given
+    in its unit (:func:`checks.thresholds.assign`), else its ``defaults``."""
+    targets = {unit: name for name, (_, unit) in words.items()}
+    return metric_contexts(assign(warnings, criticals, targets, defaults=defaults), words)
 
 
 class FlagContext(nagiosplugin.Context):

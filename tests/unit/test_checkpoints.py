@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
-from checks import check_postgresql, output
-from checks.postgres import check as postgres_check
+from checks import check_postgresql, runtime
+from checks.output import Report
 from checks.postgres.capabilities import ServerCapabilities
 from checks.postgres.commands import checkpoints as cmd
+from checks.postgres.connection import ConnectionSettings
 from checks.postgres.readers.checkpoints import CheckpointsFacts, checkpoints_sql
 from checks.status import Status
 
@@ -27,13 +30,19 @@ PRIMARY = CheckpointsFacts(
 )
 
 
-def run(monkeypatch: pytest.MonkeyPatch, facts: CheckpointsFacts, *args: str) -> output.Report:
-    conn = SimpleNamespace(info=SimpleNamespace(user="monitor"))
-    monkeypatch.setattr(postgres_check, "connect", lambda settings: contextlib.nullcontext(conn))
-    monkeypatch.setattr(cmd, "read_checkpoints", lambda c: facts)
-    report = cmd.command.main(args=list(args), standalone_mode=False)
-    assert isinstance(report, output.Report)
-    return report
+class _Lent:
+    """A connection source (as the resident daemon's) lending a connection that is never
+    asked: the reader is replaced by the facts under test."""
+
+    def connection(self, settings: ConnectionSettings) -> AbstractContextManager[Any]:
+        return contextlib.nullcontext(SimpleNamespace(info=SimpleNamespace(user="monitor")))
+
+
+def run(monkeypatch: pytest.MonkeyPatch, facts: CheckpointsFacts | None, *args: str) -> Report:
+    monkeypatch.setattr(cmd, "read_checkpoints", lambda conn: facts)
+    return runtime.invoke(
+        check_postgresql.cli, ["checkpoints", *args], check_postgresql.NAME, source=_Lent()
+    )
 
 
 def test_checkpointer_counters_moved_in_17() -> None:
@@ -98,10 +107,10 @@ def test_size_thresholds_judge_the_bytes(monkeypatch: pytest.MonkeyPatch) -> Non
     assert "wal_since_checkpoint_pct=25.0%;150;200;0" in report.perfdata
 
 
-def test_a_count_is_not_a_threshold_here(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exited:
-        check_postgresql.main(["checkpoints", "-w", "10"])
-    assert exited.value.code == 3
-    first = capsys.readouterr().out.splitlines()[0]
-    assert first.startswith("CHECK_POSTGRESQL UNKNOWN - ")
-    assert "takes thresholds in percent (90%) or bytes (16MB)" in first
+def test_a_count_is_not_a_threshold_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    report = run(monkeypatch, None, "-w", "10")
+    assert report.status is Status.UNKNOWN
+    assert report.summary == (
+        "Invalid value for --warning: '10': this check takes thresholds in percent (90%) "
+        "or bytes (16MB) (see --help)"
+    )

@@ -18,7 +18,7 @@ from checks.postgres.check import Connection, FactsResource, needs_pg_monitor, p
 from checks.postgres.connection import ConnectionSettings
 from checks.postgres.readers.archiver import ArchiverFacts, read_archiver
 from checks.status import CheckFailed, Status
-from checks.thresholds import Limits, Threshold, assign, threshold_options
+from checks.thresholds import Limits, Threshold, threshold_options
 from checks.units import Unit, format_duration
 
 NAME = "PG_ARCHIVER"
@@ -152,19 +152,12 @@ def command(
     archive_mode off is OK with a note, CRITICAL with --expect-archiving; a replica
     archives only with archive_mode=always.
     """
-    limits = assign(
-        warning,
-        critical,
-        targets={Unit.SECONDS: "archive_delay", Unit.NUMBER: "ready_wal_files"},
-        defaults=DEFAULTS,
-    )
-
     resource = ArchiverResource(settings, expect_archiving)
     return run(
         NAME,
         resource,
         FailingContext("archive_failing"),
-        *adapters.metric_contexts(limits, WORDS),
+        *adapters.threshold_contexts(warning, critical, WORDS, defaults=DEFAULTS),
         adapters.FactContext("archiver_fact"),
         summary=ArchiverSummary(resource),
         verbose=verbose,

@@ -11,7 +11,7 @@ from checks.postgres.check import Connection, FactsResource, postgres_command, r
 from checks.postgres.connection import ConnectionSettings
 from checks.postgres.readers.checkpoints import CheckpointsFacts, read_checkpoints
 from checks.status import unknown
-from checks.thresholds import Limits, Threshold, assign, threshold_options
+from checks.thresholds import Limits, Threshold, threshold_options
 from checks.units import Unit, format_bytes, format_duration
 
 NAME = "PG_CHECKPOINTS"
@@ -20,10 +20,10 @@ NAME = "PG_CHECKPOINTS"
 DEFAULTS = {
     "wal_since_checkpoint_pct": Limits(nagiosplugin.Range("150"), nagiosplugin.Range("200"))
 }
-# the thresholded metrics' labels and units
+# the thresholded metrics' labels and units, in the order a usage error names the units
 WORDS = {
-    "wal_since_checkpoint": ("WAL since the last checkpoint", Unit.BYTES),
     "wal_since_checkpoint_pct": ("WAL since the last checkpoint", Unit.PERCENT),
+    "wal_since_checkpoint": ("WAL since the last checkpoint", Unit.BYTES),
 }
 
 
@@ -62,23 +62,23 @@ class CheckpointsResource(FactsResource[CheckpointsFacts]):
 class CheckpointsSummary(adapters.Summary):
     resource: CheckpointsResource
 
-    def _distance(self) -> str:
-        facts = self.resource.facts
-        assert facts is not None and facts.wal_since_redo_bytes is not None
+    def _distance(self, facts: CheckpointsFacts) -> str:
         return (
-            f"{format_bytes(facts.wal_since_redo_bytes)} of WAL since the last {facts.kind} "
-            f"began ({facts.wal_since_redo_percent:.0f}% of max_wal_size "
+            f"{format_bytes(facts.wal_since_redo_bytes or 0)} of WAL since the last "
+            f"{facts.kind} began ({facts.wal_since_redo_percent or 0:.0f}% of max_wal_size "
             f"{format_bytes(facts.max_wal_size_bytes)})"
         )
 
     def ok(self, results: nagiosplugin.Results) -> str:
-        return self._distance()
+        facts = self.resource.facts
+        assert facts is not None
+        return self._distance(facts)
 
     def problem(self, results: nagiosplugin.Results) -> str:
         facts = self.resource.facts
         if facts is None:
             return super().problem(results)
-        return f"{self._distance()}: {facts.kind}s fall behind ({super().problem(results)})"
+        return f"{self._distance(facts)}: {facts.kind}s fall behind ({super().problem(results)})"
 
 
 @postgres_command("checkpoints")
@@ -101,18 +101,11 @@ def command(
     replayed since. An idle server skips its checkpoints, so their age is only reported.
     Defaults: warning above 150%, critical above 200% of max_wal_size.
     """
-    limits = assign(
-        warning,
-        critical,
-        targets={Unit.PERCENT: "wal_since_checkpoint_pct", Unit.BYTES: "wal_since_checkpoint"},
-        defaults=DEFAULTS,
-    )
-
     resource = CheckpointsResource(settings)
     return run(
         NAME,
         resource,
-        *adapters.metric_contexts(limits, WORDS),
+        *adapters.threshold_contexts(warning, critical, WORDS, defaults=DEFAULTS),
         adapters.FactContext("checkpoints_fact"),
         summary=CheckpointsSummary(resource),
         verbose=verbose,

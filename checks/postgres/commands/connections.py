@@ -10,15 +10,15 @@ from checks import adapters, output
 from checks.postgres.check import Connection, FactsResource, postgres_command, run, sessions_visible
 from checks.postgres.connection import ConnectionSettings
 from checks.postgres.readers.connections import ConnectionsFacts, read_connections
-from checks.thresholds import Limits, Threshold, assign, threshold_options
+from checks.thresholds import Limits, Threshold, threshold_options
 from checks.units import Unit
 
 NAME = "PG_CONNECTIONS"
 DEFAULTS = {"connections_pct": Limits(nagiosplugin.Range("80"), nagiosplugin.Range("90"))}
-# the thresholded metrics' labels and units
+# the thresholded metrics' labels and units, in the order a usage error names the units
 WORDS = {
-    "connections": ("connections", Unit.NUMBER),
     "connections_pct": ("connections used", Unit.PERCENT),
+    "connections": ("connections", Unit.NUMBER),
 }
 # the long output lists this many databases, busiest first
 TOP_DATABASES = 5
@@ -93,18 +93,11 @@ def command(
     the slots an ordinary role can get. Defaults: warning above 80%, critical above 90%;
     a count threshold (-w 40) applies as well as the percentage ones.
     """
-    limits = assign(
-        warning,
-        critical,
-        targets={Unit.PERCENT: "connections_pct", Unit.NUMBER: "connections"},
-        defaults=DEFAULTS,
-    )
-
     resource = ConnectionsResource(settings)
     return run(
         NAME,
         resource,
-        *adapters.metric_contexts(limits, WORDS),
+        *adapters.threshold_contexts(warning, critical, WORDS, defaults=DEFAULTS),
         adapters.FactContext("connections_fact"),
         summary=ConnectionsSummary(resource),
         verbose=verbose,

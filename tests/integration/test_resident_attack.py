@@ -1,0 +1,158 @@
+"""pg-role-reporter --listen attacked as a hostile client would (issue 11, item 3): requests
+that try to reach another server or read files, and clients that try to starve the load
+balancer's health checks.
+
+One real primary, a real Consul agent and one real daemon, shared by the module; the
+daemon logs in with the monitor role's password from its passfile, which no request may
+make it send anywhere.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+
+from harness.consul import ConsulAgent
+from harness.postgres import PgCluster
+from tests.integration.resident_daemon import ResidentDaemon
+
+pytestmark = [pytest.mark.integration, pytest.mark.pg(">= 16")]
+
+
+@dataclass
+class Target:
+    cluster: PgCluster
+    daemon: ResidentDaemon
+
+
+@pytest.fixture(scope="module")
+def target(
+    pg_install: object,
+    make_pg_cluster: object,
+    consul_agent: ConsulAgent,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Target]:
+    cluster = make_pg_cluster(replicas=1)  # type: ignore[operator]
+    log_dir = tmp_path_factory.mktemp("resident-attack")
+    daemon = ResidentDaemon(
+        consul_agent,
+        "pg-http-attack",
+        cluster.replicas[0],
+        log_dir,
+        extra_args=("-v",),
+    )
+    try:
+        daemon.wait_status("/replica", 200)
+        yield Target(cluster, daemon)
+    finally:
+        daemon.stop()
+        cluster.close()
+
+
+@dataclass
+class FakePostgres:
+    """A listener that speaks just enough of PostgreSQL's protocol to ask for a cleartext
+    password, and keeps whatever a client sends it."""
+
+    sock: socket.socket = field(default_factory=lambda: socket.create_server(("127.0.0.1", 0)))
+    received: list[bytes] = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    def serve(self) -> None:
+        self.sock.settimeout(0.5)
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with client:
+                client.settimeout(5)
+                try:
+                    data = client.recv(65536)
+                    self.received.append(data)
+                    if data[4:8] == struct.pack("!i", 80877103):  # SSLRequest: no
+                        client.sendall(b"N")
+                        self.received.append(client.recv(65536))
+                    # AuthenticationCleartextPassword
+                    client.sendall(b"R" + struct.pack("!ii", 8, 3))
+                    self.received.append(client.recv(65536))
+                except OSError:
+                    pass
+
+
+def test_a_request_cannot_point_a_check_at_another_server(target: Target) -> None:
+    """``lag --primary CONNINFO`` connects to a server of the request's choosing, with the
+    daemon's environment: its PGPASSWORD went to whoever listened there."""
+    fake = FakePostgres()
+    server = threading.Thread(target=fake.serve, daemon=True)
+    server.start()
+    try:
+        # the daemon's passfile has a line for any port of 127.0.0.1
+        conninfo = f"host=127.0.0.1 port={fake.port} user=monitor dbname=x sslmode=disable"
+        response = target.daemon.client.get("/check/lag", params={"primary": conninfo})
+    finally:
+        fake.sock.close()
+        server.join(5)
+    assert response.status_code == 400, response.text
+    assert "connection options are not taken from a request" in response.text
+    assert fake.received == []
+
+
+def test_a_request_cannot_choose_which_files_mem_reads(target: Target) -> None:
+    """mem's hidden ``--root`` (for tests) reads /proc and /sys under any directory."""
+    response = target.daemon.request("/check/mem?root=/tmp")
+    assert response.status_code == 400, response.text
+    assert target.daemon.status("/check/mem") in (200, 429, 503)
+
+
+def _drip(stack: ExitStack, port: int, source: str, count: int) -> list[socket.socket]:
+    """``count`` connections from ``source`` that each send a request one byte at a time."""
+    socks = []
+    for _ in range(count):
+        sock = stack.enter_context(socket.create_connection(("127.0.0.1", port), 5, (source, 0)))
+        sock.sendall(b"G")
+        socks.append(sock)
+        # the listen backlog is small: let the server accept each one
+        time.sleep(0.02)
+    return socks
+
+
+def test_slow_clients_from_one_address_never_starve_the_load_balancers_checks(
+    target: Target,
+) -> None:
+    """Slowloris: a client dripping a byte every few seconds holds a request thread for as
+    long as it likes; enough of them took every slot, and HAProxy's ``/replica`` from
+    another address got the daemon's bare 503 (the replica marked down)."""
+    daemon = target.daemon
+    with ExitStack() as stack:
+        # 127.0.0.2 is this host too: another client than the checker at 127.0.0.1
+        socks = _drip(stack, daemon.port, "127.0.0.2", 80)
+        statuses: list[int] = []
+        held = 0
+        deadline = time.monotonic() + 8  # past the server's per-read socket timeout
+        while time.monotonic() < deadline:
+            held = 0
+            for sock in socks:
+                try:
+                    sock.sendall(b"E")
+                    held += 1
+                except OSError:  # the server closed it
+                    pass
+            # a new connection per check, as HAProxy's httpchk makes
+            statuses.append(httpx.get(f"{daemon.url}/replica", timeout=10).status_code)
+            time.sleep(0.5)  # the attacker's pace, not a wait for a condition
+    assert set(statuses) == {200}, (statuses, f"{held} slow connections held")
+    assert daemon.process.alive()

@@ -16,12 +16,14 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
 
 from harness.consul import ConsulAgent
 from harness.postgres import PgCluster
+from tests.integration.reporter_deployment import ReporterProcess
 from tests.integration.resident_daemon import ResidentDaemon
 
 pytestmark = [pytest.mark.integration, pytest.mark.pg(">= 16")]
@@ -156,3 +158,63 @@ def test_slow_clients_from_one_address_never_starve_the_load_balancers_checks(
             time.sleep(0.5)  # the attacker's pace, not a wait for a condition
     assert set(statuses) == {200}, (statuses, f"{held} slow connections held")
     assert daemon.process.alive()
+
+
+def _start_with_push(
+    target: Target, consul_agent: ConsulAgent, tmp_path: Path, push: str
+) -> ReporterProcess:
+    return ReporterProcess(
+        target.daemon.service_id,
+        target.daemon.server,
+        tmp_path / "push.log",
+        consul_env=consul_agent.env(),
+        extra_args=("--dry-run", "--push", push),
+    )
+
+
+def test_a_push_to_a_check_the_agent_does_not_have_ends_the_start(
+    target: Target, consul_agent: ConsulAgent, tmp_path: Path
+) -> None:
+    """A typo in a --push id cost one WARNING line and a push retried every second for
+    ever, while the TTL check it was meant for stayed critical: now one line and exit 2,
+    as for an unknown --service-id."""
+    daemon = _start_with_push(target, consul_agent, tmp_path, "pg-http-attack-nosuch=5s:alive")
+    try:
+        assert daemon.process.wait(timeout=30) == 2
+    finally:
+        daemon.stop()
+    assert daemon.log().strip().splitlines()[-1] == (
+        "pg-role-reporter: --push pg-http-attack-nosuch: no check pg-http-attack-nosuch on "
+        f"the Consul agent at http://{consul_agent.http_addr} (that this token may read): "
+        "wrong check id, or its TTL check is not in conf.d?"
+    )
+
+
+def test_a_push_to_a_check_that_is_not_a_ttl_check_ends_the_start(
+    target: Target, consul_agent: ConsulAgent, tmp_path: Path
+) -> None:
+    check_id = "pg-http-attack-http"
+    consul_agent.api(
+        "PUT",
+        "/v1/agent/check/register",
+        json_body={
+            "ID": check_id,
+            "Name": check_id,
+            "ServiceID": target.daemon.service_id,
+            "HTTP": f"{target.daemon.url}/liveness",
+            "Interval": "60s",
+        },
+    )
+    try:
+        daemon = _start_with_push(target, consul_agent, tmp_path, f"{check_id}=5s:alive")
+        try:
+            assert daemon.process.wait(timeout=30) == 2
+        finally:
+            daemon.stop()
+    finally:
+        consul_agent.api("PUT", f"/v1/agent/check/deregister/{check_id}")
+    assert daemon.log().strip().splitlines()[-1] == (
+        f"pg-role-reporter: --push {check_id}: check {check_id} on the Consul agent at "
+        f"http://{consul_agent.http_addr} is a http check, not a TTL check: a pushed "
+        "verdict needs a TTL check"
+    )

@@ -218,3 +218,118 @@ def test_a_push_to_a_check_that_is_not_a_ttl_check_ends_the_start(
         f"http://{consul_agent.http_addr} is a http check, not a TTL check: a pushed "
         "verdict needs a TTL check"
     )
+
+
+def test_kept_connections_ended_by_the_server_change_no_answer(target: Target) -> None:
+    """A role's idle_session_timeout (PG 14+) and pg_terminate_backend end the daemon's
+    kept connections between requests: every answer must be what a fresh connection
+    gives, never a failure of the dead one (the client session is not the server)."""
+    primary, replica = target.cluster.primary, target.cluster.replicas[0]
+    primary.execute("ALTER ROLE monitor SET idle_session_timeout = '1s'")
+    try:
+        target.cluster.wait_caught_up()
+        replica.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'pg-role-reporter-checks'"
+        )
+        answers = []
+        for _ in range(4):
+            answers.append((target.daemon.status("/replica"), target.daemon.status("/check/alive")))
+            time.sleep(1.3)  # idle past idle_session_timeout: the server ends the sessions
+        assert set(answers) == {(200, 200)}, answers
+    finally:
+        primary.execute("ALTER ROLE monitor RESET idle_session_timeout")
+
+
+def _timed(daemon: ResidentDaemon, path: str) -> tuple[int, float]:
+    started = time.monotonic()
+    status = httpx.get(f"{daemon.url}{path}", timeout=60).status_code
+    return status, time.monotonic() - started
+
+
+def test_hung_checks_on_a_frozen_server_exhaust_nothing_that_lasts(target: Target) -> None:
+    """More slow checks than kept connections against a SIGSTOPped server: the health
+    endpoints, the loop and a short check still answer within their own bounds, and
+    everything is back once the server runs again."""
+    daemon, replica = target.daemon, target.cluster.replicas[0]
+    results: list[str] = []
+    replica.freeze(children=True)
+    try:
+        hung = [
+            threading.Thread(
+                target=lambda: results.append(daemon.request("/check/alive?t=20").text), daemon=True
+            )
+            for _ in range(8)
+        ]
+        for thread in hung:
+            thread.start()
+        time.sleep(0.5)  # let them take every connection (nothing to wait on: they hang)
+        status, took = _timed(daemon, "/replica")
+        assert status == 503 and took < 3.0 + 1.5, (status, took)  # the daemon's -t
+        status, took = _timed(daemon, "/check/alive?t=2")
+        assert status == 503 and took < 2.0 + 1.5, (status, took)
+        assert daemon.status("/liveness") == 200
+    finally:
+        replica.thaw()
+    for thread in hung:
+        thread.join(30)
+    # each answered with its own verdict (a connect time past -c: the server was frozen),
+    # none was left hanging or cut short by another's deadline
+    assert len(results) == 8 and all(r.startswith("PG_ALIVE ") for r in results), results
+    assert not any("timeout" in r for r in results), results
+    assert _timed(daemon, "/check/alive")[0] == 200
+    daemon.wait_status("/replica", 200)
+
+
+def _raw(port: int, data: bytes) -> bytes:
+    """What the daemon answers to ``data`` on one connection, until it closes it."""
+    with socket.create_connection(("127.0.0.1", port), 10) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_odd_requests_get_plain_answers(target: Target) -> None:
+    daemon = target.daemon
+    for path, status in (
+        ("/check/../replica", 404),
+        ("/check/alive/x", 404),
+        ("/%72eplica", 404),  # paths are not decoded: one spelling per endpoint
+        ("/replica?lag=1e400", 400),
+        ("/replica?lag=-1", 400),
+        ("/check/alive?t=0", 400),
+        ("/check/alive?t=1e400", 400),
+        ("/check/alive?-H=x", 400),
+        ("/check/alive?%48=elsewhere", 400),  # ?H= percent-encoded
+        ("/check/alive?v=Helsewhere", 400),  # -vHelsewhere: -v then -H, glued
+        ("/check/alive?hos=elsewhere", 400),  # click takes no abbreviations
+    ):
+        # raw: an HTTP client would tidy "/check/../replica" away before sending it
+        request = f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        answer = _raw(daemon.port, request.encode())
+        assert answer.startswith(f"HTTP/1.1 {status} ".encode()), (path, answer[:200])
+    # HTTP/1.0 without a Host header, and two pipelined requests on one connection
+    assert _raw(daemon.port, b"GET /replica HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 200 ")
+    two = _raw(
+        daemon.port,
+        b"GET /replica HTTP/1.1\r\nHost: x\r\n\r\nHEAD /liveness HTTP/1.1\r\nHost: x\r\n"
+        b"Connection: close\r\n\r\n",
+    )
+    assert two.count(b"HTTP/1.1 200 ") == 2, two
+    many_headers = b"".join(b"X-%d: y\r\n" % n for n in range(200))
+    answer = _raw(daemon.port, b"GET /replica HTTP/1.1\r\n" + many_headers + b"\r\n")
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:80]
+    assert daemon.process.alive()
+
+
+def test_no_password_in_any_log_line(target: Target) -> None:
+    """Last: after every attack above, the monitor role's password is nowhere in the log."""
+    passwords = [
+        line.rsplit(":", 1)[1]
+        for line in target.cluster.passfile.read_text().splitlines()
+        if line.count(":") >= 4
+    ]
+    assert passwords and not any(pw in target.daemon.process.log() for pw in passwords)

@@ -360,11 +360,17 @@ def _require_ttl_checks(consul_settings: ConsulSettings, push_specs: Sequence[Pu
 
     Without this a typo in an id (or conf.d not installed) cost one WARNING line and a push
     retried every second for ever, while the check it was meant for stayed critical. The
-    agent answers by now: the service was found on it just before.
+    agent answered just before (the service was found on it); should it be gone again (a
+    restart at boot) or not know the token yet, the pushes' own retries say so instead.
     """
     with ConsulClient(consul_settings) as client:
         try:
             checks = client.agent_checks()
+        except (ConsulUnreachable, ConsulPermissionDenied) as exc:
+            if isinstance(exc, ConsulPermissionDenied) and not exc.token_unknown:
+                raise click.ClickException(f"--push: reading the agent's checks: {exc}") from None
+            log.warning("--push: could not read the agent's checks to verify them: %s", exc)
+            return
         except ConsulError as exc:
             raise click.ClickException(f"--push: reading the agent's checks: {exc}") from None
     where = f"the Consul agent at {consul_settings.address}"

@@ -11,6 +11,7 @@ method, path and status, at debug level.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -388,12 +389,30 @@ def _make_server(listen: ListenAddress) -> ResidentTCPServer | ResidentUnixServe
 
 
 def _remove_socket(path: str) -> None:
-    """A socket file left by a previous run would make bind fail; anything else stays."""
+    """A socket file left by a previous run would make bind fail; anything else stays.
+
+    Only a dead socket is left over: one something still accepts on belongs to a running
+    server (a mistyped path onto PostgreSQL's or the agent's socket, a second daemon), and
+    removing it took that server's socket over. It is in use, as a bound TCP port is.
+    """
     try:
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
-            os.unlink(path)
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            return
     except FileNotFoundError:
-        pass
+        return
+    with socket.socket(socket.AF_UNIX) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            pass  # nobody listens: left over
+        except OSError:
+            # e.g. a full backlog keeps the connect waiting: a server, only a busy one
+            raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE)) from None
+        else:
+            raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def serve(

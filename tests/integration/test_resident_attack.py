@@ -333,3 +333,32 @@ def test_no_password_in_any_log_line(target: Target) -> None:
         if line.count(":") >= 4
     ]
     assert passwords and not any(pw in target.daemon.process.log() for pw in passwords)
+
+
+def test_a_unix_socket_another_server_listens_on_is_not_taken_over(
+    target: Target, consul_agent: ConsulAgent, tmp_path: Path
+) -> None:
+    """--listen unix://PATH removed whatever socket was at PATH to bind its own: a path
+    mistyped onto a live server's socket (PostgreSQL's .s.PGSQL.5432, the agent's) took it
+    over. A socket something still accepts on is in use, as a TCP port is."""
+    path = tmp_path / "live.sock"
+    with socket.socket(socket.AF_UNIX) as live:
+        live.bind(str(path))
+        live.listen(1)
+        daemon = ResidentDaemon(
+            consul_agent,
+            "pg-http-attack-sock",
+            target.daemon.server,
+            tmp_path,
+            listen=f"unix://{path}",
+        )
+        try:
+            assert daemon.process.process.wait(timeout=30) == 2
+        finally:
+            daemon.stop()
+        assert f"cannot listen on unix://{path}" in daemon.process.log()
+        # still the live server's
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(str(path))
+            accepted, _ = live.accept()
+            accepted.close()

@@ -318,6 +318,7 @@ def start_services(
     if listen is not None:
         _serve_http(services, board, source, listen, settings, interval, session_ttl, stopping)
     if push_specs:
+        _require_ttl_checks(consul_settings, push_specs)
         # a verdict waits for the loop's next turn: an interval plus a PostgreSQL round trip
         turn_wait = interval + settings.timeout
         services.enter_context(
@@ -352,6 +353,40 @@ def _serve_http(
         )
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+
+
+def _require_ttl_checks(consul_settings: ConsulSettings, push_specs: Sequence[PushSpec]) -> None:
+    """Every --push id names a TTL check of the local agent, or the start ends in one line.
+
+    Without this a typo in an id (or conf.d not installed) cost one WARNING line and a push
+    retried every second for ever, while the check it was meant for stayed critical. The
+    agent answered just before (the service was found on it); should it be gone again (a
+    restart at boot) or not know the token yet, the pushes' own retries say so instead.
+    """
+    with ConsulClient(consul_settings) as client:
+        try:
+            checks = client.agent_checks()
+        except (ConsulUnreachable, ConsulPermissionDenied) as exc:
+            if isinstance(exc, ConsulPermissionDenied) and not exc.token_unknown:
+                raise click.ClickException(f"--push: reading the agent's checks: {exc}") from None
+            log.warning("--push: could not read the agent's checks to verify them: %s", exc)
+            return
+        except ConsulError as exc:
+            raise click.ClickException(f"--push: reading the agent's checks: {exc}") from None
+    where = f"the Consul agent at {consul_settings.address}"
+    for spec in push_specs:
+        check = checks.get(spec.check_id)
+        if check is None:
+            raise click.ClickException(
+                f"--push {spec.check_id}: no check {spec.check_id} on {where} (that this "
+                "token may read): wrong check id, or its TTL check is not in conf.d?"
+            )
+        kind = check.get("Type")
+        if kind and kind != "ttl":
+            raise click.ClickException(
+                f"--push {spec.check_id}: check {spec.check_id} on {where} is a {kind} "
+                "check, not a TTL check: a pushed verdict needs a TTL check"
+            )
 
 
 def _service_name(consul_settings: ConsulSettings, service_id: str, *, wait: bool) -> str:

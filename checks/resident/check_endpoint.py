@@ -5,8 +5,9 @@ The query is the command line: ``?warning=16MB&warning=30s`` is ``--warning=16MB
 glued to their option, so a value can never be read as another option. The same click
 command parses them as the executable would, and the body is what the executable prints.
 
-Options that choose what to connect to (``-H -p -U -d``, a conninfo, the Consul address or a
-token file) are never taken from a request: the daemon checks its own instance only, so it
+Options that choose what to connect to or read (``-H -p -U -d``, a conninfo, lag's
+``--primary``, the Consul address, a token file, mem's ``--root``) are never taken from a
+request: the daemon checks its own instance only, so it
 cannot be used to reach other servers or read files. ``--help`` and ``--version`` print
 instead of checking: refused too.
 """
@@ -29,9 +30,12 @@ MEM_NAME = "MEM"
 MEM_SUBCOMMAND = "mem"
 MEM_TARGET = "/proc"
 
-# parameter names (as click names them) that point a check elsewhere or at a file
+# parameter names (as click names them) that point a check elsewhere or at a file: lag's
+# --primary opens a connection of its own to any conninfo, with the daemon's passfile and
+# environment (a request could have its password sent to a listener of its choosing);
+# mem's hidden --root reads /proc and /sys under any directory
 REFUSED_PARAMS = frozenset(
-    {"host", "port", "user", "dbname", "conninfo", "consul_addr", "token_file"}
+    {"host", "port", "user", "dbname", "conninfo", "consul_addr", "token_file", "primary", "root"}
 )
 REFUSED_KEYS = frozenset(
     {"H", "p", "U", "d", *REFUSED_PARAMS, *(name.replace("_", "-") for name in REFUSED_PARAMS)}

@@ -1,7 +1,8 @@
 """The daemon's HTTP server: the standard library's, a thread per request (as Patroni's).
 
 Robust against its clients: a slow or half-open one holds only its own thread until the
-socket timeout; URLs, headers and concurrent requests are capped; only GET, HEAD and
+socket timeout; URLs, headers and concurrent requests are capped, also per client address
+(so one client dripping requests cannot starve a load balancer's checks); only GET, HEAD and
 OPTIONS are served (405 for any other method). HEAD and OPTIONS answer the status alone,
 which is all HAProxy reads. Nothing from the query string is logged: a request is logged as
 method, path and status, at debug level.
@@ -10,6 +11,7 @@ method, path and status, at debug level.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -44,6 +46,12 @@ CLIENT_TIMEOUT = 5.0
 # Requests served at once; past it the connection gets a bare 503 (each one is a thread,
 # and the checks among them share DEFAULT_SIZE connections anyway).
 MAX_CONCURRENT = 64
+# Requests served at once for one client address: a client dripping its request a byte at
+# a time holds a thread as long as it likes, and enough of them starved every other
+# client, the load balancer's and Consul's checks among them (bare 503s: the instance
+# marked down). A load balancer or agent checks a few paths at once; past this it is one
+# client hogging, and its excess gets the bare 503 instead of everybody's.
+MAX_PER_CLIENT = 16
 ALLOWED = "GET, HEAD, OPTIONS"
 # Kept connections for the health endpoints' one query: load balancers and Consul ask a
 # few times a second at most, and each answer takes a millisecond.
@@ -258,16 +266,20 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class CappedThreading(socketserver.ThreadingMixIn):
-    """A thread per request, at most MAX_CONCURRENT at once; the excess gets a bare 503."""
+    """A thread per request, at most MAX_CONCURRENT at once and MAX_PER_CLIENT for one
+    client address; the excess gets a bare 503."""
 
     daemon_threads = True
     # never join request threads at close: one may be waiting on a frozen server
     block_on_close = False
     resident: Resident
     _slots = threading.BoundedSemaphore(MAX_CONCURRENT)
+    _per_client: dict[str, int]
+    _per_client_lock: threading.Lock
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
+        client = _client_key(client_address)
+        if not self._take(client):
             with contextlib.suppress(OSError):
                 request.sendall(OVERLOADED)
             self.shutdown_request(request)  # type: ignore[attr-defined]
@@ -278,7 +290,40 @@ class CappedThreading(socketserver.ThreadingMixIn):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            self._give_back(_client_key(client_address))
+
+    def _take(self, client: str | None) -> bool:
+        if client is not None:
+            with self._per_client_lock:
+                if self._per_client.get(client, 0) >= MAX_PER_CLIENT:
+                    return False
+                self._per_client[client] = self._per_client.get(client, 0) + 1
+        if self._slots.acquire(blocking=False):
+            return True
+        self._give_back_client(client)
+        return False
+
+    def _give_back(self, client: str | None) -> None:
+        self._slots.release()
+        self._give_back_client(client)
+
+    def _give_back_client(self, client: str | None) -> None:
+        if client is None:
+            return
+        with self._per_client_lock:
+            left = self._per_client.get(client, 1) - 1
+            if left > 0:
+                self._per_client[client] = left
+            else:
+                self._per_client.pop(client, None)
+
+
+def _client_key(client_address: Any) -> str | None:
+    """The client's IP address; None on a unix socket, whose clients are all local and
+    nameless (the global cap alone holds there)."""
+    if isinstance(client_address, tuple) and client_address:
+        return str(client_address[0])
+    return None
 
 
 class ResidentTCPServer(CappedThreading, HTTPServer):
@@ -300,6 +345,8 @@ class HttpService:
         self.listen = listen
         self.server = _make_server(listen)
         self.server._slots = threading.BoundedSemaphore(MAX_CONCURRENT)
+        self.server._per_client = {}
+        self.server._per_client_lock = threading.Lock()
         self.server.resident = resident
         self._thread = threading.Thread(
             target=self.server.serve_forever,
@@ -342,12 +389,30 @@ def _make_server(listen: ListenAddress) -> ResidentTCPServer | ResidentUnixServe
 
 
 def _remove_socket(path: str) -> None:
-    """A socket file left by a previous run would make bind fail; anything else stays."""
+    """A socket file left by a previous run would make bind fail; anything else stays.
+
+    Only a dead socket is left over: one something still accepts on belongs to a running
+    server (a mistyped path onto PostgreSQL's or the agent's socket, a second daemon), and
+    removing it took that server's socket over. It is in use, as a bound TCP port is.
+    """
     try:
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
-            os.unlink(path)
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            return
     except FileNotFoundError:
-        pass
+        return
+    with socket.socket(socket.AF_UNIX) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            pass  # nobody listens: left over
+        except OSError:
+            # e.g. a full backlog keeps the connect waiting: a server, only a busy one
+            raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE)) from None
+        else:
+            raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def serve(

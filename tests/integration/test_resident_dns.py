@@ -273,7 +273,14 @@ def test_failover_and_the_old_primary_back_on_its_old_timeline_is_never_leader(
     old.start()
     assert not old.is_in_recovery()
     d.wait_checks({"pg-db-a-role-tag": "critical", "pg-db-a-alive": "passing"}, timeout=20)
-    assert "fenced" in d.checks()["pg-db-a-role-tag"]["Output"]
+    # waited for, not read once: the critical above may still be the verdict from while the
+    # server was down ("cannot connect"), the alive one already pushed and this one next
+    wait_until(
+        lambda: "fenced" in d.checks()["pg-db-a-role-tag"]["Output"],
+        timeout=10,
+        what="a fenced verdict on pg-db-a-role-tag",
+        describe=lambda: str(d.checks()["pg-db-a-role-tag"]),
+    )
     time.sleep(3)  # several polls and pushes of both daemons: DNS is sampled meanwhile
     assert srv_ports(d.agent, LEADER) == {d.port("b")}
 

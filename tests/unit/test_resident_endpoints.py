@@ -225,3 +225,19 @@ def test_usage_errors_are_400_with_clicks_message(
         check_endpoint.prepare("alive", query)
     assert refused.value.status == 400
     assert message in refused.value.report.render()
+
+
+@pytest.mark.parametrize(
+    "subcommand, key",
+    [("lag", "primary"), ("lag", "consul_addr"), ("mem", "root")],
+)
+def test_options_that_reach_another_server_or_read_files_are_refused(
+    subcommand: str, key: str
+) -> None:
+    """lag's --primary connects to any conninfo with the daemon's passfile; mem's --root
+    reads /proc and /sys under any directory."""
+    with pytest.raises(check_endpoint.Refused) as refused:
+        check_endpoint.prepare(subcommand, [(key, "host=elsewhere password=secret")])
+    assert refused.value.status == 400
+    assert "connection options are not taken from a request" in refused.value.report.render()
+    assert "secret" not in refused.value.report.render()

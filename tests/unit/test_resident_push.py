@@ -289,3 +289,20 @@ def test_the_board_wakes_a_waiter_on_the_next_turn_not_on_a_timer() -> None:
     started = time.monotonic()
     assert board.wait_newer(first, timeout=5) is second
     assert time.monotonic() - started < 1
+
+
+def test_the_checks_due_together_run_side_by_side(running: Callable[..., Pusher]) -> None:
+    """One after another, three checks each just inside their -t 4 took 12 s a round, and
+    with a 5 s interval their 15 s TTLs ran out between two pushes while all said OK. Each
+    evaluation here waits for the other two: run one after another they never meet."""
+    consul, board = RecordingConsul(), RoleBoard()
+    together = threading.Barrier(3, timeout=5)
+
+    def evaluate(spec: PushSpec) -> Report:
+        together.wait()
+        return Report("CHECK_POSTGRESQL", Status.OK, spec.check_id)
+
+    specs = [PushSpec(f"pg-db-{name}", 3600.0, name, ()) for name in ("alive", "role", "lag")]
+    running(specs, evaluate, consul, board)
+    wait_until(lambda: len(consul.updates) == 3, timeout=10, what="three pushes")
+    assert sorted(consul.statuses(spec.check_id)[0] for spec in specs) == ["passing"] * 3

@@ -41,8 +41,11 @@ class Check(nagiosplugin.Check):
     :func:`evaluate` turns into the answer.
     """
 
-    def __init__(self, *objects: CheckPart) -> None:
+    def __init__(self, *objects: CheckPart, sort_perfdata: bool = False) -> None:
         self.by_context: dict[str, nagiosplugin.Context] = {}
+        # for a check that has always printed its perfdata sorted (nagiosplugin's order):
+        # graphers such as PNP4Nagios map perfdata to data sources by position
+        self.sort_perfdata = sort_perfdata
         super().__init__(*objects)
 
     def add(self, *objects: CheckPart) -> Check:
@@ -55,6 +58,8 @@ class Check(nagiosplugin.Check):
     def __call__(self) -> None:
         for resource in self.resources:
             self._measure(resource)
+        if self.sort_perfdata:
+            self.perfdata.sort()
 
     def _measure(self, resource: nagiosplugin.Resource) -> None:
         metrics = resource.probe()

@@ -106,13 +106,15 @@ def run(
     summary: adapters.Summary,
     verbose: int,
     target: str | Callable[[], str] | None = None,
+    sort_perfdata: bool = False,
 ) -> Report:
     """Evaluate the resource with its contexts under the contract, within --timeout;
-    ``target`` names what did not answer in time (default: the server)."""
+    ``target`` names what did not answer in time (default: the server);
+    ``sort_perfdata``: perfdata sorted by label instead of in the order yielded."""
     settings = resource.settings
     return runtime.run_check(
         name,
-        lambda: adapters.Check(resource, *contexts, summary),
+        lambda: adapters.Check(resource, *contexts, summary, sort_perfdata=sort_perfdata),
         budget=settings.budget,
         target=settings.target if target is None else target,
         verbose=verbose,

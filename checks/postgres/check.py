@@ -106,15 +106,15 @@ def run(
     summary: adapters.Summary,
     verbose: int,
     target: str | Callable[[], str] | None = None,
-    sort_perfdata: bool = False,
+    perfdata_order: Callable[[str], Any] | None = None,
 ) -> Report:
     """Evaluate the resource with its contexts under the contract, within --timeout;
     ``target`` names what did not answer in time (default: the server);
-    ``sort_perfdata``: perfdata sorted by label instead of in the order yielded."""
+    ``perfdata_order``: a sort key for perfdata (default: the order yielded)."""
     settings = resource.settings
     return runtime.run_check(
         name,
-        lambda: adapters.Check(resource, *contexts, summary, sort_perfdata=sort_perfdata),
+        lambda: adapters.Check(resource, *contexts, summary, perfdata_order=perfdata_order),
         budget=settings.budget,
         target=settings.target if target is None else target,
         verbose=verbose,

@@ -212,5 +212,5 @@ def command(
         summary=WraparoundSummary(resource),
         verbose=verbose,
         # sorted, as this check has always printed it (graphers may map it by position)
-        sort_perfdata=True,
+        perfdata_order=adapters.by_text,
     )

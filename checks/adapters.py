@@ -6,7 +6,7 @@ these classes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import nagiosplugin
@@ -22,6 +22,11 @@ class Resource(nagiosplugin.Resource):
 
     def __init__(self) -> None:
         self.details: list[str] = []
+
+
+def by_text(performance: str) -> str:
+    """nagiosplugin's own perfdata order: sorted as text, so by label."""
+    return performance
 
 
 # what a Check is made of
@@ -41,8 +46,13 @@ class Check(nagiosplugin.Check):
     :func:`evaluate` turns into the answer.
     """
 
-    def __init__(self, *objects: CheckPart) -> None:
+    def __init__(
+        self, *objects: CheckPart, perfdata_order: Callable[[str], Any] | None = None
+    ) -> None:
         self.by_context: dict[str, nagiosplugin.Context] = {}
+        # a sort key for a check whose perfdata has always come in another order than
+        # its results (graphers such as PNP4Nagios map perfdata by position)
+        self.perfdata_order = perfdata_order
         super().__init__(*objects)
 
     def add(self, *objects: CheckPart) -> Check:
@@ -55,6 +65,8 @@ class Check(nagiosplugin.Check):
     def __call__(self) -> None:
         for resource in self.resources:
             self._measure(resource)
+        if self.perfdata_order is not None:
+            self.perfdata.sort(key=self.perfdata_order)
 
     def _measure(self, resource: nagiosplugin.Resource) -> None:
         metrics = resource.probe()

@@ -339,7 +339,21 @@ class ConsulClient:
 
     def self(self) -> dict[str, Any]:
         """`GET /v1/agent/self`: the agent's config and member info."""
-        return self._json("GET", "/v1/agent/self", needs="agent:read on this agent's node")
+        agent: dict[str, Any] = self._json(
+            "GET", "/v1/agent/self", needs="agent:read on this agent's node"
+        )
+        return agent
+
+    def _blocking(self, params: dict[str, str], wait: float | None) -> float:
+        """Make a read a blocking query that answers within `wait` (Consul's default 5 min
+        when None); returns the read timeout it needs: the wait, Consul's jitter, and the
+        usual answer time."""
+        if wait is not None:
+            params["wait"] = _wait_param(wait)
+        effective_wait = wait if wait is not None else 300.0
+        return (
+            effective_wait + effective_wait / BLOCKING_JITTER_DIVISOR + self.settings.read_timeout
+        )
 
     def agent_service(
         self,
@@ -359,14 +373,7 @@ class ConsulClient:
         read_timeout = None
         if index_hash is not None:
             params["hash"] = index_hash
-            effective_wait = wait if wait is not None else 300.0
-            if wait is not None:
-                params["wait"] = _wait_param(wait)
-            read_timeout = (
-                effective_wait
-                + effective_wait / BLOCKING_JITTER_DIVISOR
-                + self.settings.read_timeout
-            )
+            read_timeout = self._blocking(params, wait)
         response = self._request(
             "GET",
             f"/v1/agent/service/{quote(service_id, safe='')}",
@@ -416,12 +423,13 @@ class ConsulClient:
             params["tag"] = tag
         if passing:
             params["passing"] = "true"
-        return self._json(
+        instances: list[dict[str, Any]] = self._json(
             "GET",
             f"/v1/health/service/{quote(name, safe='')}",
             params=params,
             needs=f'service:read on "{name}" and node:read',
         )
+        return instances
 
     # -- sessions and the KV lock (the fence, checks/roletag/fencing.py) ------------------
     # Sessions and KV live in the servers' raft state, per datacenter: `datacenter` sends
@@ -496,14 +504,7 @@ class ConsulClient:
         read_timeout = None
         if index is not None:
             params["index"] = str(index)
-            effective_wait = wait if wait is not None else 300.0
-            if wait is not None:
-                params["wait"] = _wait_param(wait)
-            read_timeout = (
-                effective_wait
-                + effective_wait / BLOCKING_JITTER_DIVISOR
-                + self.settings.read_timeout
-            )
+            read_timeout = self._blocking(params, wait)
         if consistent:
             params["consistent"] = ""
         try:
@@ -550,7 +551,10 @@ class ConsulClient:
 
     def agent_checks(self) -> dict[str, dict[str, Any]]:
         """`GET /v1/agent/checks`: this agent's checks by check ID (ACL-filtered)."""
-        return self._json("GET", "/v1/agent/checks", needs="service:read / node:read")
+        checks: dict[str, dict[str, Any]] = self._json(
+            "GET", "/v1/agent/checks", needs="service:read / node:read"
+        )
+        return checks
 
     def update_check(self, check_id: str, status: str, output: str) -> None:
         """`PUT /v1/agent/check/update/:id`: set a TTL check's status ("passing",
@@ -577,7 +581,8 @@ class ConsulClient:
     def create_prepared_query(self, definition: Mapping[str, Any]) -> str:
         """`POST /v1/query`; returns the new query's ID."""
         created = self._json("POST", "/v1/query", needs=self._QUERY_NEEDS, json_body=definition)
-        return created["ID"]
+        query_id: str = created["ID"]
+        return query_id
 
     def update_prepared_query(self, query_id: str, definition: Mapping[str, Any]) -> None:
         """`PUT /v1/query/:id` with the whole definition."""
@@ -653,9 +658,11 @@ class ConsulClient:
         import httpx
 
         client = self._http()
-        timeout = httpx.USE_CLIENT_DEFAULT
-        if read_timeout is not None:
-            timeout = httpx.Timeout(read_timeout, connect=self.settings.connect_timeout)
+        timeout = (
+            httpx.USE_CLIENT_DEFAULT
+            if read_timeout is None
+            else httpx.Timeout(read_timeout, connect=self.settings.connect_timeout)
+        )
         where = f"the Consul agent at {self.settings.address}"
         try:
             response = client.request(

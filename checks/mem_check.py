@@ -15,7 +15,7 @@ import nagiosplugin
 
 from checks.adapters import Check, FactContext, MetricContext, Summary, status_of
 from checks.budget import Budget
-from checks.memory.resource import MemoryResource
+from checks.memory.resource import MemoryResource, perfdata_rank
 from checks.memory.snapshot import SCOPES, take_snapshot
 from checks.output import Report
 from checks.runtime import command as check_command
@@ -277,6 +277,7 @@ def command(
             ),
             MaybeMetricContext("oom_kills", oom["oom_kills"], label="OOM kills", unit=Unit.NUMBER),
             *(FactContext(name, fmt_metric="{name} {valueunit}") for name in FACTS),
+            perfdata_order=perfdata_rank,
         )
 
     return run_check(NAME, build, budget=Budget(timeout), target="/proc", verbose=verbose)

@@ -21,14 +21,40 @@ if TYPE_CHECKING:  # type-only: processes is imported for --top alone
     from checks.memory.snapshot import Snapshot
 
 
+# perfdata order: the headline first, so the 4 KB cap would drop the least useful
+PERFDATA_ORDER = (
+    "used_percent",
+    "used_bytes",
+    "available_bytes",
+    "total_bytes",
+    "swap_used_percent",
+    "swap_used_bytes",
+    "swap_total_bytes",
+    "swap_in_bytes",
+    "swap_out_bytes",
+    "pressure_some_avg10",
+    "pressure_some_avg60",
+    "commit_percent",
+    "committed_bytes",
+    "commit_limit_bytes",
+    "oom_kills",
+    "hugetlb_bytes",
+)
+
+
+def perfdata_rank(performance: str) -> int:
+    label = performance.split("=", 1)[0]
+    return PERFDATA_ORDER.index(label) if label in PERFDATA_ORDER else len(PERFDATA_ORDER)
+
+
 def _percent(part: int, whole: int) -> float:
     # one decimal: the text must not change between runs over noise (docs/design.md §2)
     return round(100.0 * part / whole, 1) if whole else 0.0
 
 
 class MemoryResource(Resource):
-    """Metrics in perfdata order: the headline first, so the 4 KB cap would drop the
-    least useful."""
+    """Metrics in the order of the long output's lines; perfdata is ordered by
+    :func:`perfdata_rank`."""
 
     def __init__(
         self,
@@ -64,6 +90,7 @@ class MemoryResource(Resource):
         yield Metric("used_bytes", s.used, "B", 0, s.total)
         yield Metric("available_bytes", s.available, "B", 0, s.total)
         yield Metric("total_bytes", s.total, "B", 0)
+        yield Metric("hugetlb_bytes", host.hugetlb_pool, "B", 0)
         yield Metric("swap_used_percent", _percent(host.swap_used, host.swap_total), "%", 0, 100)
         yield Metric("swap_used_bytes", host.swap_used, "B", 0, host.swap_total)
         yield Metric("swap_total_bytes", host.swap_total, "B", 0)
@@ -81,7 +108,6 @@ class MemoryResource(Resource):
         yield Metric("commit_limit_bytes", host.commit_limit, "B", 0)
         if s.oom_kills is not None or "oom_kills" in self.required:
             yield Metric("oom_kills", s.oom_kills, "c", 0)
-        yield Metric("hugetlb_bytes", host.hugetlb_pool, "B", 0)
         self.details = self._details()
 
     def _details(self) -> list[str]:

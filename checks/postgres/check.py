@@ -106,13 +106,15 @@ def run(
     summary: adapters.Summary,
     verbose: int,
     target: str | Callable[[], str] | None = None,
+    perfdata_order: Callable[[str], Any] | None = None,
 ) -> Report:
     """Evaluate the resource with its contexts under the contract, within --timeout;
-    ``target`` names what did not answer in time (default: the server)."""
+    ``target`` names what did not answer in time (default: the server);
+    ``perfdata_order``: a sort key for perfdata (default: the order yielded)."""
     settings = resource.settings
     return runtime.run_check(
         name,
-        lambda: adapters.Check(resource, *contexts, summary),
+        lambda: adapters.Check(resource, *contexts, summary, perfdata_order=perfdata_order),
         budget=settings.budget,
         target=settings.target if target is None else target,
         verbose=verbose,

@@ -59,6 +59,8 @@ def test_no_open_transaction_is_ok(pg_cluster: PgCluster) -> None:
     assert (perf["oldest_xact_age"].uom, perf["oldest_xact_age"].warn) == ("s", "1800")
     assert perf["oldest_idle_in_xact_age"].crit == "1800"
     assert perf["open_transactions"].value == 0
+    # sorted by label, as it has always been: PNP4Nagios maps perfdata by position
+    assert list(perf) == sorted(perf)
 
 
 def test_long_and_idle_transactions_past_thresholds(

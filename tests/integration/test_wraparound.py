@@ -30,6 +30,8 @@ def test_fresh_cluster_is_ok_naming_the_oldest_database(pg_primary: PgServer) ->
         "75",
     )
     assert "mxid_age" in perf
+    # sorted by label, as it has always been: PNP4Nagios maps perfdata by position
+    assert list(perf) == sorted(perf)
     assert run.long_output[0].startswith("autovacuum_freeze_max_age 200,000,000")
 
 

@@ -40,6 +40,17 @@ def test_every_perfdata_item_follows_the_contract(capsys) -> None:
         assert out.splitlines()[0].split(" | ")[1].startswith("used_percent=")
 
 
+def test_perfdata_and_verbose_lines_keep_their_orders(capsys) -> None:
+    """Perfdata headline first, the hugetlb pool last; -v lists the pool after the total,
+    as mem_check always has (graphers may map perfdata by position)."""
+    _, out = run(capsys, "--root", tree("hugepages"), "-v")
+    labels = list(perfdata(out))
+    assert labels[:4] == ["used_percent", "used_bytes", "available_bytes", "total_bytes"]
+    assert labels[-1] == "hugetlb_bytes"
+    verbose = [line for line in out.splitlines() if line.startswith("ok: ")]
+    assert verbose[3:5] == [f"ok: total_bytes {48 * GiB}B", f"ok: hugetlb_bytes {16 * GiB}B"]
+
+
 def test_forced_cgroup_scope_without_limit_says_so(capsys) -> None:
     code, out = run(capsys, "--root", tree("v1-host"), "--scope", "cgroup")
     assert code == 0

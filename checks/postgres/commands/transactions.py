@@ -256,4 +256,6 @@ def command(
         adapters.FactContext("xact_fact"),
         summary=TransactionsSummary(resource),
         verbose=verbose,
+        # sorted, as this check has always printed it (graphers may map it by position)
+        perfdata_order=adapters.by_text,
     )

@@ -211,4 +211,6 @@ def command(
         adapters.FactContext("xmin_horizon_age"),
         summary=WraparoundSummary(resource),
         verbose=verbose,
+        # sorted, as this check has always printed it (graphers may map it by position)
+        perfdata_order=adapters.by_text,
     )

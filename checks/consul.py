@@ -359,7 +359,10 @@ class ConsulClient:
 
     def self(self) -> dict[str, Any]:
         """`GET /v1/agent/self`: the agent's config and member info."""
-        return self._json("GET", "/v1/agent/self", needs="agent:read on this agent's node")
+        agent: dict[str, Any] = self._json(
+            "GET", "/v1/agent/self", needs="agent:read on this agent's node"
+        )
+        return agent
 
     def agent_service(
         self,
@@ -436,12 +439,13 @@ class ConsulClient:
             params["tag"] = tag
         if passing:
             params["passing"] = "true"
-        return self._json(
+        instances: list[dict[str, Any]] = self._json(
             "GET",
             f"/v1/health/service/{quote(name, safe='')}",
             params=params,
             needs=f'service:read on "{name}" and node:read',
         )
+        return instances
 
     # -- sessions and the KV lock (the fence, checks/reporter/fence.py) -------------------
     # Sessions and KV live in the servers' raft state, per datacenter: `datacenter` sends
@@ -570,7 +574,10 @@ class ConsulClient:
 
     def agent_checks(self) -> dict[str, dict[str, Any]]:
         """`GET /v1/agent/checks`: this agent's checks by check ID (ACL-filtered)."""
-        return self._json("GET", "/v1/agent/checks", needs="service:read / node:read")
+        checks: dict[str, dict[str, Any]] = self._json(
+            "GET", "/v1/agent/checks", needs="service:read / node:read"
+        )
+        return checks
 
     # Prepared queries live in the servers' raft state, not in conf.d (docs/design.md §5).
     _QUERY_NEEDS = "query write on the query name (query/query_prefix rules)"
@@ -582,7 +589,8 @@ class ConsulClient:
     def create_prepared_query(self, definition: Mapping[str, Any]) -> str:
         """`POST /v1/query`; returns the new query's ID."""
         created = self._json("POST", "/v1/query", needs=self._QUERY_NEEDS, json_body=definition)
-        return created["ID"]
+        query_id: str = created["ID"]
+        return query_id
 
     def update_prepared_query(self, query_id: str, definition: Mapping[str, Any]) -> None:
         """`PUT /v1/query/:id` with the whole definition."""
@@ -654,9 +662,11 @@ class ConsulClient:
         import httpx
 
         client = self._http()
-        timeout = httpx.USE_CLIENT_DEFAULT
-        if read_timeout is not None:
-            timeout = httpx.Timeout(read_timeout, connect=self.settings.connect_timeout)
+        timeout = (
+            httpx.USE_CLIENT_DEFAULT
+            if read_timeout is None
+            else httpx.Timeout(read_timeout, connect=self.settings.connect_timeout)
+        )
         where = f"the Consul agent at {self.settings.address}"
         try:
             response = client.request(

@@ -1,10 +1,12 @@
 # Types for the part of nagiosplugin (1.3.2 - 1.4) that checks/ uses; the library ships
 # none. Only what we call is declared, so a use of anything else fails the type check
-# and gets declared here after a look at the library's source.
+# and gets declared here after a look at the library's source. tests/unit/test_typings.py
+# holds these to the installed library (mypy's stubtest); @disjoint_base marks the classes
+# that are namedtuples there.
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeAlias
 
-from typing_extensions import Self
+from typing_extensions import Self, disjoint_base
 
 from . import state as state
 from .state import Critical as Critical
@@ -13,6 +15,7 @@ from .state import ServiceState
 from .state import Unknown as Unknown
 from .state import Warn as Warn
 
+@disjoint_base
 class Range(tuple[bool, float, float]):
     # "[@][start:][end]"; an int or float spec means 0:spec; a float may be inf
     def __new__(cls, spec: Range | str | float | None = "") -> Self: ...
@@ -26,6 +29,7 @@ class Range(tuple[bool, float, float]):
     @property
     def violation(self) -> str: ...
 
+@disjoint_base
 class Metric(tuple[Any, ...]):
     def __new__(
         cls,
@@ -64,6 +68,7 @@ class Metric(tuple[Any, ...]):
     def valueunit(self) -> str: ...
     def replace(self, **attr: Any) -> Metric: ...
 
+@disjoint_base
 class Performance(tuple[Any, ...]):
     def __new__(
         cls,
@@ -80,6 +85,7 @@ class Performance(tuple[Any, ...]):
     @property
     def value(self) -> Any: ...
 
+@disjoint_base
 class Result(tuple[Any, ...]):
     def __new__(
         cls, state: ServiceState, hint: str | None = None, metric: Metric | None = None
@@ -157,7 +163,7 @@ class Check:
     results: Results
     perfdata: list[str]  # rendered perfdata, one entry per metric ("" for none)
     name: str
-    def __init__(self, *objects: _CheckPart, name: str = "") -> None: ...
+    def __init__(self, *objects: _CheckPart) -> None: ...
     def add(self, *objects: _CheckPart) -> Self: ...
     # private (checks.adapters.Check overrides __call__ around it)
     def _evaluate_resource(self, resource: Resource) -> None: ...

@@ -121,7 +121,14 @@ def main() -> None:
             ),
             *(
                 (f"check_postgresql {name}", [str(bindir / "check_postgresql"), name], on_primary)
-                for name in ("slots", "connections", "archiver", "wraparound", "transactions")
+                for name in (
+                    "slots",
+                    "connections",
+                    "archiver",
+                    "wraparound",
+                    "transactions",
+                    "checkpoints",
+                )
             ),
         ]
         others = [

@@ -36,6 +36,7 @@ COMMANDS = (
     "archiver",
     "wraparound",
     "transactions",
+    "checkpoints",
 )
 
 

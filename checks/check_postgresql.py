@@ -28,11 +28,12 @@ SUBCOMMANDS = {
     "archiver": "checks.postgres.commands.archiver",
     "wraparound": "checks.postgres.commands.wraparound",
     "transactions": "checks.postgres.commands.transactions",
+    "checkpoints": "checks.postgres.commands.checkpoints",
     "consul-role": "checks.postgres.commands.consul_role",
 }
 
 
-class LazyDefaultGroup(click.Group):
+class LazyDefaultGroup(runtime.CheckGroup):
     """Subcommands loaded on demand; ``alive`` when the first argument names none."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -57,7 +58,7 @@ class LazyDefaultGroup(click.Group):
         return super().parse_args(ctx, args)
 
 
-@click.group(cls=LazyDefaultGroup, context_settings=runtime.CONTEXT_SETTINGS)
+@click.group("check_postgresql", cls=LazyDefaultGroup, context_settings=runtime.CONTEXT_SETTINGS)
 @runtime.version_option
 def cli() -> None:
     """Nagios-compatible checks of PostgreSQL for high availability behind Consul.

@@ -1,6 +1,6 @@
 """mem_check: is this host (or its container) short of memory?
 
-The resource is :class:`checks.memory.probe.MemoryProbe`; this module holds the CLI, the
+The resource is :class:`checks.memory.resource.MemoryResource`; this module holds the CLI, the
 contexts that put thresholds on its metrics, and the summary that words the first line.
 docs/design.md §4 says why each number is the one it is.
 """
@@ -13,11 +13,13 @@ from typing import NoReturn, TypeVar
 import click
 import nagiosplugin
 
-from checks.adapters import FactContext, MetricContext, Summary, status_of
-from checks.memory.probe import METRIC_ORDER, MemoryProbe
+from checks.adapters import Check, FactContext, MetricContext, Summary, status_of
+from checks.budget import Budget
+from checks.memory.resource import MemoryResource
 from checks.memory.snapshot import SCOPES, take_snapshot
 from checks.output import Report
-from checks.runtime import CONTEXT_SETTINGS, common_options, run_check, run_cli, version_option
+from checks.runtime import command as check_command
+from checks.runtime import common_options, run_check, run_cli, version_option
 from checks.status import worst
 from checks.thresholds import (
     Limits,
@@ -68,15 +70,15 @@ class MaybeMetricContext(MetricContext):
 
 
 class MemSummary(Summary):
-    probe: MemoryProbe
+    resource: MemoryResource
 
     def ok(self, results: nagiosplugin.Results) -> str:
-        return self.probe.headline
+        return self.resource.headline
 
     def problem(self, results: nagiosplugin.Results) -> str:
         status = worst(status_of(r.state) for r in results)
         said = {r.metric.name for r in results if status_of(r.state) is status and r.metric}
-        return f"{super().problem(results)}, {self.probe.headline_without(said)}"
+        return f"{super().problem(results)}, {self.resource.headline_without(said)}"
 
 
 def _floor(threshold: Threshold | None) -> nagiosplugin.Range | None:
@@ -110,7 +112,7 @@ def _pair(
         raise
 
 
-@click.command(context_settings=CONTEXT_SETTINGS)
+@check_command("mem_check")
 @threshold_options(
     plain_unit=Unit.PERCENT,
     help_suffix="Percent of the total used (90%, default warning 90, critical 95) or bytes "
@@ -237,12 +239,12 @@ def command(
             cgroup = snapshot.cgroup if snapshot.scope == "cgroup" else None
             only = member_pids(root, cgroup.directory) if cgroup else None
             processes = top_processes(top, procfs=f"{root.rstrip('/')}/proc", only=only)
-        probe = MemoryProbe(snapshot, top=processes, required=required)
+        resource = MemoryResource(snapshot, top=processes, required=required)
         # CommitLimit only binds under mode 2; elsewhere it is a number, not a limit
         commit_limits = commit if snapshot.overcommit.enforced else {}
-        return nagiosplugin.Check(
-            probe,
-            MemSummary(probe),
+        return Check(
+            resource,
+            MemSummary(resource),
             MetricContext("used_percent", used["used_percent"], label="used", unit=Unit.PERCENT),
             MetricContext("used_bytes", used["used_bytes"], label="used", unit=Unit.BYTES),
             MetricContext("available_bytes", available, label="available", unit=Unit.BYTES),
@@ -277,16 +279,7 @@ def command(
             *(FactContext(name, fmt_metric="{name} {valueunit}") for name in FACTS),
         )
 
-    report = run_check(NAME, build, timeout=timeout, target="/proc", verbose=verbose)
-    # nagiosplugin sorts perfdata by label; the headline metric goes first for people
-    # reading the raw line, and so the least useful ones go first if the 4 KB cap bites
-    report.perfdata.sort(key=_perfdata_rank)
-    return report
-
-
-def _perfdata_rank(item: str) -> int:
-    label = item.split("=", 1)[0]
-    return METRIC_ORDER.index(label) if label in METRIC_ORDER else len(METRIC_ORDER)
+    return run_check(NAME, build, budget=Budget(timeout), target="/proc", verbose=verbose)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

@@ -81,7 +81,7 @@ from checks.status import CheckFailed, Status
 if TYPE_CHECKING:
     import psycopg
 
-    from checks.postgres.probes.reporter import Position
+    from checks.postgres.readers.reporter import ReporterPositionFacts
 
 log = logging.getLogger("pg-role-reporter")
 
@@ -277,11 +277,11 @@ class PostgresRole:
 
     def observe(
         self, *, since_lsn: str | None = None
-    ) -> tuple[Observed, Position | None, PostgresProblem | None]:
+    ) -> tuple[Observed, ReporterPositionFacts | None, PostgresProblem | None]:
         """The role (and, on a primary, the WAL position), or what is wrong."""
         from checks.postgres.connection import connect
-        from checks.postgres.probes.reporter import read_position
-        from checks.postgres.probes.role import read_role
+        from checks.postgres.readers.reporter import read_position
+        from checks.postgres.readers.role import read_role
 
         deadline: RoundTripDeadline | None = None
         try:
@@ -563,7 +563,7 @@ class Reporter:
         self.backoff = Backoff()
         self.next_consul_attempt = 0.0
         self.last_observed: Observed | None = None
-        self.last_position: Position | None = None
+        self.last_position: ReporterPositionFacts | None = None
         self.last_problem: PostgresProblem | None = None
         self.problems = Problems()
         self.holding = False

@@ -13,19 +13,18 @@ import os
 import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar, overload
 
+from checks.budget import Budget
 from checks.status import critical, unknown
 
 if TYPE_CHECKING:
     import psycopg
 
-# libpq refuses a connect_timeout below 2 s (it silently raises it to 2).
-MIN_CONNECT_TIMEOUT = 2
-# Part of --timeout left for connecting and for the query; the watchdog takes the rest.
-BUDGET_SHARE = 0.8
-# The oldest major the probes' SQL is written and tested for (wal_status in
+# The oldest major the readers' SQL is written and tested for (wal_status in
 # pg_replication_slots, for one, arrived in 13).
 OLDEST_SUPPORTED_MAJOR = 13
 
@@ -39,12 +38,17 @@ class ConnectionSettings:
     user: str | None = None
     # like psql -d: a database name, or a whole conninfo string or URI
     dbname: str | None = None
+    # --timeout: the whole run's; the connection takes its share (budget.connection)
     timeout: float = 10.0
     application_name: str = "check_postgresql"
 
     @property
+    def budget(self) -> Budget:
+        return Budget(self.timeout)
+
+    @property
     def connect_timeout(self) -> int:
-        return max(MIN_CONNECT_TIMEOUT, int(self.timeout * BUDGET_SHARE))
+        return self.budget.connect_timeout
 
     def target(self) -> str:
         """The server or servers libpq will try, as ``host:port`` (``, ``-joined).
@@ -107,7 +111,6 @@ class ConnectionSettings:
         from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
         base = self.dbname if self.dbname and _is_conninfo(self.dbname) else ""
-        budget = self.timeout * BUDGET_SHARE
         params: dict[str, Any] = {
             # fallback_: an application_name from the user (PGAPPNAME, conninfo) wins
             "fallback_application_name": self.application_name,
@@ -123,7 +126,7 @@ class ConnectionSettings:
         # gives explicit parameters precedence), so with a service in play the server's
         # statement_timeout is left alone and the watchdog alone bounds the run.
         if not (given.get("service") or os.environ.get("PGSERVICE")):
-            statement_timeout = f"-c statement_timeout={int(budget * 1000)}"
+            statement_timeout = f"-c statement_timeout={int(self.budget.connection * 1000)}"
             options = given.get("options") if base else os.environ.get("PGOPTIONS")
             params["options"] = f"{options} {statement_timeout}" if options else statement_timeout
         return make_conninfo(base, **params)
@@ -141,10 +144,50 @@ def _is_conninfo(text: str) -> bool:
     return "=" in text or text.startswith(("postgresql://", "postgres://"))
 
 
+class ConnectionSource(Protocol):
+    """Hands out a connection to the instance a check runs against, instead of a new one.
+
+    The resident daemon keeps one connection to its own instance and lends it to the
+    checks it runs in-process; the source ignores host, port, user and dbname (a request
+    never chooses the server). The connection it yields is autocommit with dict rows, as
+    :func:`open_connection`'s, and stays open after the ``with`` block.
+    """
+
+    def connection(
+        self, settings: ConnectionSettings
+    ) -> AbstractContextManager[psycopg.Connection[Any]]: ...
+
+
+# Set by checks.runtime.invoke for the check it runs in this thread (a ContextVar, not a
+# global: the daemon runs several checks at once, each in its own thread).
+connection_source: ContextVar[ConnectionSource | None] = ContextVar(
+    "connection_source", default=None
+)
+
+
 def connect(
+    settings: ConnectionSettings, *, capture_stderr: bool = True, own_instance: bool = True
+) -> AbstractContextManager[psycopg.Connection[dict[str, Any]]]:
+    """The connection a check asks its questions on, for a ``with`` block.
+
+    From the :data:`connection_source` when one is set (in-process, the daemon's kept
+    connection), else a new one (:func:`open_connection`), closed at the end of the block.
+    ``own_instance=False`` is for another server (the primary a replica compares itself
+    with): never the source's, and since a source means a multi-threaded daemon, libpq's
+    warnings are not captured from the shared file descriptor 2.
+    """
+    source = connection_source.get()
+    if source is not None:
+        if own_instance:
+            return source.connection(settings)
+        capture_stderr = False
+    return open_connection(settings, capture_stderr=capture_stderr)
+
+
+def open_connection(
     settings: ConnectionSettings, *, capture_stderr: bool = True
 ) -> psycopg.Connection[dict[str, Any]]:
-    """One autocommit connection with dict rows; failures end the check as CRITICAL,
+    """One new autocommit connection with dict rows; failures end the check as CRITICAL,
     a server older than OLDEST_SUPPORTED_MAJOR as UNKNOWN.
 
     ``capture_stderr``: keep libpq's own warnings off file descriptor 2 (a check must print
@@ -384,17 +427,41 @@ def _login_user(settings: ConnectionSettings) -> str:
         return settings.user or "the check's role"
 
 
+Params: TypeAlias = "Sequence[Any] | Mapping[str, Any] | None"
+Row = TypeVar("Row")
+
+
+@overload
+def query(
+    conn: psycopg.Connection[dict[str, Any]], sql: str, params: Params = None
+) -> list[dict[str, Any]]: ...
+@overload
 def query(
     conn: psycopg.Connection[dict[str, Any]],
     sql: str,
-    params: Sequence[Any] | Mapping[str, Any] | None = None,
-) -> list[dict[str, Any]]:
-    """Run one statement; server errors end the check with the state they deserve."""
+    params: Params = None,
+    *,
+    row_class: type[Row],
+) -> list[Row]: ...
+def query(
+    conn: psycopg.Connection[dict[str, Any]],
+    sql: str,
+    params: Params = None,
+    *,
+    row_class: type[Any] | None = None,
+) -> list[Any]:
+    """Run one statement; server errors end the check with the state they deserve.
+
+    ``row_class``: each row built as that class from its named columns (psycopg's
+    class_row), else a dict.
+    """
     import psycopg
     from psycopg import errors
+    from psycopg.rows import class_row
 
     try:
-        with conn.cursor() as cursor:
+        cursor = conn.cursor(row_factory=class_row(row_class)) if row_class else conn.cursor()
+        with cursor:
             cursor.execute(sql, params)
             return cursor.fetchall()
     except errors.InsufficientPrivilege as exc:
@@ -411,12 +478,30 @@ def query(
         raise unknown(f"query failed: {exc.diag.message_primary or exc}") from None
 
 
+@overload
+def fetch_row(
+    conn: psycopg.Connection[dict[str, Any]], sql: str, params: Params = None
+) -> dict[str, Any]: ...
+@overload
 def fetch_row(
     conn: psycopg.Connection[dict[str, Any]],
     sql: str,
-    params: Sequence[Any] | Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    rows = query(conn, sql, params)
+    params: Params = None,
+    *,
+    row_class: type[Row],
+) -> Row: ...
+def fetch_row(
+    conn: psycopg.Connection[dict[str, Any]],
+    sql: str,
+    params: Params = None,
+    *,
+    row_class: type[Any] | None = None,
+) -> Any:
+    rows: list[Any] = (
+        query(conn, sql, params)
+        if row_class is None
+        else query(conn, sql, params, row_class=row_class)
+    )
     if len(rows) != 1:
         raise unknown(f"internal error: expected one row, got {len(rows)}")
     return rows[0]

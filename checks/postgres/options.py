@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from checks.budget import Budget
 from checks.postgres.connection import ConnectionSettings
 from checks.runtime import TimeoutType, common_options
 from checks.status import Status
@@ -39,8 +40,13 @@ def role_mismatch_option(other_role: str) -> Callable[..., Any]:
     )
 
 
-def connection_options(command: Callable[..., Any], **help_texts: str) -> Callable[..., Any]:
-    """Adds -H/-p/-U/-d and -t/-v; the command receives ``settings`` and ``verbose``.
+def server_and_common_options(
+    command: Callable[..., Any], *, pass_budget: bool = False, **help_texts: str
+) -> Callable[..., Any]:
+    """Adds the server options -H/-p/-U/-d and the common -t/-v; the command receives
+    ``settings`` (the server, and -t as ``settings.budget``) and ``verbose``; with
+    ``pass_budget`` also ``budget``, for a check whose other lookups (Consul) take a
+    share of -t that is none of the connection's business.
 
     ``help_texts`` (``timeout_help``, ``verbose_help``) reword -t/-v for a non-check.
     """
@@ -58,6 +64,8 @@ def connection_options(command: Callable[..., Any], **help_texts: str) -> Callab
         settings = ConnectionSettings(
             host=host, port=port, user=user, dbname=dbname, timeout=timeout
         )
+        if pass_budget:
+            kwargs["budget"] = Budget(timeout)
         return command(*args, settings=settings, **kwargs)
 
     for option in reversed(
@@ -89,6 +97,10 @@ def connection_options(command: Callable[..., Any], **help_texts: str) -> Callab
     ):
         wrapper = option(wrapper)
     return common_options(wrapper, timeout_type=POSTGRES_TIMEOUT, **help_texts)
+
+
+# pg-role-reporter's name for it (the daemon words -t its own way)
+connection_options = server_and_common_options
 
 
 # Below a second a healthy server would be reported as timed out whenever connecting

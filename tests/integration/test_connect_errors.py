@@ -110,11 +110,10 @@ def test_service_file_target_is_named(make_pg_cluster, tmp_path) -> None:
         server.thaw()
 
 
-def test_reserved_slots_name_the_grant(make_pg_cluster, pg_install) -> None:
+@pytest.mark.pg(">= 16")  # reserved_connections, pg_use_reserved_connections
+def test_reserved_slots_name_the_grant(make_pg_cluster) -> None:
     """PostgreSQL 16+: with only reserved_connections slots left, a login without
     pg_use_reserved_connections is turned away; the message says what to GRANT."""
-    if pg_install.major < 16:
-        pytest.skip("reserved_connections and pg_use_reserved_connections are PostgreSQL 16+")
     cluster: PgCluster = make_pg_cluster(
         replicas=0, max_connections=8, superuser_reserved_connections=1, reserved_connections=2
     )

@@ -32,6 +32,7 @@ EXPECTED_COMMANDS = {
         "archiver",
         "wraparound",
         "transactions",
+        "checkpoints",
         "consul_role",
         "mem",
     )

@@ -28,6 +28,17 @@ _TRANSACTIONS_PERF = {
 }
 _WRAPAROUND_PERF = {"mxid_age", "mxid_age_pct", "xid_age", "xid_age_pct", "xmin_horizon_age"}
 _CONNECTIONS_PERF = {"connections", "connections_pct", "max_connections"}
+_CHECKPOINTS_PERF = {
+    "wal_since_checkpoint",
+    "wal_since_checkpoint_pct",
+    "last_checkpoint_age",
+    "checkpoints_timed",
+    "checkpoints_requested",
+}
+_CHECKPOINTS_LINE = (
+    r"\d+(\.\d)? (B|KiB|MiB) of WAL since the last {kind} began "
+    r"\(\d+% of max_wal_size 64\.0 MiB\)"
+)
 _LAG_LINE = r"replay lag \d+ B, \d+ms, streaming from 127\.0\.0\.1:(?P<primary_port>\d+)"
 
 # (node, subcommand) -> (summary pattern, perfdata labels) on the healthy shared cluster;
@@ -103,6 +114,11 @@ EXPECTED: dict[tuple[str, str], tuple[str, set[str]]] = {
     ("replica", "connections"): (
         r"\d+ of 47 usable connections in use \(\d+\.\d%\), most on \w+ \(\d+\)",
         _CONNECTIONS_PERF,
+    ),
+    ("primary", "checkpoints"): (_CHECKPOINTS_LINE.format(kind="checkpoint"), _CHECKPOINTS_PERF),
+    ("replica", "checkpoints"): (
+        _CHECKPOINTS_LINE.format(kind="restartpoint"),
+        _CHECKPOINTS_PERF,
     ),
 }
 

@@ -115,7 +115,7 @@ def test_login_read_only_in_read_role(lone_primary: PgCluster) -> None:
     import psycopg
     from psycopg.rows import dict_row
 
-    from checks.postgres.probes.role import read_role
+    from checks.postgres.readers.role import read_role
 
     primary = lone_primary.primary
     with psycopg.connect(

@@ -16,12 +16,12 @@ from checks.postgres.commands.lag import (
     judge_receiver,
     judge_seconds,
 )
-from checks.postgres.probes.lag import ReplicaLag
-from checks.postgres.probes.lag_reference import Reference, lsn_order
+from checks.postgres.lag_reference import Reference, lsn_order
+from checks.postgres.readers.lag import ReplicaLagFacts
 from checks.status import Status
 from checks.thresholds import Limits
 
-STREAMING = ReplicaLag(
+STREAMING = ReplicaLagFacts(
     in_recovery=True,
     server_version=150000,
     system_identifier="7300000000000000001",

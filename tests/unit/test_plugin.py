@@ -53,7 +53,7 @@ def test_summary_is_one_line_and_bounded() -> None:
     assert len(first) < 220
 
 
-class FakeProbe(adapters.Probe):
+class FakeProbe(adapters.Resource):
     def __init__(self, values: dict[str, float], error: Exception | None = None) -> None:
         super().__init__()
         self.values, self.error = values, error
@@ -214,3 +214,27 @@ def test_the_watchdog_ends_the_process_even_when_its_answer_cannot_be_written() 
         code = process.wait(timeout=20)
     assert code == 2
     assert time.monotonic() - started < 10
+
+
+def test_check_uses_no_private_nagiosplugin_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    """nagiosplugin>=1.3 is open-ended: adapters.Check must not lean on its private
+    _evaluate_resource, whose change would reorder or lose perfdata unnoticed."""
+
+    def private(self: object, resource: object) -> None:
+        raise AssertionError("nagiosplugin's private Check._evaluate_resource was called")
+
+    monkeypatch.setattr(nagiosplugin.Check, "_evaluate_resource", private, raising=False)
+    check = adapters.Check(FakeProbe({"size": 30, "broken": 0}), *contexts(), adapters.Summary())
+    report = adapters.evaluate("T", check)
+    assert (report.status, report.summary) == (Status.CRITICAL, "size 30 B (above 20 B)")
+    assert report.perfdata == ["size=30B;10;20", "broken=0;;;0;1"]
+
+
+def test_the_budget_shares_leave_room_for_the_watchdog() -> None:
+    budget = runtime.Budget(10)
+    assert budget.connection == 8 and budget.connect_timeout == 8
+    assert budget.consul_request == 2.5
+    assert budget.other_server == 3 and budget.leader_lookup == 2
+    # libpq's floor; the lookups' own caps
+    assert runtime.Budget(1).connect_timeout == 2
+    assert runtime.Budget(60).leader_lookup == 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from checks.postgres.probes.role import RoleFacts
+from checks.postgres.readers.role import RoleFacts
 from checks.postgres.server_settings import is_login_source
 
 

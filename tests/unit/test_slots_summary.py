@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import nagiosplugin
 
-from checks.postgres.commands.slots import Slots, SlotsSummary, wal_status_hint
+from checks.postgres.commands.slots import SlotsResource, SlotsSummary, wal_status_hint
 from checks.postgres.connection import ConnectionSettings
-from checks.postgres.probes.slots import Slot, slot_of_row
+from checks.postgres.readers.slots import SlotFacts, slot_of_row
 
 
-def slot(name: str, **changes) -> Slot:
+def slot(name: str, **changes) -> SlotFacts:
     row = {
         "slot_name": name,
         "slot_type": "physical",
@@ -67,8 +67,8 @@ def test_worst_first() -> None:
     ]
 
 
-def _probe_with(slots: list[Slot]) -> tuple[Slots, list[nagiosplugin.Metric]]:
-    probe = Slots(ConnectionSettings.__new__(ConnectionSettings), ())
+def _probe_with(slots: list[SlotFacts]) -> tuple[SlotsResource, list[nagiosplugin.Metric]]:
+    probe = SlotsResource(ConnectionSettings.__new__(ConnectionSettings), ())
     probe.slots = slots
     metrics = []
     for index, one in enumerate(slots):

@@ -8,10 +8,12 @@ from types import SimpleNamespace
 import pytest
 
 from checks import output
+from checks.postgres import check as postgres_check
+from checks.postgres.capabilities import ServerCapabilities
 from checks.postgres.commands import standbys as cmd
-from checks.postgres.probes.standbys import (
-    Standby,
-    Upstream,
+from checks.postgres.readers.standbys import (
+    StandbyFacts,
+    UpstreamFacts,
     looks_mangled,
     required_sync_standbys,
     server_shown_name,
@@ -54,8 +56,8 @@ def standby(
     seconds: float = 0.0,
     receiver: bool = False,
     logical: bool = False,
-) -> Standby:
-    return Standby(
+) -> StandbyFacts:
+    return StandbyFacts(
         pid=abs(hash(name)) % 100000,
         application_name=name,
         client_addr="127.0.0.1",
@@ -84,13 +86,13 @@ def test_worst_first_puts_not_streaming_then_largest_lag_first() -> None:
 
 
 def upstream(
-    *senders: Standby,
+    *senders: StandbyFacts,
     names: str = "",
     in_recovery: bool = False,
     synchronous_commit: str = "on",
     version: int = 150000,
-) -> Upstream:
-    return Upstream(
+) -> UpstreamFacts:
+    return UpstreamFacts(
         in_recovery=in_recovery,
         synchronous_standby_names=names,
         standbys=worst_first([s for s in senders if not s.wal_receiver and not s.logical]),
@@ -101,9 +103,9 @@ def upstream(
     )
 
 
-def run(monkeypatch: pytest.MonkeyPatch, up: Upstream, *args: str) -> output.Report:
+def run(monkeypatch: pytest.MonkeyPatch, up: UpstreamFacts, *args: str) -> output.Report:
     conn = SimpleNamespace(info=SimpleNamespace(user="monitor"))
-    monkeypatch.setattr(cmd, "connect", lambda settings: contextlib.nullcontext(conn))
+    monkeypatch.setattr(postgres_check, "connect", lambda settings: contextlib.nullcontext(conn))
     monkeypatch.setattr(cmd, "read_standbys", lambda c: up)
     report = cmd.command.main(args=list(args), standalone_mode=False)
     assert isinstance(report, output.Report)
@@ -269,12 +271,12 @@ def test_delayed_needs_name_and_duration(value: str) -> None:
 
 
 def test_server_shown_names() -> None:
-    assert server_shown_name("replica1", 150000) == "replica1"
-    assert server_shown_name("r\u00e9plica", 150000) == "r??plica"
-    assert server_shown_name("r\u00e9plica", 160000) == "r\\xc3\\xa9plica"
-    assert looks_mangled("r??plica", 150000)
-    assert not looks_mangled("r??plica", 160000)
-    assert looks_mangled("r\\xc3\\xa9plica", 180000)
+    assert server_shown_name("replica1", ServerCapabilities(150000)) == "replica1"
+    assert server_shown_name("r\u00e9plica", ServerCapabilities(150000)) == "r??plica"
+    assert server_shown_name("r\u00e9plica", ServerCapabilities(160000)) == "r\\xc3\\xa9plica"
+    assert looks_mangled("r??plica", ServerCapabilities(150000))
+    assert not looks_mangled("r??plica", ServerCapabilities(160000))
+    assert looks_mangled("r\\xc3\\xa9plica", ServerCapabilities(180000))
 
 
 def test_expected_non_ascii_name_matches_as_the_server_shows_it(

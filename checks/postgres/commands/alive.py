@@ -5,15 +5,15 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-import click
 import nagiosplugin
 
-from checks import adapters, output, runtime
-from checks.postgres.connection import ConnectionSettings, connect, reached
-from checks.postgres.options import connection_options
-from checks.postgres.probes.alive import read_liveness
+from checks import adapters, output
+from checks.postgres.check import PostgresResource, postgres_command, run
+from checks.postgres.connection import ConnectionSettings, reached
+from checks.postgres.readers.alive import read_liveness
 from checks.thresholds import (
     Limits,
+    Threshold,
     ThresholdType,
     assign,
     range_options,
@@ -26,10 +26,9 @@ NAME = "PG_ALIVE"
 DEFAULT_CONNECT = Limits(nagiosplugin.Range("2"), nagiosplugin.Range("5"))
 
 
-class Alive(adapters.Probe):
+class AliveResource(PostgresResource):
     def __init__(self, settings: ConnectionSettings) -> None:
-        super().__init__()
-        self.settings = settings
+        super().__init__(settings)
         self.role = ""
         self.version = 0
         # the server actually reached: from a host list or a service file, the one that
@@ -43,7 +42,7 @@ class Alive(adapters.Probe):
         import psycopg  # noqa: F401
 
         started = time.monotonic()
-        with connect(self.settings) as conn:
+        with self.connection() as conn:
             connect_seconds = time.monotonic() - started
             facts = read_liveness(conn)
             self.reached = reached(conn)
@@ -54,21 +53,26 @@ class Alive(adapters.Probe):
 
 
 class AliveSummary(adapters.Summary):
-    probe: Alive
+    resource: AliveResource
 
     def ok(self, results: nagiosplugin.Results) -> str:
         # no timings: they differ every run, and Consul holds back output-only changes
         # for minutes, so its catalog would show stale figures (they are in perfdata)
-        version = f"{self.probe.version // 10000}.{self.probe.version % 10000}"
-        return f"{self.probe.reached} accepts connections (PostgreSQL {version}, {self.probe.role})"
+        alive = self.resource
+        version = f"{alive.version // 10000}.{alive.version % 10000}"
+        return f"{alive.reached} accepts connections (PostgreSQL {version}, {alive.role})"
 
 
-@click.command("alive", context_settings=runtime.CONTEXT_SETTINGS)
-@connection_options
+@postgres_command("alive")
 @threshold_options(plain_unit=Unit.SECONDS, help_suffix="Connect time, e.g. 500ms or 2s.")
 @range_options("query", ThresholdType(unit=Unit.SECONDS, plain_unit=Unit.SECONDS), "the query time")
 def command(
-    settings: ConnectionSettings, verbose: int, warning, critical, query_warning, query_critical
+    settings: ConnectionSettings,
+    verbose: int,
+    warning: tuple[Threshold, ...],
+    critical: tuple[Threshold, ...],
+    query_warning: Threshold | None,
+    query_critical: Threshold | None,
 ) -> output.Report:
     """Connect and run a query; CRITICAL when the server refuses, fails or is too slow.
 
@@ -82,22 +86,19 @@ def command(
         defaults={"connect_time": DEFAULT_CONNECT},
     )
 
-    def build() -> nagiosplugin.Check:
-        probe = Alive(settings)
-        return nagiosplugin.Check(
-            probe,
-            adapters.MetricContext(
-                "connect_time", limits["connect_time"], label="connect time", unit=Unit.SECONDS
-            ),
-            adapters.MetricContext(
-                "query_time",
-                Limits.given(query_warning, query_critical),
-                label="query time",
-                unit=Unit.SECONDS,
-            ),
-            AliveSummary(probe),
-        )
-
-    return runtime.run_check(
-        NAME, build, timeout=settings.timeout, target=settings.target, verbose=verbose
+    resource = AliveResource(settings)
+    return run(
+        NAME,
+        resource,
+        adapters.MetricContext(
+            "connect_time", limits["connect_time"], label="connect time", unit=Unit.SECONDS
+        ),
+        adapters.MetricContext(
+            "query_time",
+            Limits.given(query_warning, query_critical),
+            label="query time",
+            unit=Unit.SECONDS,
+        ),
+        summary=AliveSummary(resource),
+        verbose=verbose,
     )

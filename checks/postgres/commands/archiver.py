@@ -13,29 +13,32 @@ from collections.abc import Iterator
 import click
 import nagiosplugin
 
-from checks import adapters, output, runtime
-from checks.postgres.connection import ConnectionSettings, connect
-from checks.postgres.options import connection_options
-from checks.postgres.probes.archiver import Archiver, read_archiver
-from checks.status import CheckFailed, Status, unknown
-from checks.thresholds import Limits, assign, threshold_options
+from checks import adapters, output
+from checks.postgres.check import Connection, FactsResource, needs_pg_monitor, postgres_command, run
+from checks.postgres.connection import ConnectionSettings
+from checks.postgres.readers.archiver import ArchiverFacts, read_archiver
+from checks.status import CheckFailed, Status
+from checks.thresholds import Limits, Threshold, threshold_options
 from checks.units import Unit, format_duration
 
 NAME = "PG_ARCHIVER"
 DEFAULTS = {"archive_delay": Limits(nagiosplugin.Range("300"), nagiosplugin.Range("900"))}
+# the thresholded metrics' labels and units
+WORDS = {
+    "archive_delay": ("archive delay", Unit.SECONDS),
+    "ready_wal_files": ("WAL files waiting", Unit.NUMBER),
+}
 
 
-class ArchiverProbe(adapters.Probe):
+class ArchiverResource(FactsResource[ArchiverFacts]):
     def __init__(self, settings: ConnectionSettings, expect_archiving: bool) -> None:
-        super().__init__()
-        self.settings = settings
+        super().__init__(settings)
         self.expect_archiving = expect_archiving
-        self.facts: Archiver | None = None
 
-    def probe(self) -> Iterator[nagiosplugin.Metric]:
-        with connect(self.settings) as conn:
-            facts = self.facts = read_archiver(conn)
-            login = conn.info.user
+    def read(self, conn: Connection) -> ArchiverFacts:
+        return read_archiver(conn)
+
+    def measure(self, facts: ArchiverFacts) -> Iterator[nagiosplugin.Metric]:
         if facts.archive_mode == "off":
             status = Status.CRITICAL if self.expect_archiving else Status.OK
             raise CheckFailed(status, "archive_mode is off: WAL is not archived")
@@ -47,9 +50,10 @@ class ArchiverProbe(adapters.Probe):
                 "(archive_mode=always archives here too)",
             )
         if not facts.can_list_status:
-            raise unknown(
-                f"cannot list pg_wal/archive_status as role {login}: "
-                f"GRANT pg_monitor TO {login} (or EXECUTE on pg_ls_archive_statusdir())"
+            raise needs_pg_monitor(
+                self.login,
+                "list pg_wal/archive_status",
+                alternative="EXECUTE on pg_ls_archive_statusdir()",
             )
         self.details.append(
             f"archive_mode {facts.archive_mode}, archived {facts.archived_count}, "
@@ -85,34 +89,32 @@ class ArchiverProbe(adapters.Probe):
             )
 
 
-class FailingContext(nagiosplugin.Context):
+class FailingContext(adapters.FlagContext):
     """A failure newer than the last success: the archiver is stuck on that segment."""
 
-    def evaluate(self, metric: nagiosplugin.Metric, resource: ArchiverProbe) -> nagiosplugin.Result:
+    def verdict(
+        self, metric: nagiosplugin.Metric, resource: ArchiverResource
+    ) -> tuple[Status, str]:
         facts = resource.facts
-        if not metric.value or facts is None:
-            return nagiosplugin.Result(nagiosplugin.Ok, None, metric)
+        if facts is None:
+            return Status.OK, ""
         since = (
             f"last success {format_duration(facts.last_archived_age)} ago"
             if facts.last_archived_age is not None
             else "no success since the statistics were reset"
         )
-        return nagiosplugin.Result(
-            nagiosplugin.Critical,
+        return (
+            Status.CRITICAL,
             f"archiving {facts.last_failed_wal} failed "
             f"{format_duration(facts.last_failed_age or 0)} ago, {since}",
-            metric,
         )
-
-    def performance(self, metric: nagiosplugin.Metric, resource: object):
-        return nagiosplugin.Performance(metric.name, metric.value, min=0, max=1)
 
 
 class ArchiverSummary(adapters.Summary):
-    probe: ArchiverProbe
+    resource: ArchiverResource
 
     def ok(self, results: nagiosplugin.Results) -> str:
-        facts = self.probe.facts
+        facts = self.resource.facts
         assert facts is not None
         if facts.last_archived_wal is None:
             text = "archiving on, nothing archived yet"
@@ -124,8 +126,7 @@ class ArchiverSummary(adapters.Summary):
         return f"{text}, {facts.ready_wal_files} WAL files waiting"
 
 
-@click.command("archiver", context_settings=runtime.CONTEXT_SETTINGS)
-@connection_options
+@postgres_command("archiver")
 @threshold_options(
     plain_unit=None,
     help_suffix="In time for the archive delay (5min), a plain number for the WAL files "
@@ -137,7 +138,11 @@ class ArchiverSummary(adapters.Summary):
     help="archive_mode off is CRITICAL (default: OK with a note).",
 )
 def command(
-    settings: ConnectionSettings, verbose: int, warning, critical, expect_archiving: bool
+    settings: ConnectionSettings,
+    verbose: int,
+    warning: tuple[Threshold, ...],
+    critical: tuple[Threshold, ...],
+    expect_archiving: bool,
 ) -> output.Report:
     """WAL archiving (pg_stat_archiver): failing now, how long WAL has waited, how much.
 
@@ -147,31 +152,13 @@ def command(
     archive_mode off is OK with a note, CRITICAL with --expect-archiving; a replica
     archives only with archive_mode=always.
     """
-    limits = assign(
-        warning,
-        critical,
-        targets={Unit.SECONDS: "archive_delay", Unit.NUMBER: "ready_wal_files"},
-        defaults=DEFAULTS,
-    )
-
-    def build() -> nagiosplugin.Check:
-        probe = ArchiverProbe(settings, expect_archiving)
-        return nagiosplugin.Check(
-            probe,
-            FailingContext("archive_failing"),
-            adapters.MetricContext(
-                "archive_delay", limits["archive_delay"], label="archive delay", unit=Unit.SECONDS
-            ),
-            adapters.MetricContext(
-                "ready_wal_files",
-                limits["ready_wal_files"],
-                label="WAL files waiting",
-                unit=Unit.NUMBER,
-            ),
-            adapters.FactContext("archiver_fact"),
-            ArchiverSummary(probe),
-        )
-
-    return runtime.run_check(
-        NAME, build, timeout=settings.timeout, target=settings.target, verbose=verbose
+    resource = ArchiverResource(settings, expect_archiving)
+    return run(
+        NAME,
+        resource,
+        FailingContext("archive_failing"),
+        *adapters.threshold_contexts(warning, critical, WORDS, defaults=DEFAULTS),
+        adapters.FactContext("archiver_fact"),
+        summary=ArchiverSummary(resource),
+        verbose=verbose,
     )

@@ -4,38 +4,32 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import click
 import nagiosplugin
 
-from checks import adapters, output, runtime
-from checks.postgres.connection import ConnectionSettings, connect
-from checks.postgres.options import connection_options
-from checks.postgres.probes.connections import Connections, read_connections
-from checks.status import unknown
-from checks.thresholds import Limits, assign, threshold_options
+from checks import adapters, output
+from checks.postgres.check import Connection, FactsResource, postgres_command, run, sessions_visible
+from checks.postgres.connection import ConnectionSettings
+from checks.postgres.readers.connections import ConnectionsFacts, read_connections
+from checks.thresholds import Limits, Threshold, threshold_options
 from checks.units import Unit
 
 NAME = "PG_CONNECTIONS"
 DEFAULTS = {"connections_pct": Limits(nagiosplugin.Range("80"), nagiosplugin.Range("90"))}
+# the thresholded metrics' labels and units, in the order a usage error names the units
+WORDS = {
+    "connections_pct": ("connections used", Unit.PERCENT),
+    "connections": ("connections", Unit.NUMBER),
+}
 # the long output lists this many databases, busiest first
 TOP_DATABASES = 5
 
 
-class ConnectionsProbe(adapters.Probe):
-    def __init__(self, settings: ConnectionSettings) -> None:
-        super().__init__()
-        self.settings = settings
-        self.facts: Connections | None = None
+class ConnectionsResource(FactsResource[ConnectionsFacts]):
+    def read(self, conn: Connection) -> ConnectionsFacts:
+        return read_connections(conn)
 
-    def probe(self) -> Iterator[nagiosplugin.Metric]:
-        with connect(self.settings) as conn:
-            facts = self.facts = read_connections(conn)
-            login = conn.info.user
-        if facts.hidden:
-            raise unknown(
-                f"cannot see {facts.hidden} other sessions in pg_stat_activity as role "
-                f"{login}: GRANT pg_monitor TO {login} (or pg_read_all_stats)"
-            )
+    def measure(self, facts: ConnectionsFacts) -> Iterator[nagiosplugin.Metric]:
+        sessions_visible(self.login, facts.hidden)
         reserved = f"{facts.superuser_reserved} for superusers"
         if facts.reserved:
             reserved += f", {facts.reserved} for pg_use_reserved_connections"
@@ -60,15 +54,15 @@ class ConnectionsProbe(adapters.Probe):
 
 
 class ConnectionsSummary(adapters.Summary):
-    probe: ConnectionsProbe
+    resource: ConnectionsResource
 
     def _busiest(self) -> str:
-        facts = self.probe.facts
+        facts = self.resource.facts
         busiest = facts.busiest_database if facts else None
         return f"most on {busiest[0] or '(none)'} ({busiest[1]})" if busiest else ""
 
     def ok(self, results: nagiosplugin.Results) -> str:
-        facts = self.probe.facts
+        facts = self.resource.facts
         assert facts is not None
         text = (
             f"{facts.used} of {facts.usable} usable connections in use ({facts.used_percent:.1f}%)"
@@ -76,49 +70,35 @@ class ConnectionsSummary(adapters.Summary):
         return ", ".join(filter(None, [text, self._busiest()]))
 
     def problem(self, results: nagiosplugin.Results) -> str:
-        facts = self.probe.facts
+        facts = self.resource.facts
         assert facts is not None
         text = f"{super().problem(results)}: {facts.used} of {facts.usable} usable"
         return ", ".join(filter(None, [text, self._busiest()]))
 
 
-@click.command("connections", context_settings=runtime.CONTEXT_SETTINGS)
-@connection_options
+@postgres_command("connections")
 @threshold_options(
     plain_unit=None,
     help_suffix="A count of client connections (40) or a percentage of the usable ones (80%).",
 )
-def command(settings: ConnectionSettings, verbose: int, warning, critical) -> output.Report:
+def command(
+    settings: ConnectionSettings,
+    verbose: int,
+    warning: tuple[Threshold, ...],
+    critical: tuple[Threshold, ...],
+) -> output.Report:
     """Client connections against the usable ones: max_connections minus the reserved slots.
 
     Usable = max_connections - superuser_reserved_connections - reserved_connections (16+),
     the slots an ordinary role can get. Defaults: warning above 80%, critical above 90%;
     a count threshold (-w 40) applies as well as the percentage ones.
     """
-    limits = assign(
-        warning,
-        critical,
-        targets={Unit.PERCENT: "connections_pct", Unit.NUMBER: "connections"},
-        defaults=DEFAULTS,
-    )
-
-    def build() -> nagiosplugin.Check:
-        probe = ConnectionsProbe(settings)
-        return nagiosplugin.Check(
-            probe,
-            adapters.MetricContext(
-                "connections", limits["connections"], label="connections", unit=Unit.NUMBER
-            ),
-            adapters.MetricContext(
-                "connections_pct",
-                limits["connections_pct"],
-                label="connections used",
-                unit=Unit.PERCENT,
-            ),
-            adapters.FactContext("connections_fact"),
-            ConnectionsSummary(probe),
-        )
-
-    return runtime.run_check(
-        NAME, build, timeout=settings.timeout, target=settings.target, verbose=verbose
+    resource = ConnectionsResource(settings)
+    return run(
+        NAME,
+        resource,
+        *adapters.threshold_contexts(warning, critical, WORDS, defaults=DEFAULTS),
+        adapters.FactContext("connections_fact"),
+        summary=ConnectionsSummary(resource),
+        verbose=verbose,
     )

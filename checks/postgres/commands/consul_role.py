@@ -19,14 +19,15 @@ session: the fence turns this check critical, so binding it would be circular.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 import nagiosplugin
 
-from checks import adapters, output, runtime
-from checks.postgres.connection import ConnectionSettings, connect
-from checks.postgres.options import connection_options
+from checks import adapters, output
+from checks.budget import Budget
+from checks.postgres.check import PostgresResource, postgres_command, run
+from checks.postgres.connection import ConnectionSettings
 from checks.status import CheckFailed, Status
 
 if TYPE_CHECKING:
@@ -36,13 +37,10 @@ NAME = "PG_CONSUL_ROLE"
 # The reporter queries every --interval (1 s) and a Consul call may hold its loop for a
 # few seconds; 8 s of silence is a hang, and comes well before its session's TTL ends
 # (15 s, invalidated at up to 30 s): the hung leader leaves DNS before its lock is free.
-# Share of --timeout one Consul request may take (there are two before PostgreSQL is
-# asked), so a hung agent is reported as such before the watchdog fires.
-CONSUL_BUDGET_SHARE = 0.25
 DEFAULT_REPORTER_SILENCE_SECONDS = 8.0
 
 
-class ConsulRole(adapters.Probe):
+class ConsulRoleResource(PostgresResource):
     def __init__(
         self,
         settings: ConnectionSettings,
@@ -55,8 +53,7 @@ class ConsulRole(adapters.Probe):
         lock_datacenter: str | None,
         reporter_silence: float,
     ) -> None:
-        super().__init__()
-        self.settings = settings
+        super().__init__(settings)
         self.service_id = service_id
         self.consul_settings = consul_settings
         self.leader_tag = leader_tag
@@ -64,9 +61,10 @@ class ConsulRole(adapters.Probe):
         self.lock_key = lock_key
         self.lock_datacenter = lock_datacenter
         self.reporter_silence = reporter_silence
-        self.verdict = None
+        # the fence's RoleVerdict, once probe() has judged
+        self.verdict: Any = None
 
-    def _consul(self) -> tuple[dict, dict | None, str | None, str]:
+    def _consul(self) -> tuple[dict[str, Any], dict[str, Any] | None, str | None, str]:
         """(service, lock entry, why the lock could not be read, lock key)."""
         from checks.consul import ConsulClient, ConsulError, ConsulNotFound
         from checks.reporter.fence import default_lock_key
@@ -93,8 +91,8 @@ class ConsulRole(adapters.Probe):
         return service, entry, lock_error, key
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
-        from checks.postgres.probes.reporter import read_presence
-        from checks.postgres.probes.role import read_role
+        from checks.postgres.readers.reporter import read_presence
+        from checks.postgres.readers.role import read_role
         from checks.reporter.fence import ReporterPresence, holder_of, judge_role
         from checks.reporter.reconcile import (
             META_FENCED_REASON,
@@ -104,7 +102,7 @@ class ConsulRole(adapters.Probe):
         )
 
         service, entry, lock_error, key = self._consul()
-        with connect(self.settings) as conn:
+        with self.connection() as conn:
             facts = read_role(conn)
             try:
                 connections, silent = read_presence(conn)
@@ -160,7 +158,9 @@ class ConsulRole(adapters.Probe):
 
 
 class VerdictContext(nagiosplugin.Context):
-    def evaluate(self, metric: nagiosplugin.Metric, resource: ConsulRole) -> nagiosplugin.Result:
+    def evaluate(
+        self, metric: nagiosplugin.Metric, resource: ConsulRoleResource
+    ) -> nagiosplugin.Result:
         verdict = resource.verdict
         if verdict is None or verdict.problem is None:
             return nagiosplugin.Result(nagiosplugin.Ok, None, metric)
@@ -169,15 +169,14 @@ class VerdictContext(nagiosplugin.Context):
 
 
 class VerdictSummary(adapters.Summary):
-    probe: ConsulRole
+    resource: ConsulRoleResource
 
     def ok(self, results: nagiosplugin.Results) -> str:
-        verdict = self.probe.verdict
+        verdict = self.resource.verdict
         return verdict.summary if verdict is not None else "no verdict"
 
 
-@click.command("consul-role", context_settings=runtime.CONTEXT_SETTINGS)
-@connection_options
+@postgres_command("consul-role", pass_budget=True)
 @click.option(
     "--service-id",
     default="pg-db",
@@ -208,6 +207,7 @@ class VerdictSummary(adapters.Summary):
 def command(
     settings: ConnectionSettings,
     verbose: int,
+    budget: Budget,
     service_id: str,
     consul_addr: str | None,
     leader_tag: str,
@@ -229,42 +229,36 @@ def command(
     is_primary (0/1), timeline.
     """
 
-    consul_settings = _consul_settings(consul_addr, settings.timeout)
+    consul_settings = _consul_settings(consul_addr, budget)
     consul_where = (
         f"the Consul agent at {consul_settings.address}"
         if not isinstance(consul_settings, CheckFailed)
         else "the Consul agent"
     )
 
-    def build() -> nagiosplugin.Check:
-        probe = ConsulRole(
-            settings,
-            service_id=service_id,
-            consul_settings=consul_settings,
-            leader_tag=leader_tag,
-            follower_tag=follower_tag,
-            lock_key=lock_key,
-            lock_datacenter=lock_datacenter,
-            reporter_silence=reporter_silence,
-        )
-        return nagiosplugin.Check(
-            probe,
-            VerdictContext("tag_matches_role"),
-            adapters.FactContext("is_primary"),
-            adapters.FactContext("timeline"),
-            VerdictSummary(probe),
-        )
-
-    return runtime.run_check(
+    resource = ConsulRoleResource(
+        settings,
+        service_id=service_id,
+        consul_settings=consul_settings,
+        leader_tag=leader_tag,
+        follower_tag=follower_tag,
+        lock_key=lock_key,
+        lock_datacenter=lock_datacenter,
+        reporter_silence=reporter_silence,
+    )
+    return run(
         NAME,
-        build,
-        timeout=settings.timeout,
-        target=f"PostgreSQL {settings.target()} or {consul_where}",
+        resource,
+        VerdictContext("tag_matches_role"),
+        adapters.FactContext("is_primary"),
+        adapters.FactContext("timeline"),
+        summary=VerdictSummary(resource),
         verbose=verbose,
+        target=f"PostgreSQL {settings.target()} or {consul_where}",
     )
 
 
-def _consul_settings(address: str | None, timeout: float) -> ConsulSettings | CheckFailed:
+def _consul_settings(address: str | None, budget: Budget) -> ConsulSettings | CheckFailed:
     """The agent's settings with request timeouts that fit inside --timeout, or why not."""
     from dataclasses import replace
 
@@ -277,9 +271,7 @@ def _consul_settings(address: str | None, timeout: float) -> ConsulSettings | Ch
         # Consul counts exit 3 as critical, and this check's own trouble must never evict a
         # healthy primary (docs/design.md §5); WARNING says it and keeps it in DNS.
         return CheckFailed(Status.WARNING, f"Consul: {exc}")
-    if timeout <= 0:
-        return consul
-    share = timeout * CONSUL_BUDGET_SHARE
+    share = budget.consul_request
     return replace(
         consul,
         connect_timeout=min(consul.connect_timeout, share),

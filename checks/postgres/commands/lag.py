@@ -7,7 +7,7 @@ The figures and what each can know (docs/design.md §3, §9; the man page words 
   given with ``--primary``. Without such a reference the figure is relative to the
   upstream, which for a cascaded standby may itself be behind.
 - Seconds: how long the WAL now waiting to be replayed has waited. The replica only has
-  bounds (probes/lag.py): at most the age of the last replayed commit, at least the time
+  bounds (readers/lag.py): at most the age of the last replayed commit, at least the time
   since the primary reported a position replay has not reached. The upper bound is
   reported while it is within the thresholds (then the verdict is sure); past them, only
   a lower bound that is itself past them is, because after a quiet spell the upper bound
@@ -25,29 +25,41 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import click
 import nagiosplugin
 
-from checks import adapters, output, runtime
-from checks.postgres.connection import ConnectionSettings, connect
-from checks.postgres.options import connection_options, role_mismatch_option
-from checks.postgres.probes.lag import (
-    ReplicaLag,
-    read_distance,
-    read_lag,
-    read_parameters,
-    read_replay_lock_wait,
-)
-from checks.postgres.probes.lag_reference import (
+from checks import adapters, output
+from checks.postgres.check import PostgresResource, needs_pg_monitor, postgres_command, run
+from checks.postgres.connection import ConnectionSettings
+from checks.postgres.lag_reference import (
     Reference,
     leader_from_consul,
     primary_from_conninfo,
     upstream_parameters,
 )
+from checks.postgres.options import role_mismatch_option
+from checks.postgres.readers.lag import (
+    ReplicaLagFacts,
+    read_distance,
+    read_lag,
+    read_parameters,
+    read_replay_lock_wait,
+)
 from checks.status import CheckFailed, Status, unknown
-from checks.thresholds import Limits, ThresholdType, assign, range_options, threshold_options
+from checks.thresholds import (
+    Limits,
+    Threshold,
+    ThresholdType,
+    assign,
+    range_options,
+    threshold_options,
+)
 from checks.units import Unit, UnitError, format_bytes, format_duration, parse_quantity
+
+if TYPE_CHECKING:
+    from checks.consul import ConsulSettings
 
 NAME = "PG_LAG"
 DEFAULTS = {
@@ -58,10 +70,6 @@ DEFAULTS = {
 # retries every wal_retrieve_retry_interval (5 s by default), and the checks run every
 # 10 s in the shipped snippets. 30 s covers a restart with room to spare.
 DEFAULT_RECEIVER_GRACE = 30.0
-# Shares of --timeout for the optional lookups, so the replica's own answer always fits.
-CONSUL_BUDGET_SHARE = 0.2
-CONSUL_BUDGET_MAX = 2.0
-PRIMARY_BUDGET_SHARE = 0.3
 
 
 # --------------------------------------------------------------------------- judgement
@@ -88,7 +96,7 @@ def _critical_limit(limits: Limits) -> float:
     return critical.end if critical is not None and not critical.invert else math.inf
 
 
-def judge_seconds(facts: ReplicaLag, reference: Reference | None, limits: Limits) -> Figure:
+def judge_seconds(facts: ReplicaLagFacts, reference: Reference | None, limits: Limits) -> Figure:
     has_reference = bool(reference and reference.lsn)
     if not waiting(facts, reference):
         if facts.streaming or has_reference:
@@ -121,13 +129,13 @@ def judge_seconds(facts: ReplicaLag, reference: Reference | None, limits: Limits
     )
 
 
-def seconds_unknown(facts: ReplicaLag, reference: Reference | None, limits: Limits) -> bool:
+def seconds_unknown(facts: ReplicaLagFacts, reference: Reference | None, limits: Limits) -> bool:
     """Whether judge_seconds() would leave the seconds out for want of a lower bound."""
     figure = judge_seconds(facts, reference, limits)
     return figure.value is None and figure.note is not None and waiting(facts, reference)
 
 
-def judge_bytes(facts: ReplicaLag, reference: Reference | None) -> Figure:
+def judge_bytes(facts: ReplicaLagFacts, reference: Reference | None) -> Figure:
     behind = facts.behind_reference_bytes if reference and reference.lsn else None
     received = facts.received_not_replayed_bytes
     if facts.apply_delay > 0:
@@ -143,7 +151,7 @@ def judge_bytes(facts: ReplicaLag, reference: Reference | None) -> Figure:
     return Figure(received or 0)
 
 
-def waiting(facts: ReplicaLag, reference: Reference | None) -> bool:
+def waiting(facts: ReplicaLagFacts, reference: Reference | None) -> bool:
     behind = facts.behind_reference_bytes if reference and reference.lsn else 0
     return bool(facts.received_not_replayed_bytes) or bool(behind)
 
@@ -156,7 +164,9 @@ class Verdict:
     text: str | None
 
 
-def judge_receiver(facts: ReplicaLag, behind: Figure, byte_limits: Limits, grace: float) -> Verdict:
+def judge_receiver(
+    facts: ReplicaLagFacts, behind: Figure, byte_limits: Limits, grace: float
+) -> Verdict:
     if facts.streaming:
         return Verdict(Status.OK, None)
     if facts.log_shipping:
@@ -177,7 +187,7 @@ def judge_receiver(facts: ReplicaLag, behind: Figure, byte_limits: Limits, grace
     if behind.value is not None and behind.value > _critical_limit(byte_limits):
         return Verdict(Status.CRITICAL, f"{down} and {format_bytes(behind.value)} behind")
     # How long since anything came from upstream: the newest WAL file's age, or the
-    # replica's own uptime if it started since (probes/lag.py).
+    # replica's own uptime if it started since (readers/lag.py).
     ages = [a for a in (facts.last_wal_written_age, facts.server_uptime) if a is not None]
     quiet = min(ages) if ages else None
     if quiet is not None and quiet <= grace:
@@ -207,7 +217,7 @@ def insufficient_parameters(own: dict[str, int], upstream: dict[str, int]) -> li
 # --------------------------------------------------------------------------- probe
 
 
-class Lag(adapters.Probe):
+class LagResource(PostgresResource):
     def __init__(
         self,
         settings: ConnectionSettings,
@@ -218,14 +228,13 @@ class Lag(adapters.Probe):
         primary: str | None,
         consul: tuple[str, str, object] | None,
     ) -> None:
-        super().__init__()
-        self.settings = settings
+        super().__init__(settings)
         self.on_primary = on_primary
         self.limits = limits
         self.grace = grace
         self.primary = primary
         self.consul = consul
-        self.facts: ReplicaLag | None = None
+        self.facts: ReplicaLagFacts | None = None
         self.reference: Reference | None = None
         self.bytes = Figure(None)
         self.seconds = Figure(None)
@@ -234,36 +243,31 @@ class Lag(adapters.Probe):
         self.notes: list[str] = []
 
     def _reference(self) -> Reference | None:
-        timeout = self.settings.timeout
+        budget = self.settings.budget
         if self.primary:
-            return primary_from_conninfo(self.primary, timeout * PRIMARY_BUDGET_SHARE)
+            return primary_from_conninfo(self.primary, budget.other_server)
         if self.consul:
             service, tag, consul_settings = self.consul
             if isinstance(consul_settings, CheckFailed):
                 return Reference(None, f"the {tag} in Consul", problem=consul_settings.message)
-            budget = min(CONSUL_BUDGET_MAX, timeout * CONSUL_BUDGET_SHARE)
             return leader_from_consul(
                 service,
                 tag,
                 consul_settings,  # type: ignore[arg-type]
-                budget,
+                budget.leader_lookup,
                 self.facts.system_identifier if self.facts else None,
             )
         return None
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
-        with connect(self.settings) as conn:
+        with self.connection() as conn:
             facts = self.facts = read_lag(conn)
-            login = conn.info.user
             if not facts.in_recovery:
                 raise CheckFailed(
                     self.on_primary, "primary (not in recovery): no replay lag to measure"
                 )
             if facts.receiver_hidden:
-                raise unknown(
-                    f"cannot see pg_stat_wal_receiver details as role {login}: "
-                    f"GRANT pg_monitor TO {login} (or pg_read_all_stats)"
-                )
+                raise needs_pg_monitor(self.login, "see pg_stat_wal_receiver details")
             # Only a replica asks: a primary's run never imports an HTTP client. The
             # distance is taken from the replay position read above, in one snapshot.
             reference = self.reference = self._reference()
@@ -284,7 +288,7 @@ class Lag(adapters.Probe):
                     facts,
                     behind_reference_bytes=read_distance(conn, reference.lsn, facts.replayed_lsn),
                 )
-            if facts.capabilities.knows_lock_wait_start and seconds_unknown(
+            if facts.capabilities.has_lock_wait_start and seconds_unknown(
                 facts, reference, self.limits["replay_lag_seconds"]
             ):
                 # Only where the seconds would otherwise be left out: the common path
@@ -331,7 +335,7 @@ class Lag(adapters.Probe):
                 "last_wal_age", round(facts.last_wal_written_age, 3), "s", min=0
             )
 
-    def _judge_pause(self, facts: ReplicaLag, own: dict[str, int] | None) -> Verdict:
+    def _judge_pause(self, facts: ReplicaLagFacts, own: dict[str, int] | None) -> Verdict:
         plain = "WAL replay is paused (pg_wal_replay_resume() resumes it)"
         if own is None:
             return Verdict(Status.WARNING, plain)
@@ -343,7 +347,7 @@ class Lag(adapters.Probe):
                 self.settings,
                 facts.sender_host,
                 facts.sender_port,
-                self.settings.timeout * PRIMARY_BUDGET_SHARE,
+                self.settings.budget.other_server,
             )
         if isinstance(upstream, dict):
             short = insufficient_parameters(own, upstream)
@@ -363,7 +367,7 @@ class Lag(adapters.Probe):
             "resuming would shut this standby down)",
         )
 
-    def _describe(self, facts: ReplicaLag, reference: Reference | None) -> None:
+    def _describe(self, facts: ReplicaLagFacts, reference: Reference | None) -> None:
         if facts.streaming:
             self.details.append(f"WAL receiver: streaming from {facts.sender or '?'}")
         elif facts.log_shipping:
@@ -407,35 +411,26 @@ class LagMetricContext(adapters.MetricContext):
         super().__init__(name, limits, label="replay lag", unit=unit)
         self.figure = figure
 
-    def evaluate(self, metric: nagiosplugin.Metric, resource: Lag) -> nagiosplugin.Result:
+    def evaluate(self, metric: nagiosplugin.Metric, resource: LagResource) -> nagiosplugin.Result:
         figure: Figure = getattr(resource, self.figure)
         # one metric per context: the label may carry this run's bound
         self.label = f"replay lag {figure.bound}" if figure.bound else "replay lag"
         return super().evaluate(metric, resource)
 
 
-_STATES = {
-    Status.WARNING: nagiosplugin.Warn,
-    Status.CRITICAL: nagiosplugin.Critical,
-    Status.UNKNOWN: nagiosplugin.Unknown,
-}
+class VerdictContext(adapters.FlagContext):
+    """A 0/1 metric whose state the resource judged from several facts (receiver,
+    pause), whatever its value; the words are the verdict's."""
 
-
-class VerdictContext(nagiosplugin.Context):
-    """A 0/1 metric whose state the probe judged (receiver, pause); hint from the verdict."""
-
-    def __init__(self, name: str, verdict: str) -> None:
+    def __init__(self, name: str, judged: str) -> None:
         super().__init__(name)
-        self.verdict = verdict
+        self.judged = judged
 
-    def evaluate(self, metric: nagiosplugin.Metric, resource: Lag) -> nagiosplugin.Result:
-        verdict: Verdict | None = getattr(resource, self.verdict)
+    def evaluate(self, metric: nagiosplugin.Metric, resource: LagResource) -> nagiosplugin.Result:
+        verdict: Verdict | None = getattr(resource, self.judged)
         if verdict is None or verdict.status is Status.OK:
             return nagiosplugin.Result(nagiosplugin.Ok, None, metric)
-        return nagiosplugin.Result(_STATES[verdict.status], verdict.text, metric)
-
-    def performance(self, metric: nagiosplugin.Metric, resource: object):
-        return nagiosplugin.Performance(metric.name, metric.value, min=0, max=1)
+        return nagiosplugin.Result(adapters.state_of(verdict.status), verdict.text, metric)
 
 
 class ReceiverAgeContext(adapters.MetricContext):
@@ -447,7 +442,7 @@ class ReceiverAgeContext(adapters.MetricContext):
         )
         self.derive = limits == Limits()
 
-    def evaluate(self, metric: nagiosplugin.Metric, resource: Lag) -> nagiosplugin.Result:
+    def evaluate(self, metric: nagiosplugin.Metric, resource: LagResource) -> nagiosplugin.Result:
         timeout = resource.facts.wal_receiver_timeout if resource.facts else 0.0
         if self.derive and timeout > 0:
             self.warning = nagiosplugin.Range(f"{timeout:g}")
@@ -456,10 +451,10 @@ class ReceiverAgeContext(adapters.MetricContext):
 
 
 class LagSummary(adapters.Summary):
-    probe: Lag
+    resource: LagResource
 
     def ok(self, results: nagiosplugin.Results) -> str:
-        probe = self.probe
+        probe = self.resource
         facts = probe.facts
         assert facts is not None
         parts = []
@@ -483,7 +478,7 @@ class LagSummary(adapters.Summary):
         return ", ".join([*texts, *probe.notes])
 
     def problem(self, results: nagiosplugin.Results) -> str:
-        return _with_notes(super().problem(results), self.probe.notes)
+        return _with_notes(super().problem(results), self.resource.notes)
 
 
 def _with_notes(text: str, notes: list[str]) -> str:
@@ -503,7 +498,7 @@ def _grace(ctx: click.Context, param: click.Parameter, value: str) -> float:
     return quantity.value
 
 
-def _consul_settings(address: str | None):
+def _consul_settings(address: str | None) -> ConsulSettings | CheckFailed:
     from checks.consul import ConsulError, ConsulSettings
 
     try:
@@ -512,8 +507,7 @@ def _consul_settings(address: str | None):
         return unknown(f"Consul settings: {exc}")
 
 
-@click.command("lag", context_settings=runtime.CONTEXT_SETTINGS)
-@connection_options
+@postgres_command("lag")
 @threshold_options(
     plain_unit=None,
     help_suffix="In bytes for the replay lag in bytes (16MB), in time for the replay lag in "
@@ -558,10 +552,10 @@ def _consul_settings(address: str | None):
 def command(
     settings: ConnectionSettings,
     verbose: int,
-    warning,
-    critical,
-    receiver_age_warning,
-    receiver_age_critical,
+    warning: tuple[Threshold, ...],
+    critical: tuple[Threshold, ...],
+    receiver_age_warning: Threshold | None,
+    receiver_age_critical: Threshold | None,
     receiver_grace: float,
     primary: str | None,
     consul_service: str | None,
@@ -591,30 +585,24 @@ def command(
         else None
     )
 
-    def build() -> nagiosplugin.Check:
-        probe = Lag(
-            settings,
-            role_mismatch,
-            limits=limits,
-            grace=receiver_grace,
-            primary=primary,
-            consul=consul,
-        )
-        return adapters.Check(
-            probe,
-            LagMetricContext("replay_lag_bytes", limits["replay_lag_bytes"], Unit.BYTES, "bytes"),
-            LagMetricContext(
-                "replay_lag_seconds", limits["replay_lag_seconds"], Unit.SECONDS, "seconds"
-            ),
-            VerdictContext("replay_paused", "pause"),
-            VerdictContext("receiver_streaming", "receiver"),
-            ReceiverAgeContext(receiver_limits),
-            adapters.FactContext("apply_delay"),
-            adapters.FactContext("delayed_bytes"),
-            adapters.FactContext("last_wal_age"),
-            LagSummary(probe),
-        )
-
-    return runtime.run_check(
-        NAME, build, timeout=settings.timeout, target=settings.target(), verbose=verbose
+    resource = LagResource(
+        settings, role_mismatch, limits=limits, grace=receiver_grace, primary=primary, consul=consul
+    )
+    return run(
+        NAME,
+        resource,
+        LagMetricContext("replay_lag_bytes", limits["replay_lag_bytes"], Unit.BYTES, "bytes"),
+        LagMetricContext(
+            "replay_lag_seconds", limits["replay_lag_seconds"], Unit.SECONDS, "seconds"
+        ),
+        VerdictContext("replay_paused", "pause"),
+        VerdictContext("receiver_streaming", "receiver"),
+        ReceiverAgeContext(receiver_limits),
+        adapters.FactContext("apply_delay"),
+        adapters.FactContext("delayed_bytes"),
+        adapters.FactContext("last_wal_age"),
+        summary=LagSummary(resource),
+        verbose=verbose,
+        # worked out now, not by the watchdog's thread
+        target=settings.target(),
     )

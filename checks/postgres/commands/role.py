@@ -11,24 +11,20 @@ from collections.abc import Iterator
 import click
 import nagiosplugin
 
-from checks import adapters, output, runtime
-from checks.postgres.connection import ConnectionSettings, connect
-from checks.postgres.options import connection_options
-from checks.postgres.probes.role import RoleFacts, read_role
+from checks import adapters, output
+from checks.postgres.check import Connection, FactsResource, postgres_command, run
+from checks.postgres.connection import ConnectionSettings
+from checks.postgres.readers.role import RoleFacts, read_role
 from checks.status import Status
 
 NAME = "PG_ROLE"
 
 
-class Role(adapters.Probe):
-    def __init__(self, settings: ConnectionSettings) -> None:
-        super().__init__()
-        self.settings = settings
-        self.facts: RoleFacts | None = None
+class RoleResource(FactsResource[RoleFacts]):
+    def read(self, conn: Connection) -> RoleFacts:
+        return read_role(conn)
 
-    def probe(self) -> Iterator[nagiosplugin.Metric]:
-        with connect(self.settings) as conn:
-            facts = self.facts = read_role(conn)
+    def measure(self, facts: RoleFacts) -> Iterator[nagiosplugin.Metric]:
         self.details += [
             f"role: {facts.role} ({'in recovery' if facts.in_recovery else 'not in recovery'})",
             f"writable: {'yes' if facts.writable else 'no'}"
@@ -44,59 +40,52 @@ class Role(adapters.Probe):
 
 
 class RoleSummary(adapters.Summary):
-    probe: Role
+    resource: RoleResource
 
     def ok(self, results: nagiosplugin.Results) -> str:
-        facts = self.probe.facts
+        facts = self.resource.facts
         assert facts is not None
         writable = "writable" if facts.writable else "read-only"
         return f"{facts.role}, {writable}, timeline {facts.timeline}"
 
 
-class WritableContext(nagiosplugin.Context):
+class WritableContext(adapters.FlagContext):
     """A primary expected to take writes must; a replica is read-only by nature."""
 
-    def evaluate(self, metric: nagiosplugin.Metric, resource: Role) -> nagiosplugin.Result:
-        facts = resource.facts
-        if metric.value or facts is None or not facts.is_primary:
-            return nagiosplugin.Result(nagiosplugin.Ok, None, metric)
-        return nagiosplugin.Result(
-            nagiosplugin.Critical,
-            "primary is read-only (default_transaction_read_only is on in its configuration)",
-            metric,
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            name,
+            bad_value=False,
+            hint="primary is read-only (default_transaction_read_only is on in its configuration)",
         )
 
-    def performance(self, metric: nagiosplugin.Metric, resource: object):
-        return nagiosplugin.Performance(metric.name, metric.value, min=0, max=1)
+    def verdict(self, metric: nagiosplugin.Metric, resource: RoleResource) -> tuple[Status, str]:
+        facts = resource.facts
+        if facts is None or not facts.is_primary:
+            return Status.OK, ""
+        return super().verdict(metric, resource)
+
+
+# the expected role -> what the other one is called (CRITICAL)
+WRONG_ROLE = {
+    "primary": "replica (in recovery), expected primary",
+    "replica": "primary (not in recovery), expected replica",
+}
 
 
 def expectation_contexts(expect: str) -> list[nagiosplugin.Context]:
     """The role expectation as thresholds on the 0/1 metrics."""
-    if expect == "primary":
-        return [
-            adapters.FlagContext(
-                "is_primary",
-                bad_value=False,
-                state=Status.CRITICAL,
-                hint="replica (in recovery), expected primary",
-            ),
-            WritableContext("writable"),
-        ]
-    if expect == "replica":
-        return [
-            adapters.FlagContext(
-                "is_primary",
-                bad_value=True,
-                state=Status.CRITICAL,
-                hint="primary (not in recovery), expected replica",
-            ),
-            adapters.FactContext("writable"),
-        ]
-    return [adapters.FactContext("is_primary"), adapters.FactContext("writable")]
+    if expect not in WRONG_ROLE:
+        return [adapters.FactContext("is_primary"), adapters.FactContext("writable")]
+    primary = expect == "primary"
+    return [
+        adapters.FlagContext("is_primary", bad_value=not primary, hint=WRONG_ROLE[expect]),
+        # a primary must take writes; a replica is read-only by nature
+        WritableContext("writable") if primary else adapters.FactContext("writable"),
+    ]
 
 
-@click.command("role", context_settings=runtime.CONTEXT_SETTINGS)
-@connection_options
+@postgres_command("role")
 @click.option(
     "--expect",
     type=click.Choice(["primary", "replica", "any"]),
@@ -112,15 +101,12 @@ def command(settings: ConnectionSettings, verbose: int, expect: str) -> output.R
     from its current WAL file, so it is the new one right after a promotion.
     """
 
-    def build() -> nagiosplugin.Check:
-        probe = Role(settings)
-        return nagiosplugin.Check(
-            probe,
-            *expectation_contexts(expect),
-            adapters.FactContext("timeline"),
-            RoleSummary(probe),
-        )
-
-    return runtime.run_check(
-        NAME, build, timeout=settings.timeout, target=settings.target, verbose=verbose
+    resource = RoleResource(settings)
+    return run(
+        NAME,
+        resource,
+        *expectation_contexts(expect),
+        adapters.FactContext("timeline"),
+        summary=RoleSummary(resource),
+        verbose=verbose,
     )

@@ -13,12 +13,19 @@ from collections.abc import Iterator
 import click
 import nagiosplugin
 
-from checks import adapters, output, runtime
-from checks.postgres.connection import ConnectionSettings, connect
-from checks.postgres.options import connection_options
-from checks.postgres.probes.slots import Slot, read_slots
+from checks import adapters, output
+from checks.postgres.check import PostgresResource, postgres_command, run
+from checks.postgres.connection import ConnectionSettings
+from checks.postgres.readers.slots import SlotFacts, read_slots
 from checks.status import Status, critical, worst
-from checks.thresholds import Limits, ThresholdType, assign, range_options, threshold_options
+from checks.thresholds import (
+    Limits,
+    Threshold,
+    ThresholdType,
+    assign,
+    range_options,
+    threshold_options,
+)
 from checks.units import Unit, format_bytes, format_duration, format_value
 
 NAME = "PG_SLOTS"
@@ -41,24 +48,23 @@ LOST_HINTS = {
 }
 
 
-def wal_status_hint(slot: Slot) -> str:
+def wal_status_hint(slot: SlotFacts) -> str:
     if slot.wal_status == "lost":
         return LOST_HINTS.get(slot.slot_type, LOST_HINTS["physical"])
     return WAL_STATUS_HINTS[slot.wal_status or ""][1]
 
 
-class Slots(adapters.Probe):
+class SlotsResource(PostgresResource):
     def __init__(self, settings: ConnectionSettings, selected: tuple[str, ...]) -> None:
-        super().__init__()
-        self.settings = settings
+        super().__init__(settings)
         self.selected = selected
-        self.slots: list[Slot] = []
+        self.slots: list[SlotFacts] = []
         # full metric name -> the slot it was yielded for; never guessed from a prefix
         # (slot replica1 is a prefix of replica1_old's metrics)
-        self.owner: dict[str, Slot] = {}
+        self.owner: dict[str, SlotFacts] = {}
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
-        with connect(self.settings) as conn:
+        with self.connection() as conn:
             slots = read_slots(conn)
         if self.selected:
             missing = sorted(set(self.selected) - {s.slot_name for s in slots})
@@ -80,7 +86,7 @@ class Slots(adapters.Probe):
                 yield metric
 
     @staticmethod
-    def _aggregates(slots: list[Slot]) -> Iterator[nagiosplugin.Metric]:
+    def _aggregates(slots: list[SlotFacts]) -> Iterator[nagiosplugin.Metric]:
         yield nagiosplugin.Metric("slots", len(slots), min=0, context="slot_fact")
         yield nagiosplugin.Metric(
             "inactive_slots", sum(s.judged_inactive for s in slots), min=0, context="slot_fact"
@@ -94,7 +100,7 @@ class Slots(adapters.Probe):
         )
 
     @staticmethod
-    def _per_slot(label: str, slot: Slot) -> Iterator[nagiosplugin.Metric]:
+    def _per_slot(label: str, slot: SlotFacts) -> Iterator[nagiosplugin.Metric]:
         # perfdata 0 for a slot that holds no WAL (never used, or lost); the text says why
         yield nagiosplugin.Metric(
             f"{label}_retained_bytes", slot.retained_bytes or 0, "B", min=0, context="slot_retained"
@@ -118,11 +124,11 @@ class Slots(adapters.Probe):
                 context="slot_safe_wal_size",
             )
 
-    def slot_of(self, metric: nagiosplugin.Metric) -> Slot:
+    def slot_of(self, metric: nagiosplugin.Metric) -> SlotFacts:
         return self.owner[metric.name]
 
 
-def inactive_for(slot: Slot) -> str:
+def inactive_for(slot: SlotFacts) -> str:
     """``inactive for 5min``; after a restart (17+) only a lower bound is known."""
     if slot.inactive_seconds is None:
         return "inactive"
@@ -135,7 +141,7 @@ def inactive_for(slot: Slot) -> str:
     return f"inactive for {format_duration(slot.inactive_seconds)}"
 
 
-def _describe(slot: Slot) -> str:
+def _describe(slot: SlotFacts) -> str:
     kind = f"{'temporary ' if slot.temporary else ''}{slot.slot_type}"
     if slot.active:
         state = f"active (pid {slot.active_pid})"
@@ -167,18 +173,18 @@ class SlotMetricContext(adapters.MetricContext):
         return f"slot {slot.slot_name} {self.label} {format_value(metric.value, self.unit)}"
 
 
-class InactiveContext(nagiosplugin.Context):
+class InactiveContext(adapters.FlagContext):
     """Inactive is WARNING; CRITICAL past --inactive-critical where 17+ says for how long."""
 
     def __init__(self, name: str, critical_after: float | None) -> None:
-        super().__init__(name)
+        super().__init__(name, bad_value=False)
         self.critical_after = critical_after
 
-    def evaluate(self, metric: nagiosplugin.Metric, resource: Slots) -> nagiosplugin.Result:
+    def verdict(self, metric: nagiosplugin.Metric, resource: SlotsResource) -> tuple[Status, str]:
         slot = resource.slot_of(metric)
-        if metric.value or not slot.judged_inactive:
+        if not slot.judged_inactive:
             # a slot not used yet holds nothing; an invalidated one is judged as such
-            return nagiosplugin.Result(nagiosplugin.Ok, None, metric)
+            return Status.OK, ""
         text = f"slot {slot.slot_name} {inactive_for(slot)}"
         if slot.retained_bytes:
             text += f", retaining {format_bytes(slot.retained_bytes)}"
@@ -187,30 +193,21 @@ class InactiveContext(nagiosplugin.Context):
             and slot.inactive_seconds is not None
             and slot.inactive_seconds > self.critical_after
         ):
-            return nagiosplugin.Result(
-                nagiosplugin.Critical,
-                f"{text} (over {format_duration(self.critical_after)})",
-                metric,
-            )
-        return nagiosplugin.Result(nagiosplugin.Warn, text, metric)
-
-    def performance(self, metric: nagiosplugin.Metric, resource: object):
-        return nagiosplugin.Performance(metric.name, metric.value, min=0, max=1)
+            return Status.CRITICAL, f"{text} (over {format_duration(self.critical_after)})"
+        return Status.WARNING, text
 
 
 class WalStatusContext(nagiosplugin.Context):
     """13+: 'unreserved' WARNING, 'lost' CRITICAL; a word, so no perfdata."""
 
-    def evaluate(self, metric: nagiosplugin.Metric, resource: Slots) -> nagiosplugin.Result:
+    def evaluate(self, metric: nagiosplugin.Metric, resource: SlotsResource) -> nagiosplugin.Result:
         if metric.value not in WAL_STATUS_HINTS:
             return nagiosplugin.Result(nagiosplugin.Ok, None, metric)
         status = WAL_STATUS_HINTS[metric.value][0]
         slot = resource.slot_of(metric)
         text = f"slot {slot.slot_name} {wal_status_hint(slot)}"
-        return nagiosplugin.Result(_STATES[status], text, metric)
+        return nagiosplugin.Result(adapters.state_of(status), text, metric)
 
-
-_STATES = {Status.WARNING: nagiosplugin.Warn, Status.CRITICAL: nagiosplugin.Critical}
 
 INVALIDATED_HINTS = {
     "physical": "its standby needs a new base backup",
@@ -222,7 +219,7 @@ class InvalidatedContext(nagiosplugin.Context):
     """17+: a slot invalidated for a reason other than lost WAL (rows_removed,
     wal_level_insufficient, idle_timeout...) can never be used again: CRITICAL."""
 
-    def evaluate(self, metric: nagiosplugin.Metric, resource: Slots) -> nagiosplugin.Result:
+    def evaluate(self, metric: nagiosplugin.Metric, resource: SlotsResource) -> nagiosplugin.Result:
         slot = resource.slot_of(metric)
         hint = INVALIDATED_HINTS.get(slot.slot_type, INVALIDATED_HINTS["physical"])
         return nagiosplugin.Result(
@@ -233,10 +230,10 @@ class InvalidatedContext(nagiosplugin.Context):
 
 
 class SlotsSummary(adapters.Summary):
-    probe: Slots
+    resource: SlotsResource
 
     def ok(self, results: nagiosplugin.Results) -> str:
-        slots = self.probe.slots
+        slots = self.resource.slots
         if not slots:
             return "no replication slots"
         count = f"{len(slots)} slot{'s' if len(slots) > 1 else ''}"
@@ -247,7 +244,7 @@ class SlotsSummary(adapters.Summary):
             kinds = [
                 (active, "active"),
                 (sum(s.never_reserved for s in slots), "not used yet"),
-                (sum(s.synced and not s.active for s in slots), "synced from the primary"),
+                (sum(bool(s.synced and not s.active) for s in slots), "synced from the primary"),
             ]
             count += f" ({', '.join(f'{n} {words}' for n, words in kinds if n)})"
         held = [s for s in slots if s.retained_bytes is not None]
@@ -264,14 +261,14 @@ class SlotsSummary(adapters.Summary):
         stays short with dozens of slots; the long output lists them, worst first."""
         status = worst(adapters.status_of(r.state) for r in results)
         bad = [r for r in results if adapters.status_of(r.state) is status]
-        owners = [self.probe.owner.get(r.metric.name) for r in bad]
+        owners = [self.resource.owner.get(adapters.named(r)) for r in bad]
         if None in owners or len({s.slot_name for s in owners if s}) <= 1:
             return super().problem(results)
-        by_problem: dict[tuple[int, str], list[Slot]] = {}
+        by_problem: dict[tuple[int, str], list[SlotFacts]] = {}
         for result, slot in zip(bad, owners, strict=True):
             assert slot is not None
             by_problem.setdefault(_problem_words(result), []).append(slot)
-        total = len(self.probe.slots)
+        total = len(self.resource.slots)
         parts = []
         for (_, words), slots in sorted(by_problem.items(), key=lambda item: item[0][0]):
             names = {s.slot_name for s in slots}
@@ -292,13 +289,15 @@ class SlotsSummary(adapters.Summary):
 def _problem_words(result: nagiosplugin.Result) -> tuple[int, str]:
     """What is wrong with a slot, without its name (the same words for every slot), and
     its rank in the summary: lost, unreserved, WAL thresholds, then inactive."""
-    context = result.metric.context
-    if context == "slot_wal_status" and result.metric.value == "lost":
+    metric = result.metric
+    assert metric is not None  # a slot's result is about one of its metrics
+    context = metric.context
+    if context == "slot_wal_status" and metric.value == "lost":
         return 0, "lost their WAL (wal_status lost)"
     if context == "slot_invalidated":
-        return 0, f"invalidated ({result.metric.value})"
+        return 0, f"invalidated ({metric.value})"
     if context == "slot_wal_status":
-        return 1, f"past max_slot_wal_keep_size (wal_status {result.metric.value})"
+        return 1, f"past max_slot_wal_keep_size (wal_status {metric.value})"
     if context == "slot_retained":
         return 2, f"retain WAL {result.hint}"
     if context == "slot_safe_wal_size":
@@ -308,8 +307,7 @@ def _problem_words(result: nagiosplugin.Result) -> tuple[int, str]:
     return 5, str(result)
 
 
-@click.command("slots", context_settings=runtime.CONTEXT_SETTINGS)
-@connection_options
+@postgres_command("slots")
 @threshold_options(
     plain_unit=Unit.BYTES,
     help_suffix="On the WAL each slot retains, in bytes (1GB).",
@@ -337,12 +335,12 @@ def _problem_words(result: nagiosplugin.Result) -> tuple[int, str]:
 def command(
     settings: ConnectionSettings,
     verbose: int,
-    warning,
-    critical,
+    warning: tuple[Threshold, ...],
+    critical: tuple[Threshold, ...],
     selected: tuple[str, ...],
-    inactive_critical,
-    safe_wal_warning,
-    safe_wal_critical,
+    inactive_critical: Threshold | None,
+    safe_wal_warning: Threshold | None,
+    safe_wal_critical: Threshold | None,
 ) -> output.Report:
     """Replication slots: WAL retained by each, inactive slots, wal_status, safe_wal_size.
 
@@ -362,23 +360,20 @@ def command(
     safe_limits = Limits.given(safe_wal_warning, safe_wal_critical)
     critical_after = inactive_critical.range.end if inactive_critical else None
 
-    def build() -> nagiosplugin.Check:
-        probe = Slots(settings, selected)
-        return adapters.Check(
-            probe,
-            adapters.FactContext("slot_fact"),
-            SlotMetricContext(
-                "slot_retained", limits["slot_retained"], label="retains", unit=Unit.BYTES
-            ),
-            SlotMetricContext(
-                "slot_safe_wal_size", safe_limits, label="safe_wal_size", unit=Unit.BYTES
-            ),
-            InactiveContext("slot_active", critical_after),
-            WalStatusContext("slot_wal_status"),
-            InvalidatedContext("slot_invalidated"),
-            SlotsSummary(probe),
-        )
-
-    return runtime.run_check(
-        NAME, build, timeout=settings.timeout, target=settings.target, verbose=verbose
+    resource = SlotsResource(settings, selected)
+    return run(
+        NAME,
+        resource,
+        adapters.FactContext("slot_fact"),
+        SlotMetricContext(
+            "slot_retained", limits["slot_retained"], label="retains", unit=Unit.BYTES
+        ),
+        SlotMetricContext(
+            "slot_safe_wal_size", safe_limits, label="safe_wal_size", unit=Unit.BYTES
+        ),
+        InactiveContext("slot_active", critical_after),
+        WalStatusContext("slot_wal_status"),
+        InvalidatedContext("slot_invalidated"),
+        summary=SlotsSummary(resource),
+        verbose=verbose,
     )

@@ -7,18 +7,20 @@ from collections.abc import Iterator
 import click
 import nagiosplugin
 
-from checks import adapters, output, runtime
-from checks.postgres.connection import ConnectionSettings, connect
-from checks.postgres.options import connection_options, role_mismatch_option
-from checks.postgres.probes.standbys import (
-    Standby,
-    Upstream,
+from checks import adapters, output
+from checks.postgres.capabilities import ServerCapabilities
+from checks.postgres.check import Connection, FactsResource, needs_pg_monitor, postgres_command, run
+from checks.postgres.connection import ConnectionSettings
+from checks.postgres.options import role_mismatch_option
+from checks.postgres.readers.standbys import (
+    StandbyFacts,
+    UpstreamFacts,
     looks_mangled,
     read_standbys,
     server_shown_name,
 )
-from checks.status import CheckFailed, Status, unknown
-from checks.thresholds import Limits, assign, threshold_options
+from checks.status import CheckFailed, Status
+from checks.thresholds import Limits, Threshold, assign, threshold_options
 from checks.units import (
     Unit,
     UnitError,
@@ -37,7 +39,7 @@ DEFAULTS = {
 }
 
 
-class Standbys(adapters.Probe):
+class StandbysResource(FactsResource[UpstreamFacts]):
     def __init__(
         self,
         settings: ConnectionSettings,
@@ -47,16 +49,15 @@ class Standbys(adapters.Probe):
         excluded: tuple[str, ...] = (),
         delays: dict[str, float] | None = None,
     ) -> None:
-        super().__init__()
-        self.settings = settings
+        super().__init__(settings)
         self.expected_names = expected_names
         self.on_replica = on_replica
         self.excluded_names = excluded
         self.delays = delays or {}
-        self.standbys: list[Standby] = []
-        self.wal_receivers: list[Standby] = []
-        self.logical: list[Standby] = []
-        self.excluded: list[Standby] = []
+        self.standbys: list[StandbyFacts] = []
+        self.wal_receivers: list[StandbyFacts] = []
+        self.logical: list[StandbyFacts] = []
+        self.excluded: list[StandbyFacts] = []
         # application_name as the server shows it -> the delay given by --delayed
         self.delay_of: dict[str, float] = {}
         # synchronous standbys synchronous_standby_names names, how many of them commits
@@ -69,9 +70,11 @@ class Standbys(adapters.Probe):
         # metric name -> the application_name it belongs to, for the words in the output
         self.owners: dict[str, str] = {}
 
-    def _shown(self, names: tuple[str, ...] | list[str], version: int) -> dict[str, str]:
+    def _shown(
+        self, names: tuple[str, ...] | list[str], server: ServerCapabilities
+    ) -> dict[str, str]:
         """Each name the user gave -> as the server shows it; notes the ones that differ."""
-        shown = {name: server_shown_name(name, version) for name in names}
+        shown = {name: server_shown_name(name, server) for name in names}
         for name, as_shown in shown.items():
             if as_shown != name:
                 self.details.append(
@@ -80,16 +83,16 @@ class Standbys(adapters.Probe):
                 )
         return shown
 
-    def probe(self) -> Iterator[nagiosplugin.Metric]:
-        with connect(self.settings) as conn:
-            upstream = read_standbys(conn)
-            login = conn.info.user
-        version = upstream.server_version
-        excluded = set(self._shown(self.excluded_names, version).values())
+    def read(self, conn: Connection) -> UpstreamFacts:
+        return read_standbys(conn)
+
+    def measure(self, upstream: UpstreamFacts) -> Iterator[nagiosplugin.Metric]:
+        server = upstream.capabilities
+        excluded = set(self._shown(self.excluded_names, server).values())
         self.delay_of = {
-            server_shown_name(name, version): delay for name, delay in self.delays.items()
+            server_shown_name(name, server): delay for name, delay in self.delays.items()
         }
-        self._shown(list(self.delays), version)
+        self._shown(list(self.delays), server)
         self.excluded = [s for s in upstream.standbys if s.application_name in excluded]
         standbys = self.standbys = [  # worst first
             s for s in upstream.standbys if s.application_name not in excluded
@@ -100,10 +103,7 @@ class Standbys(adapters.Probe):
             # a cascading replica with standbys of its own is checked like a primary
             raise CheckFailed(self.on_replica, "replica (in recovery) with no standbys of its own")
         if any(s.hidden for s in upstream.standbys + upstream.logical):
-            raise unknown(
-                f"cannot see pg_stat_replication details as role {login}: "
-                f"GRANT pg_monitor TO {login} (or pg_read_all_stats)"
-            )
+            raise needs_pg_monitor(self.login, "see pg_stat_replication details")
         self.named_sync = upstream.named_sync
         self.required_sync = upstream.required_sync
         self.synchronous_commit = upstream.synchronous_commit
@@ -123,7 +123,7 @@ class Standbys(adapters.Probe):
             yield nagiosplugin.Metric(
                 "max_replay_lag_bytes", max(known), "B", min=0, context="standby_lag_fact"
             )
-        for name, shown in self._shown(self.expected_names, version).items():
+        for name, shown in self._shown(self.expected_names, server).items():
             present = any(s.application_name == shown for s in streaming)
             yield nagiosplugin.Metric(f"expected_{name}", int(present), context="expected")
         taken: set[str] = set()
@@ -151,19 +151,12 @@ class Standbys(adapters.Probe):
             )
             metrics += [
                 nagiosplugin.Metric(
-                    f"{label}_write_lag",
-                    round(standby.write_lag_seconds, 3),
-                    "s",
-                    min=0,
-                    context="standby_lag_fact",
-                ),
-                nagiosplugin.Metric(
-                    f"{label}_flush_lag",
-                    round(standby.flush_lag_seconds, 3),
-                    "s",
-                    min=0,
-                    context="standby_lag_fact",
-                ),
+                    f"{label}_{kind}_lag", round(seconds, 3), "s", min=0, context="standby_lag_fact"
+                )
+                for kind, seconds in (
+                    ("write", standby.write_lag_seconds),
+                    ("flush", standby.flush_lag_seconds),
+                )
             ]
             for metric in metrics:
                 self.owners[metric.name] = standby.application_name
@@ -195,10 +188,10 @@ class Standbys(adapters.Probe):
                 f"{receiver.sync_state}, {flushed}"
             )
 
-    def _notes(self, upstream: Upstream, senders: list[Standby]) -> list[str]:
+    def _notes(self, upstream: UpstreamFacts, senders: list[StandbyFacts]) -> list[str]:
         """What commits wait for, and names the server rewrote, in words."""
         notes: list[str] = []
-        version = upstream.server_version
+        server = upstream.capabilities
         if upstream.synchronous_standby_names.strip() and not upstream.in_recovery:
             waits = (
                 f"commits wait for {self.required_sync} synchronous standby(s)"
@@ -214,8 +207,8 @@ class Standbys(adapters.Probe):
                 notes.append(
                     "synchronous_standby_names has non-ASCII characters: the server shows "
                     "them in application_name as "
-                    f"{chr(92) + 'xHH' if version >= 160000 else '?'}, so that name never "
-                    "matches: give the standby an ASCII application_name"
+                    f"{chr(92) + 'xHH' if server.escapes_non_ascii_names else '?'}, "
+                    "so that name never matches: give the standby an ASCII application_name"
                 )
         if not upstream.synchronous_commit_known:
             notes.append(
@@ -223,7 +216,7 @@ class Standbys(adapters.Probe):
                 "hides the server's own value: taken as the default (on)"
             )
         for sender in senders:
-            if looks_mangled(sender.application_name, version):
+            if looks_mangled(sender.application_name, server):
                 notes.append(
                     f"application_name '{sender.application_name}' may have had non-ASCII "
                     "characters the server replaced: name it that way in --standby and "
@@ -234,53 +227,62 @@ class Standbys(adapters.Probe):
     @staticmethod
     def _lag_metrics(
         label: str,
-        standby: Standby,
+        standby: StandbyFacts,
         *,
         bytes_context: str = "standby_replay_bytes",
         seconds_context: str = "standby_replay_seconds",
     ) -> Iterator[nagiosplugin.Metric]:
-        if standby.replay_lag_bytes is not None:
-            yield nagiosplugin.Metric(
-                f"{label}_replay_lag_bytes",
-                standby.replay_lag_bytes,
-                "B",
-                min=0,
-                context=bytes_context,
-            )
-        yield nagiosplugin.Metric(
-            f"{label}_replay_lag",
-            round(standby.replay_lag_seconds, 3),
-            "s",
-            min=0,
-            context=seconds_context,
+        return _bytes_and_seconds(
+            (f"{label}_replay_lag_bytes", standby.replay_lag_bytes, bytes_context),
+            (f"{label}_replay_lag", standby.replay_lag_seconds, seconds_context),
         )
 
     @staticmethod
     def _delayed_metrics(
-        label: str, standby: Standby, delay: float
+        label: str, standby: StandbyFacts, delay: float
     ) -> Iterator[nagiosplugin.Metric]:
         """A standby that applies WAL late on purpose (recovery_min_apply_delay): the WAL
         it holds unreplayed is its delay, not lag. Judged: how far behind it has flushed
         (it must still receive at once) and replay lag beyond its delay."""
-        if standby.flush_lag_bytes is not None:
-            yield nagiosplugin.Metric(
-                f"{label}_flush_lag_bytes",
-                standby.flush_lag_bytes,
-                "B",
-                min=0,
-                context="delayed_flush_bytes",
-            )
-        yield nagiosplugin.Metric(
-            f"{label}_replay_lag_beyond_delay",
-            round(max(0.0, standby.replay_lag_seconds - delay), 3),
-            "s",
-            min=0,
-            context="delayed_replay_seconds",
+        yield from _bytes_and_seconds(
+            (f"{label}_flush_lag_bytes", standby.flush_lag_bytes, "delayed_flush_bytes"),
+            (
+                f"{label}_replay_lag_beyond_delay",
+                max(0.0, standby.replay_lag_seconds - delay),
+                "delayed_replay_seconds",
+            ),
         )
         # its whole lag is still shown, as a fact that is not judged
-        yield from Standbys._lag_metrics(
+        yield from StandbysResource._lag_metrics(
             label, standby, bytes_context="standby_lag_fact", seconds_context="standby_lag_fact"
         )
+
+
+def _bytes_and_seconds(
+    in_bytes: tuple[str, int | None, str], in_seconds: tuple[str, float, str]
+) -> Iterator[nagiosplugin.Metric]:
+    """A lag in bytes (left out while the standby has not reported it) and in seconds,
+    each as (metric name, value, context)."""
+    name, value, context = in_bytes
+    if value is not None:
+        yield nagiosplugin.Metric(name, value, "B", min=0, context=context)
+    name, seconds, context = in_seconds
+    yield nagiosplugin.Metric(name, round(seconds, 3), "s", min=0, context=context)
+
+
+# (context, the thresholds it takes, its words, its unit): a --delayed standby's flush
+# lag and replay lag beyond its delay take the -w/-c of the others' replay lag
+LAG_CONTEXTS = (
+    ("standby_replay_bytes", "standby_replay_bytes", "replay lag", Unit.BYTES),
+    ("standby_replay_seconds", "standby_replay_seconds", "replay lag", Unit.SECONDS),
+    ("delayed_flush_bytes", "standby_replay_bytes", "flush lag", Unit.BYTES),
+    (
+        "delayed_replay_seconds",
+        "standby_replay_seconds",
+        "replay lag beyond its delay",
+        Unit.SECONDS,
+    ),
+)
 
 
 class StandbyLagContext(adapters.MetricContext):
@@ -343,7 +345,9 @@ class SyncContext(adapters.MetricContext):
             )
         return super().describe(metric)
 
-    def performance(self, metric: nagiosplugin.Metric, resource: object):
+    def performance(
+        self, metric: nagiosplugin.Metric, resource: object
+    ) -> nagiosplugin.Performance:
         required = self._required(resource)
         return nagiosplugin.Performance(
             metric.name, metric.value, crit=f"{required}:" if required else "", min=0
@@ -363,10 +367,10 @@ NAMES_IN_SUMMARY = 3
 
 
 class StandbysSummary(adapters.Summary):
-    probe: Standbys
+    resource: StandbysResource
 
     def ok(self, results: nagiosplugin.Results) -> str:
-        probe = self.probe
+        probe = self.resource
         streaming = [s for s in probe.standbys if s.streaming]  # worst first
         extra = ""
         if probe.logical:
@@ -416,8 +420,7 @@ def parse_delays(
     return delays
 
 
-@click.command("standbys", context_settings=runtime.CONTEXT_SETTINGS)
-@connection_options
+@postgres_command("standbys")
 @threshold_options(
     plain_unit=None,
     help_suffix="On each standby's replay lag: in bytes (16MB) or in time (30s).",
@@ -465,8 +468,8 @@ def parse_delays(
 def command(
     settings: ConnectionSettings,
     verbose: int,
-    warning,
-    critical,
+    warning: tuple[Threshold, ...],
+    critical: tuple[Threshold, ...],
     min_standbys: int,
     min_sync: int | None,
     expected_names: tuple[str, ...],
@@ -493,46 +496,25 @@ def command(
         defaults=DEFAULTS,
     )
 
-    def build() -> nagiosplugin.Check:
-        probe = Standbys(settings, expected_names, role_mismatch, excluded=excluded, delays=delays)
-        return adapters.Check(
-            probe,
-            adapters.MetricContext(
-                "standbys",
-                Limits(None, nagiosplugin.Range(f"{min_standbys}:")),
-                label="streaming standbys",
-                unit=Unit.NUMBER,
-            ),
-            SyncContext("sync_standbys", min_sync),
-            ExpectedContext("expected"),
-            StandbyLagContext(
-                "standby_replay_bytes",
-                limits["standby_replay_bytes"],
-                label="replay lag",
-                unit=Unit.BYTES,
-            ),
-            StandbyLagContext(
-                "standby_replay_seconds",
-                limits["standby_replay_seconds"],
-                label="replay lag",
-                unit=Unit.SECONDS,
-            ),
-            StandbyLagContext(
-                "delayed_flush_bytes",
-                limits["standby_replay_bytes"],
-                label="flush lag",
-                unit=Unit.BYTES,
-            ),
-            StandbyLagContext(
-                "delayed_replay_seconds",
-                limits["standby_replay_seconds"],
-                label="replay lag beyond its delay",
-                unit=Unit.SECONDS,
-            ),
-            adapters.FactContext("standby_lag_fact"),
-            StandbysSummary(probe),
-        )
-
-    return runtime.run_check(
-        NAME, build, timeout=settings.timeout, target=settings.target, verbose=verbose
+    resource = StandbysResource(
+        settings, expected_names, role_mismatch, excluded=excluded, delays=delays
+    )
+    return run(
+        NAME,
+        resource,
+        adapters.MetricContext(
+            "standbys",
+            Limits(None, nagiosplugin.Range(f"{min_standbys}:")),
+            label="streaming standbys",
+            unit=Unit.NUMBER,
+        ),
+        SyncContext("sync_standbys", min_sync),
+        ExpectedContext("expected"),
+        *(
+            StandbyLagContext(name, limits[judged_as], label=label, unit=unit)
+            for name, judged_as, label, unit in LAG_CONTEXTS
+        ),
+        adapters.FactContext("standby_lag_fact"),
+        summary=StandbysSummary(resource),
+        verbose=verbose,
     )

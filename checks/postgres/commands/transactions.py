@@ -9,15 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import click
 import nagiosplugin
 
-from checks import adapters, output, runtime
-from checks.postgres.connection import ConnectionSettings, connect
-from checks.postgres.options import connection_options
-from checks.postgres.probes.transactions import Session, Transactions, read_transactions
-from checks.status import unknown, worst
-from checks.thresholds import Limits, ThresholdType, assign, range_options, threshold_options
+from checks import adapters, output
+from checks.postgres.check import Connection, FactsResource, postgres_command, run, sessions_visible
+from checks.postgres.connection import ConnectionSettings
+from checks.postgres.readers.transactions import SessionFacts, TransactionsFacts, read_transactions
+from checks.status import worst
+from checks.thresholds import (
+    Limits,
+    Threshold,
+    ThresholdType,
+    assign,
+    range_options,
+    threshold_options,
+)
 from checks.units import Unit, format_duration
 
 NAME = "PG_TRANSACTIONS"
@@ -33,21 +39,12 @@ DEFAULT_PREPARED = Limits(nagiosplugin.Range("300"), nagiosplugin.Range("1800"))
 DEFAULT_PREPARED_XIDS = Limits(nagiosplugin.Range("10000000"), nagiosplugin.Range("100000000"))
 
 
-class TransactionsProbe(adapters.Probe):
-    def __init__(self, settings: ConnectionSettings) -> None:
-        super().__init__()
-        self.settings = settings
-        self.facts: Transactions | None = None
+class TransactionsResource(FactsResource[TransactionsFacts]):
+    def read(self, conn: Connection) -> TransactionsFacts:
+        return read_transactions(conn)
 
-    def probe(self) -> Iterator[nagiosplugin.Metric]:
-        with connect(self.settings) as conn:
-            facts = self.facts = read_transactions(conn)
-            login = conn.info.user
-        if facts.hidden:
-            raise unknown(
-                f"cannot see {facts.hidden} other sessions in pg_stat_activity as role "
-                f"{login}: GRANT pg_monitor TO {login} (or pg_read_all_stats)"
-            )
+    def measure(self, facts: TransactionsFacts) -> Iterator[nagiosplugin.Metric]:
+        sessions_visible(self.login, facts.hidden)
         for title, session, age in (
             ("oldest transaction", facts.oldest, facts.oldest and facts.oldest.xact_age),
             (
@@ -56,7 +53,7 @@ class TransactionsProbe(adapters.Probe):
                 facts.oldest_idle and facts.oldest_idle.idle_age,
             ),
         ):
-            if session is not None:
+            if session is not None and isinstance(age, (int, float)):
                 self.details.append(
                     f"{title}: {session.describe()} {session.where()}, {format_duration(age)}"
                     f", {session.state}"
@@ -101,44 +98,44 @@ class SessionAgeContext(adapters.MetricContext):
 
     def describe(self, metric: nagiosplugin.Metric) -> str:
         facts = metric.resource.facts
-        session: Session | None = getattr(facts, self.attribute, None)
+        session: SessionFacts | None = getattr(facts, self.attribute, None)
         if session is None:
             return f"no session {self.label}"
         return f"{session.describe()} {self.label} for {format_duration(metric.value)}"
 
 
-class PreparedAgeContext(adapters.MetricContext):
-    """The text names the prepared transaction by gid, as COMMIT/ROLLBACK PREPARED need."""
+class PreparedContext(adapters.MetricContext):
+    """The text names the prepared transaction by gid, as COMMIT/ROLLBACK PREPARED need:
+    the oldest, or with ``pinning`` the one that pins the oldest XID."""
+
+    def __init__(
+        self, name: str, limits: Limits, *, label: str, unit: Unit, pinning: bool = False
+    ) -> None:
+        super().__init__(name, limits, label=label, unit=unit)
+        self.pinning = pinning
 
     def describe(self, metric: nagiosplugin.Metric) -> str:
-        prepared = metric.resource.facts.oldest_prepared
+        facts: TransactionsFacts = metric.resource.facts
+        prepared = facts.pinning_prepared if self.pinning else facts.oldest_prepared
         if prepared is None:
             return "no prepared transaction"
+        if self.pinning:
+            return f"{prepared.describe()} pins XIDs {prepared.xid_age:,} transactions old"
         return f"{prepared.describe()} prepared {format_duration(metric.value)} ago"
 
 
-class PreparedXidContext(adapters.MetricContext):
-    """The text names the prepared transaction that pins the oldest XID."""
-
-    def describe(self, metric: nagiosplugin.Metric) -> str:
-        pinning = metric.resource.facts.pinning_prepared
-        if pinning is None:
-            return "no prepared transaction"
-        return f"{pinning.describe()} pins XIDs {pinning.xid_age:,} transactions old"
-
-
 class TransactionsSummary(adapters.Summary):
-    probe: TransactionsProbe
+    resource: TransactionsResource
 
     def problem(self, results: nagiosplugin.Results) -> str:
         """One session both oldest in transaction and oldest idle in it is named once:
         ``pid 42 (psql) in transaction for 40min (above 30min), idle for 35min (...)``."""
         status = worst(adapters.status_of(r.state) for r in results)
         bad = [r for r in results if adapters.status_of(r.state) is status]
-        facts = self.probe.facts
+        facts = self.resource.facts
         oldest = facts.oldest if facts else None
         idle = facts.oldest_idle if facts else None
-        named = {r.metric.name for r in bad}
+        named = {adapters.named(r) for r in bad}
         same = (
             oldest is not None
             and idle is not None
@@ -148,13 +145,13 @@ class TransactionsSummary(adapters.Summary):
         texts = []
         for result in bad:
             text = str(result)
-            if same and idle is not None and result.metric.name == "oldest_idle_in_xact_age":
+            if same and idle is not None and adapters.named(result) == "oldest_idle_in_xact_age":
                 text = text.replace(f"{idle.describe()} idle in transaction for", "idle for", 1)
             texts.append(text)
         return ", ".join(texts)
 
     def ok(self, results: nagiosplugin.Results) -> str:
-        facts = self.probe.facts
+        facts = self.resource.facts
         assert facts is not None
         prepared = ""
         if facts.oldest_prepared is not None:
@@ -172,8 +169,7 @@ class TransactionsSummary(adapters.Summary):
         return text
 
 
-@click.command("transactions", context_settings=runtime.CONTEXT_SETTINGS)
-@connection_options
+@postgres_command("transactions")
 @threshold_options(
     plain_unit=Unit.SECONDS,
     help_suffix="On the age of the oldest open transaction (10min, 2h).",
@@ -202,14 +198,14 @@ class TransactionsSummary(adapters.Summary):
 def command(
     settings: ConnectionSettings,
     verbose: int,
-    warning,
-    critical,
-    idle_warning,
-    idle_critical,
-    prepared_warning,
-    prepared_critical,
-    prepared_xids_warning,
-    prepared_xids_critical,
+    warning: tuple[Threshold, ...],
+    critical: tuple[Threshold, ...],
+    idle_warning: Threshold | None,
+    idle_critical: Threshold | None,
+    prepared_warning: Threshold | None,
+    prepared_critical: Threshold | None,
+    prepared_xids_warning: Threshold | None,
+    prepared_xids_critical: Threshold | None,
 ) -> output.Report:
     """Oldest open transaction and oldest session idle in transaction, with pid and name.
 
@@ -234,38 +230,30 @@ def command(
         prepared_xids_warning, prepared_xids_critical, DEFAULT_PREPARED_XIDS
     )
 
-    def build() -> nagiosplugin.Check:
-        probe = TransactionsProbe(settings)
-        return nagiosplugin.Check(
-            probe,
-            SessionAgeContext(
-                "oldest_xact_age",
-                limits["oldest_xact_age"],
-                label="in transaction",
-                attribute="oldest",
-            ),
-            SessionAgeContext(
-                "oldest_idle_in_xact_age",
-                idle_limits,
-                label="idle in transaction",
-                attribute="oldest_idle",
-            ),
-            PreparedAgeContext(
-                "oldest_prepared_age",
-                prepared_limits,
-                label="prepared transaction",
-                unit=Unit.SECONDS,
-            ),
-            PreparedXidContext(
-                "prepared_xid_age",
-                prepared_xid_limits,
-                label="prepared transaction XID age",
-                unit=Unit.NUMBER,
-            ),
-            adapters.FactContext("xact_fact"),
-            TransactionsSummary(probe),
-        )
-
-    return runtime.run_check(
-        NAME, build, timeout=settings.timeout, target=settings.target, verbose=verbose
+    resource = TransactionsResource(settings)
+    return run(
+        NAME,
+        resource,
+        SessionAgeContext(
+            "oldest_xact_age", limits["oldest_xact_age"], label="in transaction", attribute="oldest"
+        ),
+        SessionAgeContext(
+            "oldest_idle_in_xact_age",
+            idle_limits,
+            label="idle in transaction",
+            attribute="oldest_idle",
+        ),
+        PreparedContext(
+            "oldest_prepared_age", prepared_limits, label="prepared transaction", unit=Unit.SECONDS
+        ),
+        PreparedContext(
+            "prepared_xid_age",
+            prepared_xid_limits,
+            label="prepared transaction XID age",
+            unit=Unit.NUMBER,
+            pinning=True,
+        ),
+        adapters.FactContext("xact_fact"),
+        summary=TransactionsSummary(resource),
+        verbose=verbose,
     )

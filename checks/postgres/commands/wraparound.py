@@ -6,21 +6,34 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import click
 import nagiosplugin
 
-from checks import adapters, output, runtime
-from checks.postgres.connection import ConnectionSettings, connect
-from checks.postgres.options import connection_options
-from checks.postgres.probes.wraparound import (
+from checks import adapters, output
+from checks.postgres.check import (
+    Connection,
+    FactsResource,
+    grant_pg_monitor,
+    postgres_command,
+    run,
+)
+from checks.postgres.connection import ConnectionSettings
+from checks.postgres.readers.wraparound import (
     WRAPAROUND_LIMIT,
-    DatabaseAge,
-    HorizonHolder,
+    DatabaseAgeFacts,
+    HorizonHolderFacts,
+    WraparoundFacts,
     holds_back,
     read_wraparound,
 )
 from checks.status import unknown, worst
-from checks.thresholds import Limits, ThresholdType, assign, range_options, threshold_options
+from checks.thresholds import (
+    Limits,
+    Threshold,
+    ThresholdType,
+    assign,
+    range_options,
+    threshold_options,
+)
 from checks.units import Unit
 
 NAME = "PG_WRAPAROUND"
@@ -32,25 +45,24 @@ DEFAULT_MXID = Limits(nagiosplugin.Range("50"), nagiosplugin.Range("75"))
 TOP_DATABASES = 5
 
 
-class Wraparound(adapters.Probe):
+class WraparoundResource(FactsResource[WraparoundFacts]):
     def __init__(self, settings: ConnectionSettings) -> None:
-        super().__init__()
-        self.settings = settings
-        self.databases: list[DatabaseAge] = []
-        self.holder: HorizonHolder | None = None
+        super().__init__(settings)
+        self.databases: list[DatabaseAgeFacts] = []
+        self.holder: HorizonHolderFacts | None = None
 
     @property
-    def oldest(self) -> DatabaseAge:
+    def oldest(self) -> DatabaseAgeFacts:
         return self.databases[0]
 
     @property
-    def oldest_mxid(self) -> DatabaseAge:
+    def oldest_mxid(self) -> DatabaseAgeFacts:
         return max(self.databases, key=lambda d: (d.mxid_age, d.datname))
 
-    def probe(self) -> Iterator[nagiosplugin.Metric]:
-        with connect(self.settings) as conn:
-            facts = read_wraparound(conn)
-            login = conn.info.user
+    def read(self, conn: Connection) -> WraparoundFacts:
+        return read_wraparound(conn)
+
+    def measure(self, facts: WraparoundFacts) -> Iterator[nagiosplugin.Metric]:
         databases, holder = facts.databases, facts.holder
         self.databases, self.holder = databases, holder
         if not databases:
@@ -64,8 +76,8 @@ class Wraparound(adapters.Probe):
         if facts.hidden_sessions:
             self.details.append(
                 f"{facts.hidden_sessions} other sessions' transactions are hidden from role "
-                f"{login}, which may hold the xmin horizon back unseen: GRANT pg_monitor TO "
-                f"{login} (or pg_read_all_stats)"
+                f"{self.login}, which may hold the xmin horizon back unseen: "
+                + grant_pg_monitor(self.login)
             )
         if holder is None:
             self.details.append(
@@ -107,48 +119,47 @@ class Wraparound(adapters.Probe):
 
 
 class AgeContext(adapters.MetricContext):
-    """The text names the database the age belongs to."""
+    """The text names the database the age belongs to: the one with the oldest XID, or
+    with ``multixact`` the one with the oldest multixact ID (not always the same)."""
+
+    def __init__(
+        self, name: str, limits: Limits, *, label: str, unit: Unit, multixact: bool = False
+    ) -> None:
+        super().__init__(name, limits, label=label, unit=unit)
+        self.multixact = multixact
 
     def describe(self, metric: nagiosplugin.Metric) -> str:
-        oldest = metric.resource.oldest
-        return (
-            f"database {oldest.datname} XID age {oldest.xid_age:,} "
-            f"({oldest.xid_percent:.1f}% of 2^31)"
-        )
-
-
-class MxidAgeContext(adapters.MetricContext):
-    """The text names the database with the oldest multixact ID (not always the XID one)."""
-
-    def describe(self, metric: nagiosplugin.Metric) -> str:
-        oldest = metric.resource.oldest_mxid
-        return (
-            f"database {oldest.datname} multixact age {oldest.mxid_age:,} "
-            f"({oldest.mxid_percent:.1f}% of 2^31)"
-        )
+        resource: WraparoundResource = metric.resource
+        if self.multixact:
+            oldest = resource.oldest_mxid
+            age, percent = oldest.mxid_age, oldest.mxid_percent
+        else:
+            oldest = resource.oldest
+            age, percent = oldest.xid_age, oldest.xid_percent
+        return f"database {oldest.datname} {self.label} {age:,} ({percent:.1f}% of 2^31)"
 
 
 class WraparoundSummary(adapters.Summary):
     """A problem with the XID age names what holds the oldest XID back, when something
     does: that, not vacuum, is what the DBA has to deal with."""
 
-    probe: Wraparound
+    resource: WraparoundResource
 
     def problem(self, results: nagiosplugin.Results) -> str:
         text = super().problem(results)
         status = worst(adapters.status_of(r.state) for r in results)
         xid_problem = any(
-            r.metric.name in ("xid_age_pct", "xid_age") and adapters.status_of(r.state) is status
+            adapters.named(r) in ("xid_age_pct", "xid_age")
+            and adapters.status_of(r.state) is status
             for r in results
         )
-        holder = self.probe.holder
-        if xid_problem and holder is not None and holds_back(holder, self.probe.oldest):
+        holder = self.resource.holder
+        if xid_problem and holder is not None and holds_back(holder, self.resource.oldest):
             text += f", held back by {holder.describe()} (XID age {holder.age:,})"
         return text
 
 
-@click.command("wraparound", context_settings=runtime.CONTEXT_SETTINGS)
-@connection_options
+@postgres_command("wraparound")
 @threshold_options(
     plain_unit=None,
     help_suffix="On the oldest database's XID age: a percentage of 2^31 (50%) or a number "
@@ -162,7 +173,12 @@ class WraparoundSummary(adapters.Summary):
     default_critical="above 75%",
 )
 def command(
-    settings: ConnectionSettings, verbose: int, warning, critical, mxid_warning, mxid_critical
+    settings: ConnectionSettings,
+    verbose: int,
+    warning: tuple[Threshold, ...],
+    critical: tuple[Threshold, ...],
+    mxid_warning: Threshold | None,
+    mxid_critical: Threshold | None,
 ) -> output.Report:
     """Transaction ID wraparound: the oldest age(datfrozenxid) of all databases, named.
 
@@ -182,18 +198,17 @@ def command(
 
     mxid_limits = Limits.given(mxid_warning, mxid_critical, DEFAULT_MXID)
 
-    def build() -> nagiosplugin.Check:
-        probe = Wraparound(settings)
-        return nagiosplugin.Check(
-            probe,
-            AgeContext("xid_age_pct", limits["xid_age_pct"], label="XID age", unit=Unit.PERCENT),
-            AgeContext("xid_age", limits["xid_age"], label="XID age", unit=Unit.NUMBER),
-            MxidAgeContext("mxid_age_pct", mxid_limits, label="multixact age", unit=Unit.PERCENT),
-            adapters.FactContext("mxid_age"),
-            adapters.FactContext("xmin_horizon_age"),
-            WraparoundSummary(probe),
-        )
-
-    return runtime.run_check(
-        NAME, build, timeout=settings.timeout, target=settings.target, verbose=verbose
+    resource = WraparoundResource(settings)
+    return run(
+        NAME,
+        resource,
+        AgeContext("xid_age_pct", limits["xid_age_pct"], label="XID age", unit=Unit.PERCENT),
+        AgeContext("xid_age", limits["xid_age"], label="XID age", unit=Unit.NUMBER),
+        AgeContext(
+            "mxid_age_pct", mxid_limits, label="multixact age", unit=Unit.PERCENT, multixact=True
+        ),
+        adapters.FactContext("mxid_age"),
+        adapters.FactContext("xmin_horizon_age"),
+        summary=WraparoundSummary(resource),
+        verbose=verbose,
     )

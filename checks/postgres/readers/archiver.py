@@ -43,7 +43,7 @@ WHERE name LIKE '%.ready'
 
 
 @dataclass(frozen=True)
-class Archiver:
+class ArchiverFacts:
     archive_mode: str
     in_recovery: bool
     archived_count: int
@@ -77,8 +77,8 @@ class Archiver:
         return max(0.0, min(ages)) if ages else 0.0
 
 
-def read_archiver(conn: psycopg.Connection[dict[str, Any]]) -> Archiver:
-    facts = Archiver(**fetch_row(conn, ARCHIVER_SQL))
+def read_archiver(conn: psycopg.Connection[dict[str, Any]]) -> ArchiverFacts:
+    facts = fetch_row(conn, ARCHIVER_SQL, row_class=ArchiverFacts)
     if not (facts.archives_here and facts.can_list_status):
         return facts
     ready = fetch_row(conn, READY_SQL)

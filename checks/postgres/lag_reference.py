@@ -14,13 +14,14 @@ primary makes the check say what it could not compare with, never fail or hang.
 
 from __future__ import annotations
 
+import contextvars
 import re
 import threading
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from checks.postgres.connection import ConnectionSettings, connect
-from checks.postgres.probes.lag import ServerPosition, read_position
+from checks.postgres.readers.lag import ServerPositionFacts, read_position
 from checks.status import CheckFailed
 
 if TYPE_CHECKING:
@@ -170,7 +171,7 @@ def upstream_parameters(
     return asked if isinstance(asked, str) else asked[0].parameters
 
 
-def _ask(settings: ConnectionSettings) -> tuple[ServerPosition, str] | str:
+def _ask(settings: ConnectionSettings) -> tuple[ServerPositionFacts, str] | str:
     """The server's position and ``host:port`` as reached, or why it could not be asked,
     within ``settings.timeout`` of wall-clock time.
 
@@ -180,18 +181,21 @@ def _ask(settings: ConnectionSettings) -> tuple[ServerPosition, str] | str:
     check CRITICAL, naming the replica. So the lookup runs in a daemon thread that is
     abandoned at its deadline (the process exits right after the answer is printed).
     """
-    answers: list[tuple[ServerPosition, str] | str | BaseException] = []
+    answers: list[tuple[ServerPositionFacts, str] | str | BaseException] = []
 
     def ask() -> None:
         try:
-            with connect(settings) as conn:
+            # another server than the check's own: never a resident daemon's kept one
+            with connect(settings, own_instance=False) as conn:
                 answers.append((read_position(conn), f"{conn.info.host}:{conn.info.port}"))
         except CheckFailed as failure:
             answers.append(failure.message)
         except BaseException as exc:  # re-raised below, in the check's own thread
             answers.append(exc)
 
-    worker = threading.Thread(target=ask, name="lag-reference", daemon=True)
+    # the check's context goes along (connect() reads the connection source from it)
+    context = contextvars.copy_context()
+    worker = threading.Thread(target=context.run, args=(ask,), name="lag-reference", daemon=True)
     worker.start()
     worker.join(settings.timeout)
     if not answers:

@@ -13,32 +13,12 @@ from typing import TYPE_CHECKING
 
 import nagiosplugin
 
-from checks.adapters import Probe
+from checks.adapters import Resource
 from checks.units import format_bytes
 
 if TYPE_CHECKING:  # type-only: processes is imported for --top alone
     from checks.memory.processes import ProcessMemory
     from checks.memory.snapshot import Snapshot
-
-# perfdata order: the headline first, so the 4 KB cap would drop the least useful
-METRIC_ORDER = (
-    "used_percent",
-    "used_bytes",
-    "available_bytes",
-    "total_bytes",
-    "swap_used_percent",
-    "swap_used_bytes",
-    "swap_total_bytes",
-    "swap_in_bytes",
-    "swap_out_bytes",
-    "pressure_some_avg10",
-    "pressure_some_avg60",
-    "commit_percent",
-    "committed_bytes",
-    "commit_limit_bytes",
-    "oom_kills",
-    "hugetlb_bytes",
-)
 
 
 def _percent(part: int, whole: int) -> float:
@@ -46,7 +26,10 @@ def _percent(part: int, whole: int) -> float:
     return round(100.0 * part / whole, 1) if whole else 0.0
 
 
-class MemoryProbe(Probe):
+class MemoryResource(Resource):
+    """Metrics in perfdata order: the headline first, so the 4 KB cap would drop the
+    least useful."""
+
     def __init__(
         self,
         snapshot: Snapshot,
@@ -81,7 +64,6 @@ class MemoryProbe(Probe):
         yield Metric("used_bytes", s.used, "B", 0, s.total)
         yield Metric("available_bytes", s.available, "B", 0, s.total)
         yield Metric("total_bytes", s.total, "B", 0)
-        yield Metric("hugetlb_bytes", host.hugetlb_pool, "B", 0)
         yield Metric("swap_used_percent", _percent(host.swap_used, host.swap_total), "%", 0, 100)
         yield Metric("swap_used_bytes", host.swap_used, "B", 0, host.swap_total)
         yield Metric("swap_total_bytes", host.swap_total, "B", 0)
@@ -99,6 +81,7 @@ class MemoryProbe(Probe):
         yield Metric("commit_limit_bytes", host.commit_limit, "B", 0)
         if s.oom_kills is not None or "oom_kills" in self.required:
             yield Metric("oom_kills", s.oom_kills, "c", 0)
+        yield Metric("hugetlb_bytes", host.hugetlb_pool, "B", 0)
         self.details = self._details()
 
     def _details(self) -> list[str]:

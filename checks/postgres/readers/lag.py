@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from checks.postgres.capabilities import ServerCapabilities
 from checks.postgres.connection import fetch_row
 
 if TYPE_CHECKING:
@@ -103,7 +104,8 @@ SELECT pg_is_in_recovery() AS in_recovery,
 # VACUUM's truncation take AccessExclusiveLock), and max_standby_streaming_delay lets it
 # wait, forever at -1. The record being replayed arrived before the startup process began
 # to wait, so that wait is a lower bound of how long the waiting WAL has waited, even while
-# the primary keeps writing (which keeps latest_end_time recent). pg_locks.waitstart: 14+.
+# the primary keeps writing (which keeps latest_end_time recent). Needs pg_locks.waitstart
+# (has_lock_wait_start).
 _REPLAY_LOCK_WAIT_SQL = """
 SELECT extract(epoch FROM now() - min(l.waitstart))::float8 AS waited
 FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
@@ -111,31 +113,9 @@ WHERE a.backend_type = 'startup' AND NOT l.granted
 """
 
 
-@dataclass(frozen=True)
-class LagCapabilities:
-    """What this server version can tell (and do), named rather than compared inline."""
-
-    server_version: int
-
-    @property
-    def has_pause_state(self) -> bool:
-        # 14 made pausing a two-step state ('pause requested' then 'paused'); both mean
-        # replay is not advancing on purpose.
-        return self.server_version >= 140000
-
-    @property
-    def knows_lock_wait_start(self) -> bool:
-        # pg_locks.waitstart arrived in 14
-        return self.server_version >= 140000
-
-    @property
-    def pauses_for_parameters(self) -> bool:
-        # Before 14 a standby shuts down on an insufficient parameter; from 14 it pauses.
-        return self.server_version >= 140000
-
-
-def lag_sql(server_version: int) -> str:
-    if LagCapabilities(server_version).has_pause_state:
+def lag_sql(server: ServerCapabilities) -> str:
+    # 'pause requested' and 'paused' both mean replay is not advancing on purpose
+    if server.has_replay_pause_state:
         paused = "pg_is_in_recovery() AND pg_get_wal_replay_pause_state() <> 'not paused'"
     else:
         paused = "pg_is_in_recovery() AND pg_is_wal_replay_paused()"
@@ -143,7 +123,7 @@ def lag_sql(server_version: int) -> str:
 
 
 @dataclass(frozen=True)
-class ReplicaLag:
+class ReplicaLagFacts:
     in_recovery: bool
     server_version: int
     system_identifier: str
@@ -172,8 +152,8 @@ class ReplicaLag:
     server_uptime: float
 
     @property
-    def capabilities(self) -> LagCapabilities:
-        return LagCapabilities(self.server_version)
+    def capabilities(self) -> ServerCapabilities:
+        return ServerCapabilities(self.server_version)
 
     @property
     def receiver_hidden(self) -> bool:
@@ -201,10 +181,10 @@ def _clamped(value: float | None) -> float | None:
     return None if value is None else max(0, value)
 
 
-def read_lag(conn: psycopg.Connection[dict[str, Any]]) -> ReplicaLag:
+def read_lag(conn: psycopg.Connection[dict[str, Any]]) -> ReplicaLagFacts:
     """The replica's facts; ``behind_reference_bytes`` stays None (see read_distance)."""
     version = conn.info.server_version
-    row = fetch_row(conn, lag_sql(version))
+    row = fetch_row(conn, lag_sql(ServerCapabilities(version)))
     not_streaming = (
         row["in_recovery"]
         and row["receiver_status"] != "streaming"
@@ -224,7 +204,7 @@ def read_lag(conn: psycopg.Connection[dict[str, Any]]) -> ReplicaLag:
         "server_uptime",
     ):
         row[name] = _clamped(row[name])
-    return ReplicaLag(
+    return ReplicaLagFacts(
         in_recovery=bool(row["in_recovery"]),
         server_version=version,
         system_identifier=row["system_identifier"],
@@ -276,7 +256,7 @@ def read_parameters(conn: psycopg.Connection[dict[str, Any]]) -> dict[str, int]:
 
 
 @dataclass(frozen=True)
-class ServerPosition:
+class ServerPositionFacts:
     """What another server (a primary given by conninfo, or the upstream) told us."""
 
     in_recovery: bool
@@ -285,9 +265,9 @@ class ServerPosition:
     parameters: dict[str, int]
 
 
-def read_position(conn: psycopg.Connection[dict[str, Any]]) -> ServerPosition:
+def read_position(conn: psycopg.Connection[dict[str, Any]]) -> ServerPositionFacts:
     row = fetch_row(conn, _POSITION_SQL)
-    return ServerPosition(
+    return ServerPositionFacts(
         in_recovery=bool(row["in_recovery"]),
         wal_lsn=row["wal_lsn"],
         system_identifier=row["system_identifier"],

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from checks.postgres.connection import query
-from checks.postgres.probes.connections import HIDDEN_SESSIONS_SQL
+from checks.postgres.readers.connections import HIDDEN_SESSIONS_SQL
 
 if TYPE_CHECKING:
     import psycopg
@@ -62,7 +62,7 @@ ORDER BY age(datfrozenxid) DESC, datname
 
 
 @dataclass(frozen=True)
-class HorizonHolder:
+class HorizonHolderFacts:
     """What holds the xmin horizon back, oldest first: ``replication slot 'x' (xmin)``."""
 
     kind: str
@@ -81,7 +81,7 @@ class HorizonHolder:
 
 
 @dataclass(frozen=True)
-class DatabaseAge:
+class DatabaseAgeFacts:
     datname: str
     xid_age: int
     mxid_age: int
@@ -98,8 +98,8 @@ class DatabaseAge:
 
 @dataclass(frozen=True)
 class WraparoundFacts:
-    databases: list[DatabaseAge]  # oldest first
-    holder: HorizonHolder | None  # None: nothing holds the xmin horizon back
+    databases: list[DatabaseAgeFacts]  # oldest first
+    holder: HorizonHolderFacts | None  # None: nothing holds the xmin horizon back
     # sessions whose transactions this role cannot see (no pg_read_all_stats)
     hidden_sessions: int = 0
 
@@ -109,17 +109,18 @@ def read_wraparound(conn: psycopg.Connection[dict[str, Any]]) -> WraparoundFacts
     first = rows[0] if rows else {}
     server_columns = ("holder", "hidden_sessions")
     databases = [
-        DatabaseAge(**{k: v for k, v in row.items() if k not in server_columns}) for row in rows
+        DatabaseAgeFacts(**{k: v for k, v in row.items() if k not in server_columns})
+        for row in rows
     ]
     holder = first.get("holder")
     return WraparoundFacts(
         databases=databases,
-        holder=HorizonHolder(**holder) if holder else None,
+        holder=HorizonHolderFacts(**holder) if holder else None,
         hidden_sessions=int(first.get("hidden_sessions") or 0),
     )
 
 
-def holds_back(holder: HorizonHolder | None, oldest: DatabaseAge) -> bool:
+def holds_back(holder: HorizonHolderFacts | None, oldest: DatabaseAgeFacts) -> bool:
     """Whether the holder is why the oldest database cannot be frozen further: vacuum
     could otherwise freeze up to the holder's XID, so at least half of the age is its."""
     return holder is not None and holder.age * 2 >= oldest.xid_age

@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from checks.postgres.capabilities import ServerCapabilities
 from checks.postgres.connection import query
 from checks.postgres.server_settings import is_login_source
 
@@ -88,7 +89,7 @@ def required_sync_standbys(setting: str | None) -> int:
 
 
 @dataclass(frozen=True)
-class Standby:
+class StandbyFacts:
     pid: int
     application_name: str
     client_addr: str | None
@@ -119,7 +120,7 @@ class Standby:
         return self.sync_state in ("sync", "quorum")
 
 
-def worst_first(standbys: list[Standby]) -> list[Standby]:
+def worst_first(standbys: list[StandbyFacts]) -> list[StandbyFacts]:
     """Not streaming first, then the largest replay lag (bytes, then seconds), then name."""
     return sorted(
         standbys,
@@ -138,14 +139,14 @@ WAITING_COMMITS = frozenset({"on", "remote_write", "remote_apply"})
 
 
 @dataclass(frozen=True)
-class Upstream:
+class UpstreamFacts:
     """The server asked, and the standbys and WAL receivers streaming from it."""
 
     in_recovery: bool
     synchronous_standby_names: str
-    standbys: list[Standby]
-    wal_receivers: list[Standby]
-    logical: list[Standby] = field(default_factory=list)
+    standbys: list[StandbyFacts]
+    wal_receivers: list[StandbyFacts]
+    logical: list[StandbyFacts] = field(default_factory=list)
     # the server's own synchronous_commit (its configuration, not our login's)
     synchronous_commit: str = "on"
     # False when our login's own setting hides the server's (taken as the default, on)
@@ -171,14 +172,18 @@ class Upstream:
         local or off (only a transaction that asks for more waits then)."""
         return self.named_sync if self.commits_wait else 0
 
+    @property
+    def capabilities(self) -> ServerCapabilities:
+        return ServerCapabilities(self.server_version)
 
-def server_shown_name(name: str, server_version: int) -> str:
+
+def server_shown_name(name: str, server: ServerCapabilities) -> str:
     """The application_name the server shows for ``name``: non-ASCII bytes become '?'
     (before 16) or ``\\xHH`` (16+), which is what synchronous_standby_names is matched
     against too."""
     if name.isascii():
         return name
-    escapes_bytes = server_version >= 160000
+    escapes_bytes = server.escapes_non_ascii_names
     out = []
     for char in name:
         if char.isascii():
@@ -189,9 +194,9 @@ def server_shown_name(name: str, server_version: int) -> str:
     return "".join(out)
 
 
-def looks_mangled(shown: str, server_version: int) -> bool:
+def looks_mangled(shown: str, server: ServerCapabilities) -> bool:
     """An application_name the server may have rewritten from non-ASCII characters."""
-    return ("\\x" in shown) if server_version >= 160000 else ("?" in shown)
+    return ("\\x" in shown) if server.escapes_non_ascii_names else ("?" in shown)
 
 
 _SERVER_COLUMNS = (
@@ -203,7 +208,7 @@ _SERVER_COLUMNS = (
 )
 
 
-def read_standbys(conn: psycopg.Connection[dict[str, Any]]) -> Upstream:
+def read_standbys(conn: psycopg.Connection[dict[str, Any]]) -> UpstreamFacts:
     rows = query(conn, STANDBYS_SQL)
     first = rows[0]
     synchronous_commit, known = str(first["synchronous_commit"]), True
@@ -217,8 +222,8 @@ def read_standbys(conn: psycopg.Connection[dict[str, Any]]) -> Upstream:
             continue
         for column in _SERVER_COLUMNS:
             del row[column]
-        senders.append(Standby(**row))
-    return Upstream(
+        senders.append(StandbyFacts(**row))
+    return UpstreamFacts(
         in_recovery=in_recovery,
         synchronous_standby_names=names,
         standbys=worst_first([s for s in senders if not s.wal_receiver and not s.logical]),

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from checks.postgres.capabilities import ServerCapabilities
 from checks.postgres.connection import query
 
 if TYPE_CHECKING:
@@ -58,15 +59,15 @@ _BEFORE_17 = (
 )
 
 
-def slots_sql(server_version: int) -> str:
+def slots_sql(server: ServerCapabilities) -> str:
     return _SLOTS_SQL.format(
-        since_13=_SINCE_13 if server_version >= 130000 else _BEFORE_13,
-        since_17=_SINCE_17 if server_version >= 170000 else _BEFORE_17,
+        since_13=_SINCE_13 if server.has_wal_status else _BEFORE_13,
+        since_17=_SINCE_17 if server.has_slot_inactive_since else _BEFORE_17,
     )
 
 
 @dataclass(frozen=True)
-class Slot:
+class SlotFacts:
     slot_name: str
     slot_type: str
     temporary: bool
@@ -128,13 +129,13 @@ class Slot:
         return (rank, -(self.retained_bytes or 0), self.slot_name)
 
 
-def read_slots(conn: psycopg.Connection[dict[str, Any]]) -> list[Slot]:
-    return [slot_of_row(row) for row in query(conn, slots_sql(conn.info.server_version))]
+def read_slots(conn: psycopg.Connection[dict[str, Any]]) -> list[SlotFacts]:
+    return [slot_of_row(row) for row in query(conn, slots_sql(ServerCapabilities.of(conn)))]
 
 
-def slot_of_row(row: dict[str, Any]) -> Slot:
+def slot_of_row(row: dict[str, Any]) -> SlotFacts:
     """A slot that reserves no WAL has no safe_wal_size: the server computes one from
     LSN 0 (-292 MiB observed on a never-used slot)."""
     if not row["reserves_wal"] or row["wal_status"] is None:
         row = {**row, "safe_wal_size": None}
-    return Slot(**row)
+    return SlotFacts(**row)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from checks.postgres.connection import fetch_row
-from checks.postgres.probes.connections import HIDDEN_SESSIONS_SQL
+from checks.postgres.readers.connections import HIDDEN_SESSIONS_SQL
 
 if TYPE_CHECKING:
     import psycopg
@@ -56,7 +56,7 @@ SELECT ({HIDDEN_SESSIONS_SQL})::int AS hidden,
 
 
 @dataclass(frozen=True)
-class Session:
+class SessionFacts:
     pid: int
     usename: str | None
     datname: str | None
@@ -75,7 +75,7 @@ class Session:
 
 
 @dataclass(frozen=True)
-class PreparedXact:
+class PreparedXactFacts:
     gid: str
     owner: str | None
     database: str | None
@@ -90,32 +90,34 @@ class PreparedXact:
 
 
 @dataclass(frozen=True)
-class Transactions:
+class TransactionsFacts:
     hidden: int
     open_transactions: int
     idle_in_transaction: int
-    oldest: Session | None
-    oldest_idle: Session | None
+    oldest: SessionFacts | None
+    oldest_idle: SessionFacts | None
     prepared: int
-    oldest_prepared: PreparedXact | None
-    pinning_prepared: PreparedXact | None = None
+    oldest_prepared: PreparedXactFacts | None
+    pinning_prepared: PreparedXactFacts | None = None
 
     @property
     def oldest_prepared_age(self) -> float | None:
         return self.oldest_prepared.age if self.oldest_prepared else None
 
 
-def read_transactions(conn: psycopg.Connection[dict[str, Any]]) -> Transactions:
+def read_transactions(conn: psycopg.Connection[dict[str, Any]]) -> TransactionsFacts:
     row = fetch_row(conn, TRANSACTIONS_SQL)
-    return Transactions(
+    return TransactionsFacts(
         hidden=row["hidden"],
         open_transactions=row["open_transactions"],
         idle_in_transaction=row["idle_in_transaction"],
-        oldest=Session(**row["oldest"]) if row["oldest"] else None,
-        oldest_idle=Session(**row["oldest_idle"]) if row["oldest_idle"] else None,
+        oldest=SessionFacts(**row["oldest"]) if row["oldest"] else None,
+        oldest_idle=SessionFacts(**row["oldest_idle"]) if row["oldest_idle"] else None,
         prepared=row["prepared"],
-        oldest_prepared=PreparedXact(**row["oldest_prepared"]) if row["oldest_prepared"] else None,
+        oldest_prepared=PreparedXactFacts(**row["oldest_prepared"])
+        if row["oldest_prepared"]
+        else None,
         pinning_prepared=(
-            PreparedXact(**row["pinning_prepared"]) if row["pinning_prepared"] else None
+            PreparedXactFacts(**row["pinning_prepared"]) if row["pinning_prepared"] else None
         ),
     )

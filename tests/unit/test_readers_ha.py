@@ -1,4 +1,4 @@
-"""Pure logic of the slots, connections, archiver, wraparound and transactions probes."""
+"""Pure logic of the slots, connections, archiver, wraparound and transactions readers."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ from dataclasses import replace
 
 import pytest
 
-from checks.postgres.probes.archiver import Archiver
-from checks.postgres.probes.connections import Connections, connections_sql
-from checks.postgres.probes.slots import slots_sql
-from checks.postgres.probes.wraparound import DatabaseAge
+from checks.postgres.capabilities import ServerCapabilities
+from checks.postgres.readers.archiver import ArchiverFacts
+from checks.postgres.readers.connections import ConnectionsFacts, connections_sql
+from checks.postgres.readers.slots import slots_sql
+from checks.postgres.readers.wraparound import DatabaseAgeFacts
 
-IDLE = Archiver(
+IDLE = ArchiverFacts(
     archive_mode="on",
     in_recovery=False,
     archived_count=10,
@@ -55,24 +56,26 @@ def test_who_archives(mode: str, in_recovery: bool, archives: bool) -> None:
 
 
 def test_usable_connections_leave_out_every_reserved_slot() -> None:
-    facts = Connections(max_connections=100, superuser_reserved=3, reserved=5, used=46, hidden=0)
+    facts = ConnectionsFacts(
+        max_connections=100, superuser_reserved=3, reserved=5, used=46, hidden=0
+    )
     assert facts.usable == 92
     assert facts.used_percent == pytest.approx(50.0)
 
 
 def test_busiest_database_is_stable_on_ties() -> None:
-    facts = Connections(100, 3, 0, 4, 0, per_database={"a": 2, "b": 2})
+    facts = ConnectionsFacts(100, 3, 0, 4, 0, per_database={"a": 2, "b": 2})
     assert facts.busiest_database == ("b", 2)
 
 
 def test_sql_follows_the_server_version() -> None:
-    assert "'reserved_connections'" in connections_sql(160000)
-    assert "'reserved_connections'" not in connections_sql(150000)
-    assert "NULL::text AS wal_status" in slots_sql(120000)
-    assert "wal_status, safe_wal_size" in slots_sql(130000)
-    assert "inactive_since" not in slots_sql(160000)
-    assert "inactive_since" in slots_sql(170000)
+    assert "'reserved_connections'" in connections_sql(ServerCapabilities(160000))
+    assert "'reserved_connections'" not in connections_sql(ServerCapabilities(150000))
+    assert "NULL::text AS wal_status" in slots_sql(ServerCapabilities(120000))
+    assert "wal_status, safe_wal_size" in slots_sql(ServerCapabilities(130000))
+    assert "inactive_since" not in slots_sql(ServerCapabilities(160000))
+    assert "inactive_since" in slots_sql(ServerCapabilities(170000))
 
 
 def test_wraparound_percent_of_two_to_the_31() -> None:
-    assert DatabaseAge("db", 2**30, 0, 200_000_000).xid_percent == 50.0
+    assert DatabaseAgeFacts("db", 2**30, 0, 200_000_000).xid_percent == 50.0

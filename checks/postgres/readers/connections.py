@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from checks.postgres.capabilities import ServerCapabilities
 from checks.postgres.connection import fetch_row
 
 if TYPE_CHECKING:
@@ -31,24 +32,24 @@ SELECT current_setting('max_connections')::int AS max_connections,
        {reserved}::int AS reserved,
        (SELECT count(*) FROM clients)::int AS used,
        ({hidden})::int AS hidden,
-       (SELECT json_object_agg(coalesce(datname, ''), n)
-          FROM (SELECT datname, count(*) AS n FROM clients GROUP BY datname) AS d)
-           AS per_database,
-       (SELECT json_object_agg(coalesce(state, 'unknown'), n)
-          FROM (SELECT state, count(*) AS n FROM clients GROUP BY state) AS s)
-           AS per_state
+       coalesce((SELECT json_object_agg(coalesce(datname, ''), n)
+                   FROM (SELECT datname, count(*) AS n FROM clients GROUP BY datname) AS d),
+                '{{}}') AS per_database,
+       coalesce((SELECT json_object_agg(coalesce(state, 'unknown'), n)
+                   FROM (SELECT state, count(*) AS n FROM clients GROUP BY state) AS s),
+                '{{}}') AS per_state
 """
 _RESERVED_SINCE_16 = "current_setting('reserved_connections')"
 _RESERVED_BEFORE_16 = "0"
 
 
-def connections_sql(server_version: int) -> str:
-    reserved = _RESERVED_SINCE_16 if server_version >= 160000 else _RESERVED_BEFORE_16
+def connections_sql(server: ServerCapabilities) -> str:
+    reserved = _RESERVED_SINCE_16 if server.has_reserved_connections else _RESERVED_BEFORE_16
     return _CONNECTIONS_SQL.format(reserved=reserved, hidden=HIDDEN_SESSIONS_SQL)
 
 
 @dataclass(frozen=True)
-class Connections:
+class ConnectionsFacts:
     max_connections: int
     superuser_reserved: int
     reserved: int
@@ -73,14 +74,6 @@ class Connections:
         return max(self.per_database.items(), key=lambda item: (item[1], item[0]))
 
 
-def read_connections(conn: psycopg.Connection[dict[str, Any]]) -> Connections:
-    row = fetch_row(conn, connections_sql(conn.info.server_version))
-    return Connections(
-        max_connections=row["max_connections"],
-        superuser_reserved=row["superuser_reserved"],
-        reserved=row["reserved"],
-        used=row["used"],
-        hidden=row["hidden"],
-        per_database=dict(row["per_database"] or {}),
-        per_state=dict(row["per_state"] or {}),
-    )
+def read_connections(conn: psycopg.Connection[dict[str, Any]]) -> ConnectionsFacts:
+    sql = connections_sql(ServerCapabilities.of(conn))
+    return fetch_row(conn, sql, row_class=ConnectionsFacts)

@@ -16,16 +16,16 @@ ALIVE_SQL = "SELECT pg_is_in_recovery() AS in_recovery"
 
 
 @dataclass(frozen=True)
-class Liveness:
+class LivenessFacts:
     query_seconds: float
     in_recovery: bool
     server_version: int
 
 
-def read_liveness(conn: psycopg.Connection[dict[str, Any]]) -> Liveness:
+def read_liveness(conn: psycopg.Connection[dict[str, Any]]) -> LivenessFacts:
     started = time.monotonic()
     row = fetch_row(conn, ALIVE_SQL)
-    return Liveness(
+    return LivenessFacts(
         query_seconds=time.monotonic() - started,
         in_recovery=bool(row["in_recovery"]),
         server_version=conn.info.server_version,

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from checks.postgres.connection import fetch_row
 
@@ -33,31 +33,37 @@ SELECT current_setting('port')::int AS port,
 
 PRESENCE_SQL = """
 SELECT count(*)::int AS connections,
-       extract(epoch FROM now() - max(coalesce(query_start, backend_start)))::float8
+       -- greatest(now(), t) - t: an age that is never negative, and NULL when t is
+       extract(epoch FROM greatest(now(), max(last_active)) - max(last_active))::float8
            AS silent_seconds
-  FROM pg_stat_activity
- WHERE application_name = %(name)s AND pid <> pg_backend_pid()
+  FROM (SELECT coalesce(query_start, backend_start) AS last_active
+          FROM pg_stat_activity
+         WHERE application_name = %(name)s AND pid <> pg_backend_pid()) AS reporter
 """
 
 
 @dataclass(frozen=True)
-class Position:
+class ReporterPositionFacts:
     port: int
     wal_lsn: str | None
     advanced_bytes: int | None
 
 
-def read_position(conn: psycopg.Connection[dict[str, Any]], *, since: str | None) -> Position:
-    row = fetch_row(conn, POSITION_SQL, {"since": since})
-    return Position(
-        port=int(row["port"]),
-        wal_lsn=row["wal_lsn"],
-        advanced_bytes=None if row["advanced_bytes"] is None else int(row["advanced_bytes"]),
-    )
+def read_position(
+    conn: psycopg.Connection[dict[str, Any]], *, since: str | None
+) -> ReporterPositionFacts:
+    return fetch_row(conn, POSITION_SQL, {"since": since}, row_class=ReporterPositionFacts)
 
 
-def read_presence(conn: psycopg.Connection[dict[str, Any]]) -> tuple[int, float | None]:
-    """(connections, seconds since the newest query of any of them, None if invisible)."""
-    row = fetch_row(conn, PRESENCE_SQL, {"name": REPORTER_APPLICATION_NAME})
-    silent = row["silent_seconds"]
-    return int(row["connections"]), None if silent is None else max(0.0, float(silent))
+class ReporterPresenceFacts(NamedTuple):
+    """The reporter's kept connections as pg_stat_activity shows them. A tuple, so that
+    callers may unpack it as ``connections, silent = read_presence(conn)``."""
+
+    connections: int
+    # since the newest query of any of them; None if none is there or none is visible
+    silent_seconds: float | None
+
+
+def read_presence(conn: psycopg.Connection[dict[str, Any]]) -> ReporterPresenceFacts:
+    params = {"name": REPORTER_APPLICATION_NAME}
+    return fetch_row(conn, PRESENCE_SQL, params, row_class=ReporterPresenceFacts)

@@ -16,7 +16,8 @@ Facts about Consul 1.8.7 this client relies on (observed, see harness/consul.py)
   `PUT /v1/agent/service/register` rejects both (400 "unknown field") and wants `Name`.
   Everything else it returns (`Weights`, `TaggedAddresses` with the derived
   `lan_ipv4`/`wan_ipv4`, `Proxy`, `Connect`, `Kind`, `Meta`, `EnableTagOverride`) PUTs
-  back unchanged. `registration_from_agent_service()` does that conversion.
+  back unchanged. `registration_from_agent_service()` (checks/roletag/plan.py) does that
+  conversion.
 - Re-registering a conf.d service without `Checks` keeps its conf.d checks attached.
   `/v1/agent/checks` keeps showing the old `ServiceTags` on those checks (the file's,
   still after 10 s), and the checks' `ServiceTags` in `/v1/health/service` catch up
@@ -51,11 +52,6 @@ READ_TIMEOUT_SECONDS = 5.0
 BLOCKING_JITTER_DIVISOR = 16
 # Consul's own ceiling for ?wait=.
 MAX_WAIT_SECONDS = 600.0
-
-# Keys the agent derives and returns from GET /v1/agent/service/:id that the register
-# endpoint refuses. ContentHash is observed in 1.8.7; Datacenter and PeerName come with
-# later versions and are read-only there too.
-_READ_ONLY_SERVICE_KEYS = frozenset({"ContentHash", "Datacenter", "PeerName"})
 
 
 class ConsulError(Exception):
@@ -288,22 +284,6 @@ def _checked_token(value: str, source: str) -> ConsulToken:
     return ConsulToken(value=value, source=source)
 
 
-def registration_from_agent_service(service: Mapping[str, Any]) -> dict[str, Any]:
-    """Turn a `GET /v1/agent/service/:id` answer into a body for `register_service()`.
-
-    Keeps every field (the read-modify-write must not lose what conf.d or another tool
-    set); renames `Service` to `Name` and drops the read-only keys the register endpoint
-    rejects. Leaves out `Checks`, so the service's existing checks stay attached.
-    """
-    registration = {
-        key: value for key, value in service.items() if key not in _READ_ONLY_SERVICE_KEYS
-    }
-    if "Service" in registration:
-        registration.setdefault("Name", registration["Service"])
-        del registration["Service"]
-    return registration
-
-
 def _wait_param(wait: float) -> str:
     if not 0 < wait <= MAX_WAIT_SECONDS:
         raise ValueError(f"wait must be in (0, {MAX_WAIT_SECONDS:g}] seconds, not {wait!r}")
@@ -413,8 +393,8 @@ class ConsulClient:
         """`PUT /v1/agent/service/register` with `definition` as the body.
 
         For a read-modify-write pass the GET answer through
-        `registration_from_agent_service()` first. Without `Checks` in the body the
-        service keeps the checks it has (conf.d checks included).
+        `registration_from_agent_service()` (checks/roletag/plan.py) first. Without
+        `Checks` in the body the service keeps the checks it has (conf.d checks included).
         """
         name = definition.get("Name") or definition.get("Service") or definition.get("ID")
         params = {"replace-existing-checks": "true"} if replace_existing_checks else None
@@ -447,7 +427,7 @@ class ConsulClient:
         )
         return instances
 
-    # -- sessions and the KV lock (the fence, checks/reporter/fence.py) -------------------
+    # -- sessions and the KV lock (the fence, checks/roletag/fencing.py) ------------------
     # Sessions and KV live in the servers' raft state, per datacenter: `datacenter` sends
     # the request to another one (a fence global to a multi-DC cluster lives in one DC).
 

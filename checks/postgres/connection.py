@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar, overload
 
 from checks.budget import Budget
-from checks.status import critical, unknown
+from checks.postgres.refusals import connect_cause
+from checks.status import Cause, critical, unknown
 
 if TYPE_CHECKING:
     import psycopg
@@ -215,7 +216,9 @@ def open_connection(
             problem = unquote_given(problem, settings)
             raise unknown(f"bad connection settings: {problem}{also}") from None
         summary, details = explain_connect_error(exc, settings)
-        raise critical(summary + also, details) from None
+        timed_out = type(exc).__name__ == "ConnectionTimeout" or "timeout expired" in str(exc)
+        cause = connect_cause(summary, timed_out=timed_out)
+        raise critical(summary + also, details, cause=cause) from None
     # libpq learnt the version at login: checking it costs no query.
     if (version := conn.info.server_version) < OLDEST_SUPPORTED_MAJOR * 10000:
         conn.close()
@@ -466,14 +469,18 @@ def query(
             return cursor.fetchall()
     except errors.InsufficientPrivilege as exc:
         raise unknown(
-            f"permission denied ({exc.diag.message_primary}): grant the check's role pg_monitor"
+            f"permission denied ({exc.diag.message_primary}): grant the check's role pg_monitor",
+            cause=Cause.PRIVILEGE,
         ) from None
     except errors.QueryCanceled:
         raise critical(
-            f"query on {reached(conn)} cancelled by statement_timeout: server too slow or blocked"
+            f"query on {reached(conn)} cancelled by statement_timeout: server too slow or blocked",
+            cause=Cause.TIMEOUT,
         ) from None
     except psycopg.OperationalError as exc:
-        raise critical(f"connection to {reached(conn)} lost: {exc}") from None
+        raise critical(
+            f"connection to {reached(conn)} lost: {exc}", cause=Cause.UNREACHABLE
+        ) from None
     except psycopg.Error as exc:
         raise unknown(f"query failed: {exc.diag.message_primary or exc}") from None
 

@@ -68,6 +68,21 @@ def server_and_common_options(
             kwargs["budget"] = Budget(timeout)
         return command(*args, settings=settings, **kwargs)
 
+    return common_options(server_options(wrapper), timeout_type=POSTGRES_TIMEOUT, **help_texts)
+
+
+# Below a second a healthy server would be reported as timed out whenever connecting
+# (TCP, TLS, SCRAM authentication) and the query take a little longer on a busy host;
+# libpq itself cannot give up a connection attempt sooner than after 2 s.
+POSTGRES_TIMEOUT = TimeoutType(
+    minimum=1.0,
+    why_minimum="a busy server takes longer to connect, and libpq gives up a connect only after 2s",
+)
+
+
+def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Adds -H/-p/-U/-d: which server, as whom; the command receives ``host``, ``port``,
+    ``user`` and ``dbname``. pg-role-reporter takes these alone, with its own -t."""
     for option in reversed(
         [
             click.option(
@@ -95,18 +110,5 @@ def server_and_common_options(
             ),
         ]
     ):
-        wrapper = option(wrapper)
-    return common_options(wrapper, timeout_type=POSTGRES_TIMEOUT, **help_texts)
-
-
-# pg-role-reporter's name for it (the daemon words -t its own way)
-connection_options = server_and_common_options
-
-
-# Below a second a healthy server would be reported as timed out whenever connecting
-# (TCP, TLS, SCRAM authentication) and the query take a little longer on a busy host;
-# libpq itself cannot give up a connection attempt sooner than after 2 s.
-POSTGRES_TIMEOUT = TimeoutType(
-    minimum=1.0,
-    why_minimum="a busy server takes longer to connect, and libpq gives up a connect only after 2s",
-)
+        command = option(command)
+    return command

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from checks.consul import ConsulError
 
 UNREACHABLE_RETRY_SECONDS = 1.0
 FIRST_BACKOFF_SECONDS = 1.0
@@ -32,6 +36,16 @@ class Backoff:
     def reset(self) -> None:
         self.failures = 0
 
+    def after(self, error: ConsulError) -> float:
+        """The delay after `error`, chosen here for every caller: an agent that does not
+        answer, or does not know the service yet (a reload in progress), is retried about
+        once a second; an error it answers with backs off."""
+        from checks.consul import ConsulNotFound, ConsulUnreachable
+
+        if isinstance(error, (ConsulUnreachable, ConsulNotFound)):
+            return self.unreachable()
+        return self.refused()
+
     def unreachable(self) -> float:
         """Delay after a refused or timed-out connection: about once a second."""
         self.failures = 0
@@ -39,6 +53,6 @@ class Backoff:
 
     def refused(self) -> float:
         """Delay after an answer that is an error: 'equal jitter' exponential, capped."""
-        ceiling = min(self.cap, self.first * 2**self.failures)
+        ceiling = min(self.cap, self.first * 2.0**self.failures)
         self.failures += 1
         return ceiling / 2 + ceiling / 2 * self.rand()

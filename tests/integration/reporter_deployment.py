@@ -92,7 +92,7 @@ class ReporterProcess:
             [
                 sys.executable,
                 "-m",
-                "checks.role_reporter",
+                "checks.reporter",
                 "--service-id",
                 service_id,
                 "--interval",

@@ -23,8 +23,8 @@ from checks.consul import (
     ConsulPermissionDenied,
     ConsulSettings,
     ConsulUnreachable,
-    registration_from_agent_service,
 )
+from checks.roletag.plan import registration_from_agent_service
 from harness.consul import ConsulAgent, ConsulHarnessError, wait_until
 from tests.integration.fixtures_consul import ConsulAgentFactory
 

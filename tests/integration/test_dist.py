@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXECUTABLES = {
     "check_postgresql": "checks.check_postgresql:main",
     "mem_check": "checks.mem_check:main",
-    "pg-role-reporter": "checks.role_reporter:main",
+    "pg-role-reporter": "checks.reporter.cli:main",
 }
 # leftovers a working checkout collects, none of which may ship
 STALE = [

@@ -20,7 +20,7 @@ import pytest
 
 from harness import pgbin
 from harness.consul import ConsulAgent, wait_until
-from harness.postgres import PgCluster, PgServer
+from harness.postgres import NOPRIV_USER, PgCluster, PgServer
 from tests.integration import test_role_reporter as deployment
 from tests.integration.fixtures_consul import ConsulAgentFactory
 from tests.integration.reporter_deployment import (
@@ -234,6 +234,26 @@ def test_wrong_service_id_is_refused_at_start_and_never_tags_a_replica(
     )
 
 
+def withheld_for(d: Deployment, reporter: ReporterProcess, server: PgServer, words: str):
+    """The reporter withholds the tag of pg-db-1 for a reason that is not an outage: it
+    logs `words` at ERROR and never "unreachable", publishes them as pg_fenced_reason,
+    leaves `leader.` empty and keeps running; consul-role (as a pg_monitor role) is
+    CRITICAL. (the log, consul-role's run) for the caller's own assertions."""
+    log = reporter.wait_for_log(f"ERROR {words} (")
+    assert "unreachable" not in log
+    reason = wait_until(
+        lambda: agent_service(d.agent, "pg-db-1").get("Meta", {}).get("pg_fenced_reason"),
+        timeout=15,
+        what="the published reason",
+    )
+    assert reason.startswith(f"pg-role-reporter: {words}")
+    assert srv_ports(d.agent, LEADER) == set()
+    run = consul_role(d, "pg-db-1", server)
+    assert run.status == "CRITICAL", run.stdout
+    assert reporter.alive()
+    return log, run
+
+
 def test_a_refused_login_is_not_an_outage(
     shared_cluster: PgCluster, deployed: Deploy, tmp_path: Path
 ) -> None:
@@ -245,26 +265,38 @@ def test_a_refused_login_is_not_an_outage(
     passfile.write_text("*:*:*:*:not-the-password\n")
     passfile.chmod(0o600)
     reporter = d.start_reporter("pg-db-1", extra_env={"PGPASSFILE": str(passfile)})
-    log = reporter.wait_for_log("ERROR PostgreSQL refused the reporter's login (")
+    log, run = withheld_for(d, reporter, primary, "PostgreSQL refused the reporter's login")
     assert "password authentication failed" in log
-    assert "unreachable" not in log
-    reason = wait_until(
-        lambda: agent_service(d.agent, "pg-db-1").get("Meta", {}).get("pg_fenced_reason"),
-        timeout=15,
-        what="the published reason",
-    )
-    assert reason.startswith("pg-role-reporter: PostgreSQL refused the reporter's login")
-    assert srv_ports(d.agent, LEADER) == set()
-    run = consul_role(d, "pg-db-1", primary)
-    assert run.status == "CRITICAL", run.stdout
     assert run.summary.startswith("pg-role-reporter: PostgreSQL refused the reporter's login")
-    assert reporter.alive()
 
     # the same reporter with the right password: tagged, the reason gone
     reporter.stop()
     d.start_reporter("pg-db-1")
     wait_for_dns(d.agent, LEADER, d.ports("pg-db-1"))
     assert "pg_fenced_reason" not in agent_service(d.agent, "pg-db-1")["Meta"]
+
+
+def test_a_missing_privilege_is_not_an_outage(shared_cluster: PgCluster, deployed: Deploy) -> None:
+    """Issue 10: the reporter took any failed role query for "PostgreSQL unreachable". On
+    a server hardened so that pg_control_system() is pg_monitor's only (revoked from
+    PUBLIC), a reporter logging in without pg_monitor reaches the server and is refused
+    its role query: the log, the published reason and consul-role say privilege, and the
+    tag stays off."""
+    d = deployed(shared_cluster, guard_check=True, start_reporters=False)
+    primary = d.servers["pg-db-1"]
+    function = "FUNCTION pg_control_system()"
+    primary.execute(f"REVOKE EXECUTE ON {function} FROM PUBLIC")
+    primary.execute(f"GRANT EXECUTE ON {function} TO pg_monitor")
+    try:
+        reporter = d.start_reporter("pg-db-1", extra_env={"PGUSER": NOPRIV_USER})
+        words = "PostgreSQL: the reporter's role lacks a privilege"
+        log, run = withheld_for(d, reporter, primary, words)
+        assert "permission denied for function pg_control_system" in log
+        assert words in run.summary and "unreachable" not in run.stdout
+        reporter.stop()
+    finally:
+        primary.execute(f"REVOKE EXECUTE ON {function} FROM pg_monitor")
+        primary.execute(f"GRANT EXECUTE ON {function} TO PUBLIC")
 
 
 def test_switchover_and_crash_leave_leader_empty_no_longer_than_the_fault_plus_1s(

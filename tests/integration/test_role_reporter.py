@@ -464,3 +464,65 @@ def test_a_token_that_cannot_write_the_lock_or_sessions_is_refused_at_start(
     wait_until(lambda: leaders_http(d.agent) == {"pg-db-1"}, timeout=15, what="leader tag")
     assert "pg_fenced_reason" not in agent_service(d.agent, "pg-db-1")["Meta"]
     assert "ERROR" not in seeing.log()
+
+
+def test_every_turn_is_published_on_the_board(shared_cluster: PgCluster, deployed: Deploy) -> None:
+    """What the HTTP endpoints and the Consul push read (checks/reporter/board.py): the
+    loop's verdict after each turn, as Consul holds it. In-process, one turn each."""
+    from checks.consul import ConsulSettings
+    from checks.postgres.connection import ConnectionSettings
+    from checks.reporter.board import RoleBoard
+    from checks.reporter.loop import Reporter
+    from checks.reporter.options import Options
+    from checks.reporter.postgres import PostgresRole
+    from checks.roletag.plan import TagNames
+    from harness.ports import free_port
+
+    d = deployed(shared_cluster, start_reporters=False)
+    consul = ConsulSettings.from_env(address=d.agent.http_addr)
+
+    def one_turn(service_id: str, settings: ConnectionSettings) -> RoleBoard:
+        board = RoleBoard()
+        options = Options(
+            service_id=service_id, names=TagNames(), interval=0.5, dry_run=False, once=True
+        )
+        reporter = Reporter(options, consul, PostgresRole(settings), board=board)
+        try:
+            assert board.latest() is None
+            before = time.monotonic()
+            assert reporter.run_once()
+            snapshot = board.latest()
+            assert snapshot is not None and before <= snapshot.observed_at <= time.monotonic()
+            # what the board says is what Consul holds
+            tags = agent_service(d.agent, service_id)["Tags"]
+            assert [t for t in tags if t in ("leader", "follower")] == (
+                [snapshot.tag] if snapshot.tag else []
+            )
+            reporter.shutdown()
+        finally:
+            reporter.close()
+        return board
+
+    def settings_of(server: PgServer) -> ConnectionSettings:
+        return ConnectionSettings(dbname=server.dsn(), timeout=5)
+
+    primary = one_turn("pg-db-1", settings_of(d.servers["pg-db-1"])).latest()
+    assert primary is not None
+    assert (primary.role, primary.tag, primary.holds_lock, primary.fenced_reason) == (
+        "primary",
+        "leader",
+        True,
+        None,
+    )
+    replica = one_turn("pg-db-2", settings_of(d.servers["pg-db-2"])).latest()
+    assert replica is not None
+    assert (replica.role, replica.tag, replica.holds_lock) == ("replica", "follower", False)
+    nobody = ConnectionSettings(host="127.0.0.1", port=free_port(), timeout=2)
+    down = one_turn("pg-db-3", nobody).latest()
+    assert down is not None
+    assert (down.role, down.tag, down.holds_lock, down.fenced_reason) == (
+        "unknown",
+        None,
+        False,
+        None,
+    )

@@ -16,8 +16,8 @@ from checks.consul import (
     ConsulConfigError,
     ConsulSettings,
     ConsulUnreachable,
-    registration_from_agent_service,
 )
+from checks.roletag.plan import registration_from_agent_service
 
 SECRET = "8f2c1d7e-0000-4b1a-9c3d-5e6f7a8b9c0d"
 

@@ -27,7 +27,7 @@ SCRIPTS = {
 COMMANDS = {
     "check_postgresql": "checks.check_postgresql:cli",
     "mem_check": "checks.mem_check:command",
-    "pg-role-reporter": "checks.role_reporter:cli",
+    "pg-role-reporter": "checks.reporter.cli:cli",
 }
 # in this order; a page may have more (COMMANDS, FILES)
 SECTIONS = (

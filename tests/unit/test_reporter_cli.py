@@ -6,10 +6,11 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-REPORTER = [sys.executable, "-m", "checks.role_reporter"]
+REPORTER = [sys.executable, "-m", "checks.reporter"]
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -27,7 +28,7 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 def test_help_lists_the_options_and_exits_0() -> None:
@@ -74,7 +75,7 @@ def test_once_against_an_absent_agent_fails_cleanly_and_never_logs_the_token() -
 
 
 def test_empty_and_world_readable_token_files_are_refused_each_in_its_own_words(
-    tmp_path,
+    tmp_path: Path,
 ) -> None:
     empty = tmp_path / "empty-token"
     empty.write_text("\n")
@@ -118,3 +119,13 @@ def test_every_duration_option_refuses_what_is_no_number_of_seconds(
     assert result.returncode == 2
     assert result.stderr.startswith(f"pg-role-reporter: Invalid value for '{option}'")
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_t_is_named_for_what_it_bounds_and_timeout_still_works() -> None:
+    """A check's -t bounds its run; the daemon's bounds one round trip to PostgreSQL."""
+    assert "-t, --round-trip-timeout, --timeout SECONDS" in run("--help").stdout
+    for option in ("-t", "--round-trip-timeout", "--timeout"):
+        result = run(option, "nan")
+        assert result.returncode == 2, option
+        assert result.stderr.startswith("pg-role-reporter: Invalid value for '")
+        assert "Traceback" not in result.stderr

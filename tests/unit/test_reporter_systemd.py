@@ -177,7 +177,7 @@ def test_the_reporter_logs_with_priorities_under_journald(tmp_path: Path) -> Non
         "import os, sys, logging\n"
         "st = os.fstat(2)\n"
         "os.environ['JOURNAL_STREAM'] = f'{st.st_dev}:{st.st_ino}'\n"
-        "from checks.role_reporter import _configure_logging, log\n"
+        "from checks.reporter.cli import _configure_logging, log\n"
         "_configure_logging(0)\n"
         "log.warning('agent unreachable'); log.error('NOT tagging leader'); log.info('ok')\n"
     )
@@ -209,7 +209,7 @@ def test_the_line_a_reporter_dies_with_is_an_error_under_journald(
         "import os, sys\n"
         "st = os.fstat(2)\n"
         "os.environ['JOURNAL_STREAM'] = f'{st.st_dev}:{st.st_ino}'\n"
-        "from checks.role_reporter import main\n"
+        "from checks.reporter.cli import main\n"
         f"main({args!r})\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "CONSUL_"))}

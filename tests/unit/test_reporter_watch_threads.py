@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from checks import role_reporter
 from checks.consul import ConsulClient, ConsulSettings
+from checks.reporter import watch as reporter_watch
 
 
 def test_service_watch_survives_an_unreadable_answer(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -29,8 +29,8 @@ def test_service_watch_survives_an_unreadable_answer(monkeypatch: pytest.MonkeyP
         return {"ID": service_id, "Tags": []}, "hash-1"
 
     monkeypatch.setattr(ConsulClient, "agent_service", agent_service)
-    monkeypatch.setattr(role_reporter.Backoff, "refused", lambda self: 0.01)
-    watch = role_reporter.ServiceWatch(ConsulSettings(), "pg-db", role_reporter.ConsulTrouble())
+    monkeypatch.setattr(reporter_watch.Backoff, "refused", lambda self: 0.01)
+    watch = reporter_watch.ServiceWatch(ConsulSettings(), "pg-db", reporter_watch.ConsulTrouble())
     watch.start()
     try:
         assert second_answer.wait(5), "the watch thread died on the first answer"

@@ -5,7 +5,7 @@ wrong tag harmless whatever the reporter is doing, because a CRITICAL check drop
 instance from DNS. It reads what the reporter's fence decided instead of guessing from the
 catalog: the leader lock's KV entry (who holds it), the reporter's published reason
 (`pg_fenced_reason`) and, in pg_stat_activity, whether the reporter is connected and
-querying. The decision is checks/reporter/fence.py:judge_role().
+querying. The decision is checks/roletag/verdict.py:judge_role().
 
 CRITICAL: tagged leader but not a writable primary, or without holding the lock, or with
 a hung reporter; a writable primary fenced by another holder of the lock, or kept out of
@@ -67,7 +67,7 @@ class ConsulRoleResource(PostgresResource):
     def _consul(self) -> tuple[dict[str, Any], dict[str, Any] | None, str | None, str]:
         """(service, lock entry, why the lock could not be read, lock key)."""
         from checks.consul import ConsulClient, ConsulError, ConsulNotFound
-        from checks.reporter.fence import default_lock_key
+        from checks.roletag.fencing import default_lock_key
 
         if isinstance(self.consul_settings, CheckFailed):
             raise self.consul_settings
@@ -93,13 +93,14 @@ class ConsulRoleResource(PostgresResource):
     def probe(self) -> Iterator[nagiosplugin.Metric]:
         from checks.postgres.readers.reporter import read_presence
         from checks.postgres.readers.role import read_role
-        from checks.reporter.fence import ReporterPresence, holder_of, judge_role
-        from checks.reporter.reconcile import (
+        from checks.roletag.fencing import holder_of
+        from checks.roletag.plan import (
             META_FENCED_REASON,
             META_LOCK_SESSION,
             TagNames,
             role_tags_of,
         )
+        from checks.roletag.verdict import ReporterPresence, judge_role
 
         service, entry, lock_error, key = self._consul()
         with self.connection() as conn:

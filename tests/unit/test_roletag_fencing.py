@@ -1,31 +1,39 @@
-"""checks.reporter.fence: the lock decisions, identity, and the consul-role verdict."""
+"""checks.roletag.fencing and .verdict: the lock decisions, identity, and the consul-role
+verdict."""
 
 from __future__ import annotations
 
 import base64
+from typing import Any
 
-from checks.reporter.fence import (
+from checks.roletag.fencing import (
+    TWIN,
     LockHolder,
-    ReporterPresence,
     Step,
     default_lock_key,
     fence_step,
+    fenced_by,
     fenced_reason,
     fenced_summary,
     holder_of,
     identity_problem,
-    judge_role,
+    is_transient,
+    is_twin,
+    lock_delay_reason,
     lock_value,
+    waiting_for_check_reason,
 )
+from checks.roletag.verdict import ReporterPresence, RoleVerdict, judge_role
 
 
-def entry(value: str, session: str | None = "s-1") -> dict:
+def entry(value: str, session: str | None = "s-1") -> dict[str, str]:
     made = {"Key": "service/pg-db/leader", "Value": base64.b64encode(value.encode()).decode()}
     if session:
         made["Session"] = session
     return made
 
 
+KEY = "service/pg-db/leader"
 HOLDER = LockHolder(session="s-2", node="db2", service_id="pg-db-2", timeline=2)
 
 
@@ -110,8 +118,8 @@ def test_identity_port_and_system_identifier() -> None:
     assert wrong_cluster is not None and "system identifier 1" in wrong_cluster
 
 
-def judge(**overrides: object):
-    args: dict = dict(
+def judge(**overrides: object) -> RoleVerdict:
+    args: dict[str, Any] = dict(
         role_tags=["leader"],
         leader_tag="leader",
         follower_tag="follower",
@@ -198,14 +206,52 @@ def test_read_only_primary_without_tag_is_fine() -> None:
     assert verdict.problem is None
 
 
-def test_the_decision_modules_stay_light() -> None:
-    """Both the daemon and every consul-role run import them: stdlib only."""
+def modules_imported_by(*modules: str) -> set[str]:
+    """sys.modules of a fresh interpreter after importing `modules`."""
+    import json
     import subprocess
     import sys
 
-    code = (
-        "import sys, checks.reporter.fence, checks.reporter.problems, checks.reporter.reconcile\n"
-        "heavy = {'httpx', 'psycopg', 'click', 'nagiosplugin'} & set(sys.modules)\n"
-        "assert not heavy, heavy"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    code = f"import json, sys, {', '.join(modules)}; print(json.dumps(sorted(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    return set(json.loads(result.stdout))
+
+
+ROLETAG = ("checks.roletag.fencing", "checks.roletag.plan", "checks.roletag.verdict")
+
+
+def test_the_decision_modules_stay_light() -> None:
+    """Both the daemon and every consul-role run import them: stdlib only."""
+    loaded = modules_imported_by(*ROLETAG, "checks.reporter.problems")
+    assert not {"httpx", "psycopg", "click", "nagiosplugin"} & loaded
+
+
+def test_the_role_tag_package_imports_nothing_else_of_ours() -> None:
+    """The check and the daemon both depend on it, so it may depend on neither."""
+    ours = {m for m in modules_imported_by(*ROLETAG) if m.startswith("checks.")}
+    assert {m for m in ours if not m.startswith("checks.roletag")} == set()
+
+
+def test_a_lock_held_by_this_same_service_is_a_twin_not_a_fence() -> None:
+    twin = LockHolder(session="s-9", node="db1", service_id="pg-db", timeline=2)
+    reason = fenced_by(twin, service_id="pg-db", node="db1", key=KEY, timeline=2)
+    assert is_twin(reason) and reason.startswith(TWIN)
+    assert "s-9" in reason
+
+
+def test_a_lock_held_by_another_service_fences() -> None:
+    reason = fenced_by(HOLDER, service_id="pg-db", node="db1", key=KEY, timeline=1)
+    assert reason == fenced_reason(HOLDER, key=KEY, timeline=1)
+    assert not is_twin(reason) and not is_transient(reason, key=KEY)
+
+
+def test_an_unknown_node_is_never_a_twin() -> None:
+    """Without our session's node the same service id may be another agent's."""
+    same_id = LockHolder(session="s-9", node="?", service_id="pg-db")
+    assert not is_twin(fenced_by(same_id, service_id="pg-db", node="?", key=KEY, timeline=1))
+
+
+def test_lock_delay_and_a_starting_check_are_transient() -> None:
+    assert is_transient(lock_delay_reason(KEY), key=KEY)
+    assert is_transient(waiting_for_check_reason("check alive is critical"), key=KEY)
+    assert not is_transient(None, key=KEY) and not is_twin(None)

@@ -1,8 +1,10 @@
-"""checks.reporter.reconcile: the registration to PUT, and only when something differs."""
+"""checks.roletag.plan: the registration to PUT, and only when something differs."""
 
 from __future__ import annotations
 
-from checks.reporter.reconcile import Observed, TagNames, merged_tags, plan
+from typing import Any
+
+from checks.roletag.plan import Observed, TagNames, merged_tags, plan
 
 NAMES = TagNames()
 PRIMARY = Observed("primary", writable=True, timeline=3, system_identifier="7301")
@@ -10,7 +12,7 @@ REPLICA = Observed("replica", timeline=3, system_identifier="7301")
 DOWN = Observed("unreachable", error="cannot connect to 127.0.0.1:5432: Connection refused")
 
 
-def service(tags: list[str], meta: dict[str, str] | None = None) -> dict:
+def service(tags: list[str], meta: dict[str, str] | None = None) -> dict[str, Any]:
     """A GET /v1/agent/service/:id answer as Consul 1.8.7 gives it."""
     return {
         "ID": "pg-db",
@@ -98,7 +100,7 @@ def test_custom_tag_names_and_foreign_tags_untouched() -> None:
 
 
 def test_only_the_lock_holder_carries_leader_wal_position_and_session() -> None:
-    from checks.reporter.reconcile import META_LOCK_SESSION, META_WAL_LSN, Observed, TagNames, plan
+    from checks.roletag.plan import META_LOCK_SESSION, META_WAL_LSN, Observed, TagNames, plan
 
     service = {"ID": "pg-db", "Service": "pg-db", "Tags": ["postgresql"], "Meta": {}}
     primary = Observed(role="primary", writable=True, timeline=2, system_identifier="7")
@@ -120,7 +122,7 @@ def test_only_the_lock_holder_carries_leader_wal_position_and_session() -> None:
 
 
 def test_a_service_that_is_not_this_server_gets_no_role_tag_at_all() -> None:
-    from checks.reporter.reconcile import Observed, TagNames, plan
+    from checks.roletag.plan import Observed, TagNames, plan
 
     service = {"ID": "pg-db-2", "Service": "pg-db", "Tags": ["postgresql", "follower"]}
     replica = Observed(role="replica", timeline=1)

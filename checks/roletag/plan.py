@@ -11,8 +11,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from checks.consul import registration_from_agent_service
-
 META_ROLE = "pg_role"
 META_TIMELINE = "pg_timeline"
 META_SYSTEM_IDENTIFIER = "pg_system_identifier"
@@ -32,6 +30,10 @@ OUR_META_KEYS = (
 )
 # Consul refuses Meta values longer than 512 characters.
 META_VALUE_LIMIT = 512
+# Keys the agent derives and returns from GET /v1/agent/service/:id that the register
+# endpoint refuses. ContentHash is observed in 1.8.7; Datacenter and PeerName come with
+# later versions and are read-only there too.
+_READ_ONLY_SERVICE_KEYS = frozenset({"ContentHash", "Datacenter", "PeerName"})
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,22 @@ class Change:
                 + ", ".join(f"{key}={self.new_meta.get(key, '(removed)')}" for key in changed)
             )
         return f"service {service_id}: " + "; ".join(parts)
+
+
+def registration_from_agent_service(service: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn a `GET /v1/agent/service/:id` answer into a body for `register_service()`.
+
+    Keeps every field (the read-modify-write must not lose what conf.d or another tool
+    set); renames `Service` to `Name` and drops the read-only keys the register endpoint
+    rejects. Leaves out `Checks`, so the service's existing checks stay attached.
+    """
+    registration = {
+        key: value for key, value in service.items() if key not in _READ_ONLY_SERVICE_KEYS
+    }
+    if "Service" in registration:
+        registration.setdefault("Name", registration["Service"])
+        del registration["Service"]
+    return registration
 
 
 def plan(

@@ -78,7 +78,7 @@ class PostgresRole:
         self, *, since_lsn: str | None = None
     ) -> tuple[Observed, ReporterPositionFacts | None, PostgresProblem | None]:
         """The role (and, on a primary, the WAL position), or what is wrong."""
-        from checks.postgres.connection import connect
+        from checks.postgres.connection import open_connection
         from checks.postgres.readers.reporter import read_position
         from checks.postgres.readers.role import read_role
 
@@ -86,7 +86,7 @@ class PostgresRole:
         try:
             if self._conn is None or self._conn.closed:
                 # a daemon: libpq may warn on stderr (the journal), where other threads log
-                self._conn = connect(self.settings, capture_stderr=False)
+                self._conn = open_connection(self.settings, capture_stderr=False)
             with RoundTripDeadline(self._conn, self.settings.timeout) as deadline:
                 facts = read_role(self._conn)
                 position = read_position(self._conn, since=since_lsn)

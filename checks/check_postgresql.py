@@ -42,7 +42,8 @@ class LazyDefaultGroup(runtime.CheckGroup):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in SUBCOMMANDS:
             return None
-        return importlib.import_module(SUBCOMMANDS[cmd_name]).command
+        command: click.Command = importlib.import_module(SUBCOMMANDS[cmd_name]).command
+        return command
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         # Only options may follow the program name directly (check_postgresql -H db1):

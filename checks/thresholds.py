@@ -11,13 +11,17 @@ On a check with several metrics, a threshold's unit says which metric it is for
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import nagiosplugin
 
 from checks.units import Quantity, Unit, UnitError, parse_quantity, plain_number
+
+# a click command, or the function an option decorator is about to make one of
+_CommandT = TypeVar("_CommandT", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,15 @@ def parse_threshold(text: str) -> Threshold:
         raise UnitError(f"{text!r}: {exc}") from None
 
 
-class ThresholdType(click.ParamType):
+if TYPE_CHECKING:
+    # click's types say what a ParamType converts to; click before 8.2 cannot be
+    # subscripted at run time, and pyproject.toml allows 8.1.
+    _ThresholdParamType = click.ParamType[Threshold]
+else:
+    _ThresholdParamType = click.ParamType
+
+
+class ThresholdType(_ThresholdParamType):
     """Click parameter type for ranges; ``plain_unit`` is what a unit-less number means."""
 
     name = "RANGE"
@@ -68,7 +80,9 @@ class ThresholdType(click.ParamType):
         self.unit = unit
         self.plain_unit = plain_unit
 
-    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None):
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> Threshold:
         if isinstance(value, Threshold):
             return value
         try:
@@ -148,11 +162,13 @@ def assign(
     return limits
 
 
-def threshold_options(*, plain_unit: Unit | None, help_suffix: str = ""):
+def threshold_options(
+    *, plain_unit: Unit | None, help_suffix: str = ""
+) -> Callable[[_CommandT], _CommandT]:
     """The repeatable ``-w/--warning`` and ``-c/--critical`` options every check shares."""
     kind = ThresholdType(plain_unit=plain_unit)
 
-    def decorate(command):
+    def decorate(command: _CommandT) -> _CommandT:
         command = click.option(
             "-c",
             "--critical",
@@ -182,11 +198,11 @@ def range_options(
     *,
     default_warning: str = "",
     default_critical: str = "",
-):
+) -> Callable[[_CommandT], _CommandT]:
     """``--NAME-warning`` and ``--NAME-critical``: the ranges of a metric that shares its
     unit with the headline one, so ``-w/-c`` cannot reach it (docs/design.md §3)."""
 
-    def decorate(command):
+    def decorate(command: _CommandT) -> _CommandT:
         for level, default in (("critical", default_critical), ("warning", default_warning)):
             note = f" (default: {default})" if default else ""
             command = click.option(

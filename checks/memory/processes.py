@@ -8,7 +8,10 @@ fallback.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    import psutil
 
 # PostgreSQL rewrites its process title ("postgres: 15/main: checkpointer"); it names the
 # role of the backend and carries no secret, unlike arbitrary command lines, which the
@@ -23,10 +26,10 @@ class ProcessMemory(NamedTuple):
     kind: str  # "pss" or "rss"
 
 
-def _describe(proc: object, name: str) -> str:
+def _describe(proc: psutil.Process, name: str) -> str:
     if name in _TITLED:
         try:
-            cmdline = proc.cmdline()  # type: ignore[attr-defined]
+            cmdline = proc.cmdline()
         except Exception:
             return name
         if len(cmdline) == 1 and cmdline[0].startswith("postgres: "):

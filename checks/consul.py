@@ -33,8 +33,10 @@ Facts about Consul 1.8.7 this client relies on (observed, see harness/consul.py)
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import threading
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
@@ -310,6 +312,42 @@ def _summarise_body(text: str, limit: int = 300) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+class KeptHttpClients:
+    """httpx clients kept for a process's life, one per agent address and TLS setup.
+
+    The resident daemon runs consul-role and lag --consul-service every few seconds; a
+    ConsulClient of their own per run built an httpx client and a TCP connection to the
+    agent each time, the larger part of those checks' CPU (docs/design.md §8). With
+    `kept_http_clients` set, every ConsulClient shares one of these instead (httpx's
+    Client is safe to share between threads; the token goes with each request, never
+    with the client).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._clients: dict[ConsulSettings, httpx.Client] = {}
+
+    def client(self, settings: ConsulSettings, build: Callable[[], httpx.Client]) -> httpx.Client:
+        key = replace(settings, token=None)
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                client = self._clients[key] = build()
+            return client
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+
+
+# Set (per thread: a ContextVar) where ConsulClients should share kept httpx clients.
+kept_http_clients: ContextVar[KeptHttpClients | None] = ContextVar(
+    "kept_http_clients", default=None
+)
+
+
 class ConsulClient:
     """A client for the local Consul agent's HTTP API.
 
@@ -320,6 +358,8 @@ class ConsulClient:
     def __init__(self, settings: ConsulSettings | None = None) -> None:
         self.settings = settings if settings is not None else ConsulSettings.from_env()
         self._client: httpx.Client | None = None
+        # a kept client (kept_http_clients) is not this instance's to close
+        self._owns_client = True
 
     def __repr__(self) -> str:
         return f"<ConsulClient {self.settings.address} {self.settings.token or 'anonymous'}>"
@@ -331,9 +371,9 @@ class ConsulClient:
         self.close()
 
     def close(self) -> None:
-        if self._client is not None:
+        if self._client is not None and self._owns_client:
             self._client.close()
-            self._client = None
+        self._client = None
 
     # -- the API the reporter uses -------------------------------------------------------
 
@@ -597,30 +637,39 @@ class ConsulClient:
 
     def _http(self) -> httpx.Client:
         if self._client is None:
-            import httpx
-
-            settings = self.settings
-            transport = None
-            if settings.address.unix_socket:
-                transport = httpx.HTTPTransport(uds=settings.address.unix_socket)
-            # Plain http (or a unix socket) has no certificate to verify: True would
-            # still make httpx load the CA bundle, ~20 ms of CPU per client (measured),
-            # paid on every run of consul-role and lag --consul-service, in the resident
-            # daemon every few seconds.
-            verify: bool | ssl.SSLContext = False
-            if settings.address.scheme == "https":
-                verify = self._ssl_context()
-            self._client = httpx.Client(
-                base_url=settings.address.base_url,
-                transport=transport,
-                verify=verify,
-                timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
-                # Consul's HTTP API never redirects; environment proxies must not catch
-                # a loopback agent.
-                trust_env=False,
-                follow_redirects=False,
-            )
+            kept = kept_http_clients.get()
+            if kept is not None:
+                self._owns_client = False
+                self._client = kept.client(self.settings, self._new_http)
+            else:
+                self._owns_client = True
+                self._client = self._new_http()
         return self._client
+
+    def _new_http(self) -> httpx.Client:
+        import httpx
+
+        settings = self.settings
+        transport = None
+        if settings.address.unix_socket:
+            transport = httpx.HTTPTransport(uds=settings.address.unix_socket)
+        # Plain http (or a unix socket) has no certificate to verify: True would
+        # still make httpx load the CA bundle, ~20 ms of CPU per client (measured),
+        # paid on every run of consul-role and lag --consul-service, in the resident
+        # daemon every few seconds.
+        verify: bool | ssl.SSLContext = False
+        if settings.address.scheme == "https":
+            verify = self._ssl_context()
+        return httpx.Client(
+            base_url=settings.address.base_url,
+            transport=transport,
+            verify=verify,
+            timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
+            # Consul's HTTP API never redirects; environment proxies must not catch
+            # a loopback agent.
+            trust_env=False,
+            follow_redirects=False,
+        )
 
     def _ssl_context(self) -> ssl.SSLContext:
         import ssl

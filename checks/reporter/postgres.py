@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from checks.postgres.connection import ConnectionSettings
@@ -20,51 +24,85 @@ if TYPE_CHECKING:
 log = logging.getLogger("pg-role-reporter")
 
 
+@dataclass(eq=False)
+class ArmedTurn:
+    conn: psycopg.Connection[Any]
+    until: float
+    # set by the watcher when it shut the socket down
+    expired: bool = False
+
+
 class RoundTripDeadline:
-    """Bounds the queries of one turn on the kept connection to `seconds`.
+    """Bounds the queries of each turn on the kept connection to `seconds`.
 
     statement_timeout is enforced by the server, so a server that does not run at all
     (SIGSTOPped, swapped out, its host frozen, a dead peer behind a TCP connection that
     never resets) never sends the cancel: the query waits for ever, and with it the loop,
     so the leader tag and the lock would stay on a dead primary. When the deadline passes,
-    a timer thread shuts the socket down (shutdown(2) wakes a thread blocked reading it);
+    a watcher thread shuts the socket down (shutdown(2) wakes a thread blocked reading it);
     psycopg then raises in the loop's own thread, which closes the connection and
     reconnects next turn (connect_timeout bounds the connect).
+
+    One watcher for the daemon's life, armed and disarmed each turn: a thread started per
+    turn (threading.Timer) cost a fifth of the loop's CPU at four turns a second
+    (docs/design.md §8).
     """
 
-    def __init__(self, conn: psycopg.Connection[Any], seconds: float) -> None:
-        self.conn = conn
-        self.seconds = seconds
-        self.expired = False
-        self._guard = threading.Lock()
-        self._done = False
-        self._timer: threading.Timer | None = None
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        # the turn being bounded; None between turns
+        self._armed: ArmedTurn | None = None
+        self._watcher: threading.Thread | None = None
 
-    def _expire(self) -> None:
+    @contextlib.contextmanager
+    def bound(self, conn: psycopg.Connection[Any], seconds: float) -> Iterator[ArmedTurn]:
+        """Shut `conn`'s socket down if the block takes more than `seconds`; the turn
+        yielded says whether it did."""
+        turn = ArmedTurn(conn, time.monotonic() + seconds)
+        if seconds <= 0:
+            yield turn
+            return
+        with self._cond:
+            if self._watcher is None:
+                self._watcher = threading.Thread(
+                    target=self._watch, name="round-trip deadline", daemon=True
+                )
+                self._watcher.start()
+            self._armed = turn
+            self._cond.notify()
+        try:
+            yield turn
+        finally:
+            with self._cond:
+                # no notify: the watcher finds nothing armed when it next wakes
+                self._armed = None
+
+    def _watch(self) -> None:
+        with self._cond:
+            while True:
+                turn = self._armed
+                if turn is None:
+                    self._cond.wait()
+                    continue
+                remaining = turn.until - time.monotonic()
+                if remaining > 0:
+                    self._cond.wait(remaining)
+                    continue
+                # under the lock: the loop cannot disarm, close the connection and have
+                # its descriptor reused meanwhile
+                self._armed = None
+                turn.expired = True
+                self._shut_down(turn.conn)
+
+    @staticmethod
+    def _shut_down(conn: psycopg.Connection[Any]) -> None:
         import socket
 
-        with self._guard:
-            if self._done:
-                return
-            self.expired = True
-            try:
-                with socket.socket(fileno=os.dup(self.conn.fileno())) as sock:
-                    sock.shutdown(socket.SHUT_RDWR)
-            except Exception as exc:  # already closed: nothing is waiting on it
-                log.debug("abandoning the PostgreSQL connection: %s", exc)
-
-    def __enter__(self) -> RoundTripDeadline:
-        if self.seconds > 0:
-            self._timer = threading.Timer(self.seconds, self._expire)
-            self._timer.daemon = True
-            self._timer.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        with self._guard:
-            self._done = True
-        if self._timer is not None:
-            self._timer.cancel()
+        try:
+            with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
+        except Exception as exc:  # already closed: nothing is waiting on it
+            log.debug("abandoning the PostgreSQL connection: %s", exc)
 
 
 class PostgresRole:
@@ -73,27 +111,26 @@ class PostgresRole:
     def __init__(self, settings: ConnectionSettings) -> None:
         self.settings = settings
         self._conn: psycopg.Connection[dict[str, Any]] | None = None
+        self._deadline = RoundTripDeadline()
 
     def observe(
         self, *, since_lsn: str | None = None
     ) -> tuple[Observed, ReporterPositionFacts | None, PostgresProblem | None]:
         """The role (and, on a primary, the WAL position), or what is wrong."""
         from checks.postgres.connection import open_connection
-        from checks.postgres.readers.reporter import read_position
-        from checks.postgres.readers.role import read_role
+        from checks.postgres.readers.reporter import read_turn
 
-        deadline: RoundTripDeadline | None = None
+        turn: ArmedTurn | None = None
         try:
             if self._conn is None or self._conn.closed:
                 # a daemon: libpq may warn on stderr (the journal), where other threads log
                 self._conn = open_connection(self.settings, capture_stderr=False)
-            with RoundTripDeadline(self._conn, self.settings.timeout) as deadline:
-                facts = read_role(self._conn)
-                position = read_position(self._conn, since=since_lsn)
+            with self._deadline.bound(self._conn, self.settings.timeout) as turn:
+                facts, position = read_turn(self._conn, since=since_lsn)
         except CheckFailed as raised:
             self.close()
             failure = raised
-            if deadline is not None and deadline.expired:
+            if turn is not None and turn.expired:
                 # the socket we shut down is all psycopg saw: say what happened instead
                 failure = CheckFailed(
                     Status.CRITICAL,

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol, TypeGuard, TypeVar
 
+from checks.consul import KeptHttpClients, kept_http_clients
 from checks.output import Report, internal_error
 from checks.status import Status
 
@@ -24,6 +25,10 @@ if TYPE_CHECKING:
 
 
 T = TypeVar("T")
+
+# Consul's httpx clients for every check this daemon runs (consul-role, lag
+# --consul-service): kept for the process's life instead of one per run (checks/consul.py).
+CONSUL_HTTP = KeptHttpClients()
 
 
 class Abortable(Protocol):
@@ -70,6 +75,7 @@ def run_bounded(
     from checks.runtime import invoke
 
     def work() -> Report:
+        kept_http_clients.set(CONSUL_HTTP)  # this worker thread's own context
         try:
             return invoke(command, args, name, source=source)
         except Exception as exc:  # invoke reports its own errors; this is a bug in it

@@ -6,6 +6,7 @@ import re
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -310,3 +311,35 @@ def test_import_does_not_load_httpx() -> None:
         [sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], check=False
     )
     assert result.returncode == 0, "checks.consul imported httpx at module level"
+
+
+def test_kept_http_clients_are_shared_across_tokens_and_outlive_their_users() -> None:
+    """The resident daemon's checks share one httpx client per agent (checks/consul.py,
+    kept_http_clients): a ConsulClient closing must not close it, and the token, sent
+    with each request, must not split it."""
+    import contextvars
+
+    import httpx
+
+    from checks.consul import ConsulToken, KeptHttpClients, kept_http_clients
+
+    kept = KeptHttpClients()
+    settings = ConsulSettings.from_env({"CONSUL_HTTP_ADDR": "127.0.0.1:1"})
+
+    def two_runs() -> tuple[httpx.Client, httpx.Client]:
+        kept_http_clients.set(kept)
+        clients = []
+        for token in (None, ConsulToken(SECRET, "CONSUL_HTTP_TOKEN")):
+            with ConsulClient(replace(settings, token=token)) as client:
+                clients.append(client._http())
+        return clients[0], clients[1]
+
+    first, second = contextvars.copy_context().run(two_runs)
+    assert first is second
+    assert not first.is_closed
+    # without the context variable, each ConsulClient has (and closes) its own
+    own = ConsulClient(settings)
+    assert own._http() is not first
+    own.close()
+    kept.close()
+    assert first.is_closed

@@ -1,9 +1,10 @@
 """SQL about pg-role-reporter: what it reads besides the role, and whether it is there.
 
-- `read_position()`: the reporter's own query next to read_role(): the port the server
-  listens on (matched against the Consul service's Port, so a wrong --service-id cannot tag
-  another instance) and, on a primary, its current WAL position and how far it moved since
-  the last published one (the server does the LSN arithmetic).
+- `read_turn()`: what the reporter reads every turn, in one statement (one round trip,
+  four times a second): the role (ROLE_SQL, as read_role() reads it) and its position: the
+  port the server listens on (matched against the Consul service's Port, so a wrong
+  --service-id cannot tag another instance) and, on a primary, its current WAL position
+  and how far it moved since the last published one (the server does the LSN arithmetic).
 - `read_presence()`: consul-role's look at the reporter's kept connection in
   pg_stat_activity (application_name `pg-role-reporter`): none means it is stopped; a
   last query older than a few intervals means it is hung. Needs pg_read_all_stats (part
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from checks.postgres.connection import fetch_row
+from checks.postgres.readers.role import ROLE_SQL, RoleFacts, role_facts
 
 if TYPE_CHECKING:
     import psycopg
@@ -30,6 +32,9 @@ SELECT current_setting('port')::int AS port,
             ELSE pg_wal_lsn_diff(pg_current_wal_lsn(), %(since)s::text::pg_lsn)::bigint
        END AS advanced_bytes
 """
+
+# ROLE_SQL and POSITION_SQL side by side (their column names differ): one round trip.
+TURN_SQL = f"SELECT * FROM ({ROLE_SQL}) AS role, ({POSITION_SQL}) AS position"
 
 PRESENCE_SQL = """
 SELECT count(*)::int AS connections,
@@ -49,10 +54,14 @@ class ReporterPositionFacts:
     advanced_bytes: int | None
 
 
-def read_position(
+def read_turn(
     conn: psycopg.Connection[dict[str, Any]], *, since: str | None
-) -> ReporterPositionFacts:
-    return fetch_row(conn, POSITION_SQL, {"since": since}, row_class=ReporterPositionFacts)
+) -> tuple[RoleFacts, ReporterPositionFacts]:
+    row = fetch_row(conn, TURN_SQL, {"since": since})
+    position = ReporterPositionFacts(
+        port=row["port"], wal_lsn=row["wal_lsn"], advanced_bytes=row["advanced_bytes"]
+    )
+    return role_facts(conn, row), position
 
 
 class ReporterPresenceFacts(NamedTuple):

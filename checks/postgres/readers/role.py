@@ -19,6 +19,7 @@ login then assumes the built-in default (off) and the details say so.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -104,7 +105,12 @@ class RoleFacts:
 
 
 def read_role(conn: psycopg.Connection[dict[str, Any]]) -> RoleFacts:
-    row = fetch_row(conn, ROLE_SQL)
+    return role_facts(conn, fetch_row(conn, ROLE_SQL))
+
+
+def role_facts(conn: psycopg.Connection[dict[str, Any]], row: Mapping[str, Any]) -> RoleFacts:
+    """RoleFacts from a row with ROLE_SQL's columns (maybe among others: the reporter reads
+    them in the same statement as its position, one round trip per turn)."""
     source = str(row["read_only_source"])
     session_read_only = bool(row["session_read_only"])
     read_only, known = session_read_only, True

@@ -57,11 +57,18 @@ def service_definition(
                     "-d",
                     server.dsn(),
                 ],
-                "interval": "2s",
+                "interval": f"{GUARD_INTERVAL_SECONDS:g}s",
                 "timeout": "8s",
             }
         ]
     return {"service": service}
+
+
+# How often Consul runs the guard above. Its verdict stands until its next run: one taken
+# while a just-promoted primary was still fenced by the old lock holder keeps that primary
+# out of DNS for up to this long after it is tagged (a script check's stale verdict; the
+# resident profile re-runs its checks on every role change instead).
+GUARD_INTERVAL_SECONDS = 2.0
 
 
 class ReporterProcess:

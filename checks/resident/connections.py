@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from checks.postgres.connection import ConnectionSettings, open_connection
+from checks.postgres.connection import ConnectionSettings, open_connection, query
 from checks.status import critical
 
 if TYPE_CHECKING:
@@ -146,8 +146,6 @@ class KeptConnection:
     def _set_statement_timeout(
         self, slot: _Slot, conn: psycopg.Connection[dict[str, Any]], settings: ConnectionSettings
     ) -> None:
-        from checks.postgres.connection import query
-
         # the share of the check's -t its executable would give the server
         wanted = int(settings.budget.connection * 1000)
         if slot.statement_timeout_ms != wanted:

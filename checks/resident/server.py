@@ -246,8 +246,7 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
 
     def address_string(self) -> str:
-        client = self.client_address
-        return str(client[0]) if isinstance(client, tuple) and client else "unix"
+        return _client_key(self.client_address) or "unix"
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         # the path without its query: a query is a command line, logged nowhere

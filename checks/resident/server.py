@@ -21,19 +21,18 @@ import stat
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 from checks import __version__
 from checks.output import Report
+from checks.postgres.connection import ConnectionSettings
+from checks.postgres.readers.instance import InstanceFacts, read_instance_status
 from checks.resident import check_endpoint, health
 from checks.resident.checks import run_bounded, within
 from checks.resident.connections import KeptConnection
 from checks.resident.listen import ListenAddress
 from checks.status import CheckFailed
-
-if TYPE_CHECKING:
-    from checks.postgres.readers.instance import InstanceFacts
 
 log = logging.getLogger("pg-role-reporter")
 
@@ -105,8 +104,6 @@ class Resident:
 
     def instance_status(self) -> tuple[InstanceFacts | None, str | None]:
         """PostgreSQL's answer, or why there is none, within the daemon's -t."""
-        from checks.postgres.connection import ConnectionSettings
-        from checks.postgres.readers.instance import read_instance_status
 
         def work() -> tuple[InstanceFacts | None, str | None]:
             try:

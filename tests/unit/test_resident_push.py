@@ -108,9 +108,11 @@ class RecordingConsul:
     def __init__(self) -> None:
         self.updates: list[tuple[str, str, str]] = []
         self.unreachable = False
+        self.refused = 0
 
     def update_check(self, check_id: str, status: str, output: str) -> None:
         if self.unreachable:
+            self.refused += 1
             raise ConsulUnreachable("cannot reach the Consul agent")
         self.updates.append((check_id, status, output))
 
@@ -253,7 +255,7 @@ def test_a_push_the_agent_missed_is_retried_within_about_a_second(
     consul.unreachable = True
     report = Report("CHECK_POSTGRESQL", Status.OK, "accepting connections")
     running([PushSpec("pg-db-alive", 3600.0, "alive", ())], lambda spec: report, consul, board)
-    time.sleep(0.2)
+    wait_until(lambda: consul.refused, timeout=5, what="a push the agent refused")
     consul.unreachable = False  # the agent is back (a restart takes a second or two)
     wait_until(lambda: consul.updates, timeout=3, what="the push retried")
     assert consul.statuses("pg-db-alive") == ["passing"]

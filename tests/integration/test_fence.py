@@ -38,9 +38,9 @@ from tests.integration.test_role_reporter import (
     Deploy,
     Deployment,
     assert_roles,
+    consul_role,
     new_cluster,
 )
-from tests.plugin_run import check_postgresql
 
 pytestmark = pytest.mark.integration
 
@@ -102,17 +102,6 @@ def sample(d: Deployment, made: list[LeaderSampler]) -> LeaderSampler:
     made.append(one)
     one.start()
     return one
-
-
-def consul_role(d: Deployment, service_id: str, server: PgServer):
-    return check_postgresql(
-        "consul-role",
-        "--service-id",
-        service_id,
-        "--consul-addr",
-        d.agent.http_addr,
-        env=server.env(),
-    )
 
 
 def lock_session(d: Deployment) -> str | None:

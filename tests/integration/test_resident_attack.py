@@ -23,6 +23,7 @@ import pytest
 
 from harness.consul import ConsulAgent
 from harness.postgres import PgCluster
+from harness.waiting import wait_until
 from tests.integration.reporter_deployment import ReporterProcess
 from tests.integration.resident_daemon import ResidentDaemon
 
@@ -232,10 +233,15 @@ def test_kept_connections_ended_by_the_server_change_no_answer(target: Target) -
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE application_name = 'pg-role-reporter-checks'"
         )
+        kept = (
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE application_name = 'pg-role-reporter-checks'"
+        )
         answers = []
         for _ in range(4):
             answers.append((target.daemon.status("/replica"), target.daemon.status("/check/alive")))
-            time.sleep(1.3)  # idle past idle_session_timeout: the server ends the sessions
+            # idle past idle_session_timeout: the server ends the kept sessions
+            wait_until(lambda: replica.scalar(kept) == 0, timeout=10, what="kept sessions ended")
         assert set(answers) == {(200, 200)}, answers
     finally:
         primary.execute("ALTER ROLE monitor RESET idle_session_timeout")

@@ -166,6 +166,18 @@ def assert_roles(d: Deployment, leader: str, followers: set[str], *, timeout: fl
     wait_for_dns(d.agent, FOLLOWER, d.ports(*followers), timeout=timeout)
 
 
+def consul_role(d: Deployment, service_id: str, server: PgServer):
+    """The stale-tag guard for ``service_id``, run as the check Consul runs."""
+    return check_postgresql(
+        "consul-role",
+        "--service-id",
+        service_id,
+        "--consul-addr",
+        d.agent.http_addr,
+        env=server.env(),
+    )
+
+
 def tags_right(d: Deployment, leader: str, followers: set[str]) -> bool:
     for service_id in [leader, *followers]:
         want = "leader" if service_id == leader else "follower"
@@ -234,14 +246,7 @@ def test_start_failover_and_the_old_primary_coming_back(
         assert srv_ports(d.agent, LEADER) == d.ports("pg-db-2")
 
         # and the stale-tag guard says why, as the check Consul runs
-        run = check_postgresql(
-            "consul-role",
-            "--service-id",
-            "pg-db-1",
-            "--consul-addr",
-            d.agent.http_addr,
-            env=old_primary.env(),
-        )
+        run = consul_role(d, "pg-db-1", old_primary)
         assert run.status == "CRITICAL", run.stdout
         assert "fenced" in run.summary
         assert run.summary.startswith("fenced: pg-db-2 on node ")
@@ -349,16 +354,6 @@ def test_consul_role_check_catches_stale_tags_without_a_reporter(
     d = deployed(shared_cluster, start_reporters=False)
     replica = d.servers["pg-db-2"]
 
-    def check(service_id: str, server: PgServer):
-        return check_postgresql(
-            "consul-role",
-            "--service-id",
-            service_id,
-            "--consul-addr",
-            d.agent.http_addr,
-            env=server.env(),
-        )
-
     # a service registered a moment ago reaches the catalog (which the guard reads) after
     # the agent's next sync; until then the guard rightly calls itself blind
     wait_until(
@@ -369,44 +364,44 @@ def test_consul_role_check_catches_stale_tags_without_a_reporter(
         timeout=15,
         what="pg-db-2 in the catalog",
     )
-    untagged = check("pg-db-2", replica)
+    untagged = consul_role(d, "pg-db-2", replica)
     assert untagged.status == "WARNING", untagged.stdout
     assert untagged.summary == "pg-role-reporter is not connected to this server (stopped?)"
     assert untagged.perfdata["is_primary"].value == 0
 
     # a stale leader tag on a replica (what a dead reporter could leave behind)
     retag(d.agent, "pg-db-2", ["postgresql", "leader"])
-    stale = check("pg-db-2", replica)
+    stale = consul_role(d, "pg-db-2", replica)
     assert stale.status == "CRITICAL"
     assert stale.summary == "tagged leader but this is a replica"
 
     # a primary without a tag: the reporter is not running, no leader in DNS
-    primary = check("pg-db-1", d.servers["pg-db-1"])
+    primary = consul_role(d, "pg-db-1", d.servers["pg-db-1"])
     assert primary.status == "WARNING", primary.stdout
     assert primary.summary == "pg-role-reporter is not connected to this server (stopped?)"
     assert primary.perfdata["is_primary"].value == 1
 
     # just promoted, the reporter not yet through: WARNING keeps it in pg-db.service
     retag(d.agent, "pg-db-1", ["postgresql", "follower"])
-    promoted = check("pg-db-1", d.servers["pg-db-1"])
+    promoted = consul_role(d, "pg-db-1", d.servers["pg-db-1"])
     assert promoted.status == "WARNING", promoted.stdout
 
     # a leader tag nobody holds the lock for (written by hand, or left by a reporter
     # whose session ended): out of DNS
     retag(d.agent, "pg-db-1", ["postgresql", "leader"])
-    unlocked = check("pg-db-1", d.servers["pg-db-1"])
+    unlocked = consul_role(d, "pg-db-1", d.servers["pg-db-1"])
     assert unlocked.status == "CRITICAL", unlocked.stdout
     assert unlocked.summary == (
         "tagged leader without holding the leader lock service/pg-db/leader (free)"
     )
 
     # the check's own Consul trouble must not evict a healthy primary: WARNING, not UNKNOWN
-    missing = check("pg-db-9", d.servers["pg-db-1"])
+    missing = consul_role(d, "pg-db-9", d.servers["pg-db-1"])
     assert missing.status == "WARNING", missing.stdout
     assert missing.summary == "service pg-db-9 is not registered on the local Consul agent"
 
     d.agent.stop()
-    unreachable = check("pg-db-2", replica)
+    unreachable = consul_role(d, "pg-db-2", replica)
     assert unreachable.status == "WARNING"
     assert "cannot reach the Consul agent" in unreachable.summary
 

@@ -108,9 +108,11 @@ class RecordingConsul:
     def __init__(self) -> None:
         self.updates: list[tuple[str, str, str]] = []
         self.unreachable = False
+        self.refused = 0
 
     def update_check(self, check_id: str, status: str, output: str) -> None:
         if self.unreachable:
+            self.refused += 1
             raise ConsulUnreachable("cannot reach the Consul agent")
         self.updates.append((check_id, status, output))
 
@@ -136,11 +138,13 @@ class TurningLoop(threading.Thread):
         self.board, self.role, self.tag = board, role, tag
         self.stopping = threading.Event()
         self.paused = threading.Event()
+        self.turns = 0
 
     def run(self) -> None:
         while not self.stopping.wait(0.02):
             if not self.paused.is_set():
                 self.board.publish(snapshot(self.role, self.tag))
+                self.turns += 1
 
 
 @pytest.fixture
@@ -240,9 +244,12 @@ def test_a_new_turn_with_the_same_role_runs_nothing(running: Callable[..., Pushe
         runs.append(spec.check_id)
         return Report("CHECK_POSTGRESQL", Status.OK, "fine")
 
-    running([PushSpec("pg-db-alive", 3600.0, "alive", ())], evaluate, consul, board)
+    loop = TurningLoop(board)
+    running([PushSpec("pg-db-alive", 3600.0, "alive", ())], evaluate, consul, board, loop=loop)
     wait_until(lambda: consul.updates, timeout=5, what="the first push")
-    time.sleep(0.3)  # some fifteen turns with observed_at moving only: nothing may run
+    # fifteen turns with observed_at moving only: nothing may run
+    after = loop.turns
+    wait_until(lambda: loop.turns >= after + 15, timeout=5, what="fifteen more turns")
     assert runs == ["pg-db-alive"]
 
 
@@ -253,7 +260,7 @@ def test_a_push_the_agent_missed_is_retried_within_about_a_second(
     consul.unreachable = True
     report = Report("CHECK_POSTGRESQL", Status.OK, "accepting connections")
     running([PushSpec("pg-db-alive", 3600.0, "alive", ())], lambda spec: report, consul, board)
-    time.sleep(0.2)
+    wait_until(lambda: consul.refused, timeout=5, what="a push the agent refused")
     consul.unreachable = False  # the agent is back (a restart takes a second or two)
     wait_until(lambda: consul.updates, timeout=3, what="the push retried")
     assert consul.statuses("pg-db-alive") == ["passing"]

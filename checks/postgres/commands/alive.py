@@ -10,7 +10,7 @@ import nagiosplugin
 from checks import adapters, output
 from checks.postgres.check import PostgresResource, postgres_command, run
 from checks.postgres.connection import ConnectionSettings, reached
-from checks.postgres.readers.alive import read_liveness
+from checks.postgres.readers.alive import LivenessFacts, read_liveness
 from checks.thresholds import (
     Limits,
     Threshold,
@@ -29,8 +29,7 @@ DEFAULT_CONNECT = Limits(nagiosplugin.Range("2"), nagiosplugin.Range("5"))
 class AliveResource(PostgresResource):
     def __init__(self, settings: ConnectionSettings) -> None:
         super().__init__(settings)
-        self.role = ""
-        self.version = 0
+        self.facts: LivenessFacts | None = None
         # the server actually reached: from a host list or a service file, the one that
         # answered
         self.reached = ""
@@ -44,10 +43,8 @@ class AliveResource(PostgresResource):
         started = time.monotonic()
         with self.connection() as conn:
             connect_seconds = time.monotonic() - started
-            facts = read_liveness(conn)
+            facts = self.facts = read_liveness(conn)
             self.reached = reached(conn)
-        self.role = "replica" if facts.in_recovery else "primary"
-        self.version = facts.server_version
         yield nagiosplugin.Metric("connect_time", round(connect_seconds, 3), "s", min=0)
         yield nagiosplugin.Metric("query_time", round(facts.query_seconds, 3), "s", min=0)
 
@@ -59,8 +56,11 @@ class AliveSummary(adapters.Summary):
         # no timings: they differ every run, and Consul holds back output-only changes
         # for minutes, so its catalog would show stale figures (they are in perfdata)
         alive = self.resource
-        version = f"{alive.version // 10000}.{alive.version % 10000}"
-        return f"{alive.reached} accepts connections (PostgreSQL {version}, {alive.role})"
+        facts = alive.facts
+        assert facts is not None
+        version = f"{facts.server_version // 10000}.{facts.server_version % 10000}"
+        role = "replica" if facts.in_recovery else "primary"
+        return f"{alive.reached} accepts connections (PostgreSQL {version}, {role})"
 
 
 @postgres_command("alive")

@@ -60,13 +60,10 @@ class StandbysResource(FactsResource[UpstreamFacts]):
         self.excluded: list[StandbyFacts] = []
         # application_name as the server shows it -> the delay given by --delayed
         self.delay_of: dict[str, float] = {}
-        # synchronous standbys synchronous_standby_names names, how many of them commits
-        # wait for by the server's synchronous_commit, and how many WAL senders satisfy
-        # them (a synchronous pg_receivewal or logical subscriber does too)
-        self.named_sync = 0
-        self.required_sync = 0
+        # how many WAL senders satisfy the synchronous standbys synchronous_standby_names
+        # names (a synchronous pg_receivewal or logical subscriber does too); how many it
+        # names and commits wait for are the facts' (named_sync, required_sync)
         self.commit_sync = 0
-        self.synchronous_commit = "on"
         # metric name -> the application_name it belongs to, for the words in the output
         self.owners: dict[str, str] = {}
 
@@ -104,9 +101,6 @@ class StandbysResource(FactsResource[UpstreamFacts]):
             raise CheckFailed(self.on_replica, "replica (in recovery) with no standbys of its own")
         if any(s.hidden for s in upstream.standbys + upstream.logical):
             raise needs_pg_monitor(self.login, "see pg_stat_replication details")
-        self.named_sync = upstream.named_sync
-        self.required_sync = upstream.required_sync
-        self.synchronous_commit = upstream.synchronous_commit
         senders = upstream.standbys + receivers + upstream.logical
         self.commit_sync = sum(s.streaming and s.synchronous for s in senders)
         self.details += self._notes(upstream, senders)
@@ -194,7 +188,7 @@ class StandbysResource(FactsResource[UpstreamFacts]):
         server = upstream.capabilities
         if upstream.synchronous_standby_names.strip() and not upstream.in_recovery:
             waits = (
-                f"commits wait for {self.required_sync} synchronous standby(s)"
+                f"commits wait for {upstream.required_sync} synchronous standby(s)"
                 if upstream.commits_wait
                 else f"commits do not wait (synchronous_commit = {upstream.synchronous_commit}"
                 "), only transactions that ask for it"
@@ -307,18 +301,20 @@ class SyncContext(adapters.MetricContext):
         super().__init__(name, label="synchronous standbys", unit=Unit.NUMBER)
         self.minimum = minimum
 
-    def _required(self, resource: object) -> int:
+    def _required(self, resource: StandbysResource) -> int:
         if self.minimum is not None:
             return self.minimum
-        return getattr(resource, "required_sync", 0)
+        return resource.facts.required_sync if resource.facts else 0
 
-    def _missing(self, resource: object) -> tuple[int, int]:
+    def _missing(self, resource: StandbysResource) -> tuple[int, int]:
         """(named, streaming) when fewer synchronous standbys stream than are named."""
-        named = getattr(resource, "named_sync", 0)
-        have = getattr(resource, "commit_sync", 0)
+        named = resource.facts.named_sync if resource.facts else 0
+        have = resource.commit_sync
         return (named, have) if have < named else (0, 0)
 
-    def evaluate(self, metric: nagiosplugin.Metric, resource: object) -> nagiosplugin.Result:
+    def evaluate(
+        self, metric: nagiosplugin.Metric, resource: StandbysResource
+    ) -> nagiosplugin.Result:
         required = self._required(resource)
         if self.minimum is not None:
             if metric.value < required:
@@ -338,7 +334,7 @@ class SyncContext(adapters.MetricContext):
         if self.minimum is None and named:
             if required:
                 return f"commits wait: {required} synchronous standby(s) required, {have} streaming"
-            setting = getattr(resource, "synchronous_commit", "local")
+            setting = resource.facts.synchronous_commit if resource.facts else "local"
             return (
                 f"{named} synchronous standby(s) named, {have} streaming: commits do not "
                 f"wait (synchronous_commit {setting})"
@@ -346,7 +342,7 @@ class SyncContext(adapters.MetricContext):
         return super().describe(metric)
 
     def performance(
-        self, metric: nagiosplugin.Metric, resource: object
+        self, metric: nagiosplugin.Metric, resource: StandbysResource
     ) -> nagiosplugin.Performance:
         required = self._required(resource)
         return nagiosplugin.Performance(

@@ -17,19 +17,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from checks.postgres.connection import fetch_row
+from checks.postgres.readers.role import TIMELINE_SQL
 
 if TYPE_CHECKING:
     import psycopg
 
 # pg_is_wal_replay_paused() and pg_last_wal_*() are evaluated only where they mean
 # something: CASE keeps pg_current_wal_lsn() off a replica, where it raises.
-INSTANCE_SQL = """
+INSTANCE_SQL = f"""
 SELECT pg_is_in_recovery() AS in_recovery,
        (SELECT system_identifier FROM pg_control_system())::text AS system_identifier,
-       CASE WHEN pg_is_in_recovery()
-            THEN coalesce(w.received_tli, (SELECT timeline_id FROM pg_control_checkpoint()))
-            ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
-       END AS timeline,
+       {TIMELINE_SQL} AS timeline,
        CASE WHEN NOT pg_is_in_recovery()
             THEN pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint END AS wal_position,
        CASE WHEN pg_is_in_recovery()

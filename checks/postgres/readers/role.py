@@ -29,18 +29,22 @@ from checks.postgres.server_settings import is_login_source
 if TYPE_CHECKING:
     import psycopg
 
-ROLE_SQL = """
+# The current timeline (see above), as read_role() and the resident's health endpoints
+# (readers/instance.py) both report it.
+TIMELINE_SQL = """CASE WHEN pg_is_in_recovery()
+            THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver),
+                          (SELECT timeline_id FROM pg_control_checkpoint()))
+            ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
+       END"""
+
+ROLE_SQL = f"""
 SELECT pg_is_in_recovery() AS in_recovery,
        s.setting::bool AS session_read_only,
        s.source AS read_only_source,
        s.boot_val::bool AS built_in_read_only,
        has_table_privilege('pg_catalog.pg_file_settings', 'SELECT') AS can_read_files,
        (SELECT system_identifier FROM pg_control_system())::text AS system_identifier,
-       CASE WHEN pg_is_in_recovery()
-            THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver),
-                          (SELECT timeline_id FROM pg_control_checkpoint()))
-            ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
-       END AS timeline
+       {TIMELINE_SQL} AS timeline
 FROM pg_settings AS s
 WHERE s.name = 'default_transaction_read_only'
 """

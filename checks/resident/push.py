@@ -161,12 +161,14 @@ class RoleSource(Protocol):
 
     def wait_newer(self, seen: RoleSnapshot | None, timeout: float) -> RoleSnapshot | None: ...
 
+    def wait_changed(self, seen: RoleSnapshot | None, timeout: float) -> RoleSnapshot | None: ...
+
+    def interrupt(self) -> None: ...
+
 
 def role_key(snapshot: RoleSnapshot | None) -> tuple[object, ...] | None:
     """What makes a verdict stale when it changes: the role, the tag, the lock, the fence."""
-    if snapshot is None:
-        return None
-    return (snapshot.role, snapshot.tag, snapshot.holds_lock, snapshot.fenced_reason)
+    return None if snapshot is None else snapshot.verdict()
 
 
 class Schedule:
@@ -266,9 +268,9 @@ class Pusher(threading.Thread):
             now = self.clock()
             due = schedule.due(now)
             if not due:
-                # woken by every turn of the loop (a few times a second at most)
-                wait = min(STOP_SECONDS, schedule.seconds_to_next(now))
-                latest = self.board.wait_newer(seen, wait)
+                # asleep until the next check is due or the verdict changes (stop()
+                # interrupts): the turns that change nothing do not wake it
+                latest = self.board.wait_changed(seen, schedule.seconds_to_next(now))
                 if role_key(latest) != role_key(seen):
                     schedule.all_now(self.clock())
                 seen = latest
@@ -374,6 +376,7 @@ class Pusher(threading.Thread):
     def stop(self) -> None:
         """Ends run() within STOP_SECONDS (it may be waiting on the board)."""
         self.stopping.set()
+        self.board.interrupt()
 
 
 def bounded_evaluator(source: ConnectionSource | None) -> Evaluator:

@@ -27,6 +27,7 @@ from checks.reporter.options import Options
 from checks.reporter.postgres import PostgresRole
 from checks.reporter.problems import UNREACHABLE, PostgresProblem, Problems
 from checks.reporter.systemd import Notifier
+from checks.reporter.wakeup import readable
 from checks.reporter.watch import ConsulTrouble, LockWatch, ServiceWatch
 from checks.roletag.fencing import (
     Step,
@@ -458,7 +459,7 @@ class Reporter:
         lock_watch = self.lock_watch = LockWatch(self.consul.settings, self.options, watch.changed)
         watch.start()
         lock_watch.start()
-        ready = False
+        ready = by_sensor = False
         try:
             while not stop.is_set():
                 wait = self.poll_interval()
@@ -466,7 +467,19 @@ class Reporter:
                 if retry_in > 0:
                     # a retry due sooner (the lock-delay): wake for it, not a turn later
                     wait = min(wait, retry_in)
-                watch.changed.wait(notifier.wait_bound(wait))
+                # The kept connection wakes the loop too (a crash, a shutdown, a promotion
+                # from PostgreSQL 14). A socket still readable after the turn it woke (what
+                # woke it was not read) would make the loop spin: that wait is the
+                # interval's alone.
+                sensor = self.pg.socket()
+                if sensor is not None and by_sensor and readable(sensor):
+                    sensor = None
+                wait = notifier.wait_bound(wait)
+                if sensor is None:
+                    by_sensor = False
+                    watch.changed.wait(wait)
+                else:
+                    by_sensor = watch.changed.wait_or_readable(wait, sensor)
                 watch.changed.clear()
                 if stop.is_set():
                     break

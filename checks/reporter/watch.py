@@ -11,6 +11,7 @@ from typing import Any
 from checks.consul import ConsulClient, ConsulError, ConsulSettings, ConsulUnreachable
 from checks.reporter.backoff import UNREACHABLE_RETRY_SECONDS, Backoff
 from checks.reporter.options import Options
+from checks.reporter.wakeup import Wakeup
 from checks.roletag.fencing import holder_of
 
 log = logging.getLogger("pg-role-reporter")
@@ -52,7 +53,8 @@ class ServiceWatch(threading.Thread):
         self.settings = settings
         self.service_id = service_id
         self.trouble = trouble
-        self.changed = threading.Event()
+        # set on every new answer (and by the lock watch and a stop): wakes the loop
+        self.changed = Wakeup()
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._service: dict[str, Any] | None = None
@@ -108,7 +110,7 @@ class LockWatch(threading.Thread):
     """A blocking query on the lock key: a release or an invalidated session wakes the
     loop at once (Consul answers the moment the key's index moves)."""
 
-    def __init__(self, settings: ConsulSettings, options: Options, wake: threading.Event) -> None:
+    def __init__(self, settings: ConsulSettings, options: Options, wake: Wakeup) -> None:
         super().__init__(name="consul-lock-watch", daemon=True)
         self.settings = settings
         self.options = options

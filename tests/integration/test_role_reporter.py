@@ -258,6 +258,51 @@ def test_start_failover_and_the_old_primary_coming_back(
         d.stop()
 
 
+REPORTER_SESSIONS = (
+    "select array_agg(pid order by pid) from pg_stat_activity "
+    "where application_name = 'pg-role-reporter'"
+)
+
+
+def test_the_kept_connection_shows_a_crash_at_once_and_a_killed_session_is_no_outage(
+    pg_install: pgbin.PgInstallation, deployed: Deploy
+) -> None:
+    """The loop also sleeps on its connection's socket, which PostgreSQL closes when the
+    session ends: with a 60 s poll, a terminated session is replaced at once without the
+    leader leaving DNS, and a crashed primary leaves DNS within seconds."""
+    with new_cluster(pg_install) as cluster:
+        d = deployed(cluster, start_reporters=False)
+        for service_id in d.servers:
+            d.start_reporter(service_id, extra_args=("--interval", "60"))
+        assert_roles(d, "pg-db-1", {"pg-db-2", "pg-db-3"})
+        primary = d.servers["pg-db-1"]
+        before = primary.scalar(REPORTER_SESSIONS)
+        assert before, "the reporter keeps a session"
+        primary.execute(
+            "select pg_terminate_backend(pid) from pg_stat_activity "
+            "where application_name = 'pg-role-reporter'"
+        )
+
+        def replaced() -> bool:
+            now = primary.scalar(REPORTER_SESSIONS) or []
+            return bool(now) and not set(now) & set(before)
+
+        never_during(
+            lambda: leaders_http(d.agent) != {"pg-db-1"},
+            replaced,
+            timeout=10,
+            what="a terminated reporter session must not take the leader out of DNS",
+        )
+        assert replaced(), "the reporter made a new session at once, not a poll (60 s) later"
+        assert "unreachable" not in d.reporters["pg-db-1"].log()
+
+        started = time.monotonic()
+        primary.kill()
+        wait_for_dns(d.agent, LEADER, set(), timeout=15)
+        assert time.monotonic() - started < 15
+        assert leaders_http(d.agent) == set()
+
+
 def test_reload_and_agent_restart_retag_within_two_seconds(
     shared_cluster: PgCluster,
     deployed: Deploy,

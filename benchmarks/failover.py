@@ -30,7 +30,7 @@ sample with two leaders. Idle reporter (issue 4): <= 0.2 % of a core, <= 40 MiB 
 `--resident` deploys the resident profile instead (issue 11): each instance is
 contrib/consul-conf.d/resident/pg-db.json (pushed TTL checks and the daemon's liveness
 check, the port rewritten per instance) and its pg-role-reporter runs with the options of
-contrib/systemd/pg-role-reporter-resident.conf (--interval 1, --listen, every --push
+contrib/systemd/pg-role-reporter-resident.conf (--interval 2, --listen, every --push
 at its shipped interval; the host's memory check left out). Target: promote -> DNS median
 <= 0.3 s. The idle cost is then the daemon's all-in cost: the role poll, the pushed
 checks and the liveness requests. `--interval` overrides the reporters' role poll (to

@@ -467,10 +467,10 @@ class Reporter:
                 if retry_in > 0:
                     # a retry due sooner (the lock-delay): wake for it, not a turn later
                     wait = min(wait, retry_in)
-                # The kept connection wakes the loop too (a crash, a shutdown, a promotion
-                # from PostgreSQL 14). A socket still readable after the turn it woke (what
-                # woke it was not read) would make the loop spin: that wait is the
-                # interval's alone.
+                # The kept connection wakes the loop too when its session ends (a crash, a
+                # shutdown; a promotion sends it nothing: docs/design.md §3). A socket
+                # still readable after the turn it woke (what woke it was not read) would
+                # make the loop spin: that wait is the interval's alone.
                 sensor = self.pg.socket()
                 if sensor is not None and by_sensor and readable(sensor):
                     sensor = None

@@ -8,14 +8,23 @@ and query_start, which every turn's query sets)."""
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from harness import pgbin
+from harness.consul import wait_until
+from harness.ports import free_port
 from harness.postgres import MONITOR_USER, PgCluster, PgServer
-from tests.integration.reporter_deployment import leaders_http
+from tests.integration.reporter_deployment import (
+    LEADER,
+    leaders_http,
+    never_during,
+    wait_for_dns,
+)
 from tests.integration.test_role_reporter import Deploy, Deployment, assert_roles, deployed
 
 pytestmark = pytest.mark.integration
@@ -101,3 +110,85 @@ def test_a_reported_setting_reloaded_does_not_wake_the_loop(quiet_leader: Deploy
     finally:
         primary.execute("alter system reset all")
         primary.execute("select pg_reload_conf()")
+
+
+def lock_holder(d: Deployment) -> str | None:
+    try:
+        entries = d.agent.api("GET", "/v1/kv/service/pg-db/leader")
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code == 404:
+            return None  # never taken
+        raise
+    return entries[0].get("Session") if entries else None
+
+
+@pytest.mark.parametrize(
+    ("signum", "extra"),
+    [
+        (signal.SIGTERM, ()),
+        (signal.SIGINT, ()),
+        (signal.SIGTERM, ("--listen", "127.0.0.1:{port}")),
+    ],
+    ids=["sigterm", "sigint", "sigterm-listen"],
+)
+def test_a_stop_during_a_long_sleep_is_prompt_and_hands_the_leadership_back(
+    pg_install: pgbin.PgInstallation,
+    deployed: Deploy,
+    signum: signal.Signals,
+    extra: tuple[str, ...],
+) -> None:
+    """The loop sleeps in poll(2) for --interval 60: a signal must still end it at once,
+    with the leader tag off and the lock released (no TTL for the next primary to wait)."""
+    with PgCluster(pg_install, replicas=0) as cluster:
+        d = deployed(cluster, start_reporters=False)
+        args = tuple(a.format(port=free_port()) for a in extra)
+        reporter = d.start_reporter("pg-db-1", extra_args=(*QUIET_INTERVAL, *args))
+        assert_roles(d, "pg-db-1", set())
+        wait_until(lambda: lock_holder(d) is not None, timeout=10, what="the lock taken")
+        # well into the 60 s sleep (the first turns are over)
+        reporter.wait_for_log("role tag none -> leader")
+        started = time.monotonic()
+        reporter.process.send_signal(signum)
+        reporter.process.wait(timeout=10)
+        took = time.monotonic() - started
+        assert reporter.process.returncode == 0, reporter.log()
+        assert took < 5, f"stopped {took:.1f} s after {signum.name}"
+        assert leaders_http(d.agent) == set()
+        assert lock_holder(d) is None
+        assert f"stopping on {signum.name}" in reporter.log()
+        assert "released the leader lock" in reporter.log()
+
+
+def test_a_promotion_beside_a_live_primary_then_its_crash_with_a_long_interval(
+    pg_install: pgbin.PgInstallation, deployed: Deploy
+) -> None:
+    """--interval 60 on both. A promotion does not wake the promoted replica's reporter:
+    PostgreSQL (18 too) sends an idle session the new in_hot_standby only with its next
+    answer, so the socket stays quiet and the promotion waits for the poll. DNS never names
+    two leaders meanwhile. When the old primary is SIGKILLed, its reporter is woken by its
+    session's end and hands the lock back; the lock watch wakes the promoted one, leader
+    within seconds, not a poll later."""
+    with PgCluster(pg_install, replicas=1) as cluster:
+        d = deployed(cluster, start_reporters=False)
+        for service_id in d.servers:
+            d.start_reporter(service_id, extra_args=QUIET_INTERVAL)
+        assert_roles(d, "pg-db-1", {"pg-db-2"})
+        promoted = d.servers["pg-db-2"]
+        promoted.promote()
+        never_during(
+            lambda: leaders_http(d.agent) != {"pg-db-1"},
+            lambda: False,
+            timeout=3,
+            what="only the lock holder is leader after a promotion beside it",
+        )
+        # what the man page says: a promotion alone is seen by the poll, not at once
+        assert "primary, writable" not in d.reporters["pg-db-2"].log()
+        d.servers["pg-db-1"].kill()
+        never_during(
+            lambda: len(leaders_http(d.agent)) > 1,
+            lambda: leaders_http(d.agent) == {"pg-db-2"},
+            timeout=15,
+            what="never two leaders",
+        )
+        assert leaders_http(d.agent) == {"pg-db-2"}
+        wait_for_dns(d.agent, LEADER, d.ports("pg-db-2"), timeout=5)

@@ -457,6 +457,8 @@ class Reporter:
         # rides outages out); the watchdog ping comes from this loop, so a hung turn stops it.
         notifier = notifier or Notifier.from_env()
         lock_watch = self.lock_watch = LockWatch(self.consul.settings, self.options, watch.changed)
+        # a pusher's verdicts wait for a turn: it asks for one instead of waiting a poll
+        self.board.turn_on_request(watch.changed.set)
         watch.start()
         lock_watch.start()
         ready = by_sensor = False

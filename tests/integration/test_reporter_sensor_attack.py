@@ -192,3 +192,34 @@ def test_a_promotion_beside_a_live_primary_then_its_crash_with_a_long_interval(
         )
         assert leaders_http(d.agent) == {"pg-db-2"}
         wait_for_dns(d.agent, LEADER, d.ports("pg-db-2"), timeout=5)
+
+
+def test_pushes_do_not_wait_for_the_poll_so_a_ttl_sized_by_the_man_page_holds(
+    quiet_leader: Deployment,
+) -> None:
+    """A pushed verdict goes out only behind a turn that read PostgreSQL after the check
+    started. The loop turned only every --interval, so with --interval 60 a check pushed
+    every second went out once a minute and its 4 s TTL (the man page's rule: more than
+    twice the interval plus -t) ran out between pushes: the instance left DNS while every
+    check said OK. The pusher now asks the loop for that turn."""
+    d = quiet_leader
+    d.agent.api(
+        "PUT",
+        "/v1/agent/check/register",
+        json_body={"ID": "pg-db-1-pushed", "Name": "pushed", "ServiceID": "pg-db-1", "TTL": "4s"},
+    )
+    reporter = d.start_reporter(
+        "pg-db-1", extra_args=(*QUIET_INTERVAL, "--push", "pg-db-1-pushed=1:alive -t 1")
+    )
+
+    def status() -> str:
+        return str(d.agent.api("GET", "/v1/agent/checks")["pg-db-1-pushed"]["Status"])
+
+    wait_until(lambda: status() == "passing", timeout=10, what="the first push")
+    never_during(
+        lambda: status() != "passing",
+        lambda: False,
+        timeout=9,
+        what=f"the pushed check stays passing (two TTLs); log:\n{reporter.log()}",
+    )
+    assert leaders_http(d.agent) == {"pg-db-1"}

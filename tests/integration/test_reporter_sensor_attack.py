@@ -8,11 +8,13 @@ and query_start, which every turn's query sets)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Iterator
 
 import httpx
+import psycopg
 import pytest
 
 from harness import pgbin
@@ -223,3 +225,33 @@ def test_pushes_do_not_wait_for_the_poll_so_a_ttl_sized_by_the_man_page_holds(
         what=f"the pushed check stays passing (two TTLs); log:\n{reporter.log()}",
     )
     assert leaders_http(d.agent) == {"pg-db-1"}
+
+
+def test_a_backend_killed_by_the_oom_killer_costs_the_leader_only_the_crash_recovery(
+    quiet_leader: Deployment,
+) -> None:
+    """SIGKILL of one backend makes the postmaster end every session and recover. The
+    ended session wakes the loop (--interval 60), which finds the server in recovery and
+    takes the tag off; the leader must then be back soon after the server, not a poll
+    (a minute) later."""
+    d = quiet_leader
+    primary = d.servers["pg-db-1"]
+    victim = primary.connect()
+    victim_pid = victim.info.backend_pid
+    os.kill(victim_pid, signal.SIGKILL)
+    victim.close()
+    reporter = d.reporters["pg-db-1"]
+    # the reporter saw the crash (its session ended with all the others) ...
+    reporter.wait_for_log("the role tag goes until that is fixed", timeout=10)
+    wait_until(lambda: answers(primary), timeout=30, what="the server recovered")
+    recovered = time.monotonic()
+    # ... and the server back within seconds, not at its next poll
+    wait_until(lambda: leaders_http(d.agent) == {"pg-db-1"}, timeout=20, what="leader back")
+    assert time.monotonic() - recovered < 10, reporter.log()
+
+
+def answers(server: PgServer) -> bool:
+    try:
+        return bool(server.scalar("select 1"))
+    except psycopg.Error:
+        return False

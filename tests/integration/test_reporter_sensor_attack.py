@@ -94,16 +94,24 @@ def test_an_idle_session_timeout_does_not_make_the_reporter_reconnect_over_and_o
         primary.execute(f"alter role {MONITOR_USER} reset idle_session_timeout")
 
 
-def test_a_reported_setting_reloaded_does_not_wake_the_loop(quiet_leader: Deployment) -> None:
+def test_a_reported_setting_reloaded_or_a_cancel_does_not_wake_the_loop(
+    quiet_leader: Deployment,
+) -> None:
     """ALTER SYSTEM on settings PostgreSQL reports to its clients (ParameterStatus) and a
-    reload: an idle session is told only with its next answer, so the socket stays quiet
-    and the loop keeps to its interval (no spin on a socket nobody reads)."""
+    reload, pg_cancel_backend on the idle session: an idle session is told nothing (a
+    setting comes with its next answer), so the socket stays quiet and the loop keeps to
+    its interval (no spin on a socket nobody reads)."""
     d = quiet_leader
     primary = d.servers["pg-db-1"]
     before, _ = sessions_seen(primary, 0.1)
     for setting, value in (("TimeZone", "Asia/Kathmandu"), ("DateStyle", "SQL, DMY")):
         primary.execute(f"alter system set {setting} = '{value}'")
     primary.execute("select pg_reload_conf()")
+    for _ in range(3):
+        primary.execute(
+            "select pg_cancel_backend(pid) from pg_stat_activity "
+            "where application_name = 'pg-role-reporter'"
+        )
     try:
         pids, starts = sessions_seen(primary, WINDOW_SECONDS)
         assert pids == before
@@ -112,6 +120,18 @@ def test_a_reported_setting_reloaded_does_not_wake_the_loop(quiet_leader: Deploy
     finally:
         primary.execute("alter system reset all")
         primary.execute("select pg_reload_conf()")
+
+
+# a TTL check of pg-db-1 for --push: 4 s, more than twice a 1 s push plus its -t 1
+PUSHED = "pg-db-1-pushed"
+
+
+def register_pushed_check(d: Deployment) -> None:
+    d.agent.api(
+        "PUT",
+        "/v1/agent/check/register",
+        json_body={"ID": PUSHED, "Name": "pushed", "ServiceID": "pg-db-1", "TTL": "4s"},
+    )
 
 
 def lock_holder(d: Deployment) -> str | None:
@@ -130,8 +150,9 @@ def lock_holder(d: Deployment) -> str | None:
         (signal.SIGTERM, ()),
         (signal.SIGINT, ()),
         (signal.SIGTERM, ("--listen", "127.0.0.1:{port}")),
+        (signal.SIGINT, ("--listen", "127.0.0.1:{port}", "--push", f"{PUSHED}=1:alive -t 1")),
     ],
-    ids=["sigterm", "sigint", "sigterm-listen"],
+    ids=["sigterm", "sigint", "sigterm-listen", "sigint-listen-push"],
 )
 def test_a_stop_during_a_long_sleep_is_prompt_and_hands_the_leadership_back(
     pg_install: pgbin.PgInstallation,
@@ -143,6 +164,8 @@ def test_a_stop_during_a_long_sleep_is_prompt_and_hands_the_leadership_back(
     with the leader tag off and the lock released (no TTL for the next primary to wait)."""
     with PgCluster(pg_install, replicas=0) as cluster:
         d = deployed(cluster, start_reporters=False)
+        if "--push" in extra:
+            register_pushed_check(d)  # critical until the first push: the leader waits
         args = tuple(a.format(port=free_port()) for a in extra)
         reporter = d.start_reporter("pg-db-1", extra_args=(*QUIET_INTERVAL, *args))
         assert_roles(d, "pg-db-1", set())
@@ -205,17 +228,13 @@ def test_pushes_do_not_wait_for_the_poll_so_a_ttl_sized_by_the_man_page_holds(
     twice the interval plus -t) ran out between pushes: the instance left DNS while every
     check said OK. The pusher now asks the loop for that turn."""
     d = quiet_leader
-    d.agent.api(
-        "PUT",
-        "/v1/agent/check/register",
-        json_body={"ID": "pg-db-1-pushed", "Name": "pushed", "ServiceID": "pg-db-1", "TTL": "4s"},
-    )
+    register_pushed_check(d)
     reporter = d.start_reporter(
-        "pg-db-1", extra_args=(*QUIET_INTERVAL, "--push", "pg-db-1-pushed=1:alive -t 1")
+        "pg-db-1", extra_args=(*QUIET_INTERVAL, "--push", f"{PUSHED}=1:alive -t 1")
     )
 
     def status() -> str:
-        return str(d.agent.api("GET", "/v1/agent/checks")["pg-db-1-pushed"]["Status"])
+        return str(d.agent.api("GET", "/v1/agent/checks")[PUSHED]["Status"])
 
     wait_until(lambda: status() == "passing", timeout=10, what="the first push")
     never_during(

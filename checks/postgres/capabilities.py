@@ -44,6 +44,12 @@ class ServerCapabilities:
         return self._since(14)
 
     @property
+    def has_idle_session_timeout(self) -> bool:
+        """idle_session_timeout, which ends a session idle that long: requires PostgreSQL
+        14."""
+        return self._since(14)
+
+    @property
     def pauses_for_parameters(self) -> bool:
         """A hot standby that replays a parameter change above its own value pauses replay
         (before 14 it shut down): requires PostgreSQL 14."""

@@ -8,6 +8,7 @@ never sees half a turn.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -48,6 +49,8 @@ class RoleBoard:
         self._changed = threading.Condition(self._lock)
         self._latest: RoleSnapshot | None = None
         self._interrupted = False
+        # wakes the loop for a turn now (its Wakeup's set); None: no loop turning yet
+        self._wake_loop: Callable[[], None] | None = None
 
     def publish(self, snapshot: RoleSnapshot) -> None:
         with self._lock:
@@ -73,6 +76,17 @@ class RoleBoard:
             if not self._interrupted and verdict_of(self._latest) == verdict_of(seen):
                 self._changed.wait(timeout)
             return self._latest
+
+    def turn_on_request(self, wake: Callable[[], None]) -> None:
+        """The loop's wake-up, for request_turn() to call."""
+        self._wake_loop = wake
+
+    def request_turn(self) -> None:
+        """Have the loop turn now rather than after its --interval (a pushed verdict waits
+        for a turn: without one per push, a TTL shorter than push interval + --interval
+        ran out between pushes)."""
+        if (wake := self._wake_loop) is not None:
+            wake()
 
     def interrupt(self) -> None:
         """Wake every wait_changed() now and end every later one at once (a stop)."""

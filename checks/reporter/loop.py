@@ -457,6 +457,8 @@ class Reporter:
         # rides outages out); the watchdog ping comes from this loop, so a hung turn stops it.
         notifier = notifier or Notifier.from_env()
         lock_watch = self.lock_watch = LockWatch(self.consul.settings, self.options, watch.changed)
+        # a pusher's verdicts wait for a turn: it asks for one instead of waiting a poll
+        self.board.turn_on_request(watch.changed.set)
         watch.start()
         lock_watch.start()
         ready = by_sensor = False
@@ -467,10 +469,10 @@ class Reporter:
                 if retry_in > 0:
                     # a retry due sooner (the lock-delay): wake for it, not a turn later
                     wait = min(wait, retry_in)
-                # The kept connection wakes the loop too (a crash, a shutdown, a promotion
-                # from PostgreSQL 14). A socket still readable after the turn it woke (what
-                # woke it was not read) would make the loop spin: that wait is the
-                # interval's alone.
+                # The kept connection wakes the loop too when its session ends (a crash, a
+                # shutdown; a promotion sends it nothing: docs/design.md §3). A socket
+                # still readable after the turn it woke (what woke it was not read) would
+                # make the loop spin: that wait is the interval's alone.
                 sensor = self.pg.socket()
                 if sensor is not None and by_sensor and readable(sensor):
                     sensor = None

@@ -125,7 +125,7 @@ class PostgresRole:
     ) -> tuple[Observed, ReporterPositionFacts | None, PostgresProblem | None]:
         """The role (and, on a primary, the WAL position), or what is wrong."""
         from checks.postgres.connection import open_connection
-        from checks.postgres.readers.reporter import read_turn
+        from checks.postgres.readers.reporter import keep_session_open, read_turn
 
         turn: ArmedTurn | None = None
         kept = self._conn is not None and not self._conn.closed
@@ -134,6 +134,8 @@ class PostgresRole:
                 # a daemon: libpq may warn on stderr (the journal), where other threads log
                 self._conn = open_connection(self.settings, capture_stderr=False)
             with self._deadline.bound(self._conn, self.settings.timeout) as turn:
+                if not kept:
+                    keep_session_open(self._conn)
                 facts, position = read_turn(self._conn, since=since_lsn)
         except CheckFailed as raised:
             self.close()

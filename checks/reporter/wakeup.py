@@ -4,9 +4,9 @@ kept PostgreSQL connection itself.
 A threading.Event cannot be waited on together with a socket, so this one is a pipe: set
 means a byte is in it. The loop then sleeps in one poll(2) on the pipe and on the kept
 connection's socket, which PostgreSQL makes readable the moment the session ends (a crash:
-backends exit when the postmaster dies; a shutdown; a terminated backend) and, from
-PostgreSQL 14, when a standby is promoted (it reports in_hot_standby to every session).
-Such a change is then seen at once instead of at the next poll (docs/design.md §5).
+backends exit when the postmaster dies; a shutdown; a terminated backend). Such an end is
+then seen at once instead of at the next poll. A promotion is not: PostgreSQL sends an idle
+session nothing then (docs/design.md §3).
 """
 
 from __future__ import annotations

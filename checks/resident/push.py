@@ -163,6 +163,8 @@ class RoleSource(Protocol):
 
     def wait_changed(self, seen: RoleSnapshot | None, timeout: float) -> RoleSnapshot | None: ...
 
+    def request_turn(self) -> None: ...
+
     def interrupt(self) -> None: ...
 
 
@@ -349,6 +351,10 @@ class Pusher(threading.Thread):
         """
         deadline = started + self.turn_wait
         snapshot = self.board.latest()
+        if snapshot is None or snapshot.observed_at < started:
+            # not the next poll: with --interval 10, pushes every 2 s went out every 10 s
+            # and a 6 s TTL ran out between them
+            self.board.request_turn()
         while snapshot is None or snapshot.observed_at < started:
             left = deadline - self.clock()
             if left <= 0 or self.stopping.is_set():

@@ -10,6 +10,7 @@ SINCE = {
     "has_wal_status": 13,
     "has_replay_pause_state": 14,
     "has_lock_wait_start": 14,
+    "has_idle_session_timeout": 14,
     "pauses_for_parameters": 14,
     "has_reserved_connections": 16,
     "escapes_non_ascii_names": 16,

@@ -26,3 +26,12 @@ def test_empty_until_the_first_turn_then_the_latest() -> None:
 def test_a_snapshot_cannot_be_changed_by_a_reader() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         snapshot(1).role = "replica"  # type: ignore[misc]
+
+
+def test_a_turn_request_wakes_the_loop_once_it_said_how() -> None:
+    board = RoleBoard()
+    board.request_turn()  # no loop yet: nothing to wake, no error
+    woken: list[bool] = []
+    board.turn_on_request(lambda: woken.append(True))
+    board.request_turn()
+    assert woken == [True]

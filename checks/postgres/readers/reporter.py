@@ -5,6 +5,7 @@
   port the server listens on (matched against the Consul service's Port, so a wrong
   --service-id cannot tag another instance) and, on a primary, its current WAL position
   and how far it moved since the last published one (the server does the LSN arithmetic).
+- `keep_session_open()`: exempts the kept connection from idle_session_timeout.
 - `read_presence()`: consul-role's look at the reporter's kept connection in
   pg_stat_activity (application_name `pg-role-reporter`): none means it is stopped; a
   last query older than a few intervals means it is hung. Needs pg_read_all_stats (part
@@ -16,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from checks.postgres.capabilities import ServerCapabilities
 from checks.postgres.connection import fetch_row
 from checks.postgres.readers.role import ROLE_SQL, RoleFacts, role_facts
 
@@ -47,6 +49,14 @@ SELECT count(*)::int AS connections,
 """
 
 
+# The reporter's loop also sleeps on its kept connection's socket, and a session that
+# PostgreSQL ends wakes it to reconnect at once. Under an idle_session_timeout shorter than
+# --interval (a DBA's, for the server or the monitoring role) every new session would end
+# idle in turn: a reconnect (a backend forked) as often as that timeout, 30 a second at
+# 20 ms. The setting is the session's own to change (USERSET), so the kept one opts out.
+KEEP_SESSION_SQL = "SELECT set_config('idle_session_timeout', '0', false)"
+
+
 @dataclass(frozen=True)
 class ReporterPositionFacts:
     port: int
@@ -62,6 +72,12 @@ def read_turn(
         port=row["port"], wal_lsn=row["wal_lsn"], advanced_bytes=row["advanced_bytes"]
     )
     return role_facts(conn, row), position
+
+
+def keep_session_open(conn: psycopg.Connection[dict[str, Any]]) -> None:
+    """Once per new kept connection: PostgreSQL must not end it for idling between turns."""
+    if ServerCapabilities.of(conn).has_idle_session_timeout:
+        fetch_row(conn, KEEP_SESSION_SQL)
 
 
 class ReporterPresenceFacts(NamedTuple):

@@ -322,7 +322,14 @@ def start_services(
         # a verdict waits for the loop's next turn: an interval plus a PostgreSQL round trip
         turn_wait = interval + settings.timeout
         services.enter_context(
-            pushing(push_specs, board, consul_settings, source, turn_wait=turn_wait)
+            pushing(
+                push_specs,
+                board,
+                consul_settings,
+                source,
+                turn_wait=turn_wait,
+                loop_interval=interval,
+            )
         )
 
 

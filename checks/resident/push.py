@@ -244,6 +244,7 @@ class Pusher(threading.Thread):
         board: RoleSource,
         *,
         turn_wait: float,
+        loop_interval: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(name="consul-push", daemon=True)
@@ -254,6 +255,8 @@ class Pusher(threading.Thread):
         # how long a turn of the loop may take to come: its interval plus a PostgreSQL
         # round trip bounded by its -t
         self.turn_wait = turn_wait
+        # the loop's --interval; None: unknown, so every round asks for its turn
+        self.loop_interval = loop_interval
         self.clock = clock
         self.stopping = threading.Event()
         self.trouble = PushTrouble()
@@ -286,7 +289,7 @@ class Pusher(threading.Thread):
                     schedule.ran(spec, self.clock())
                 else:
                     verdicts.append((spec, report))
-            confirmed = self.turn_after(started)
+            confirmed = self.turn_after(started, every=min(spec.interval for spec in due))
             if confirmed is None:
                 # the loop is stuck (or this process was stopped): no verdict goes out
                 # until it turns again, and the TTLs fail the instance closed meanwhile
@@ -339,9 +342,9 @@ class Pusher(threading.Thread):
             log.error("evaluating %s: %s: %s", spec.check_id, type(exc).__name__, exc)
             return None
 
-    def turn_after(self, started: float) -> RoleSnapshot | None:
+    def turn_after(self, started: float, *, every: float = 0.0) -> RoleSnapshot | None:
         """The first snapshot of a turn that read PostgreSQL after `started`, or None when
-        none came within `turn_wait`.
+        none came within `turn_wait`. `every`: the shortest push interval of the round.
 
         A verdict goes out only behind such a turn: the tag and the lock in Consul are
         then at least as new as the verdict. A daemon that was SIGSTOPped (or swapped out)
@@ -351,9 +354,13 @@ class Pusher(threading.Thread):
         """
         deadline = started + self.turn_wait
         snapshot = self.board.latest()
-        if snapshot is None or snapshot.observed_at < started:
-            # not the next poll: with --interval 10, pushes every 2 s went out every 10 s
-            # and a 6 s TTL ran out between them
+        fresh = snapshot is not None and snapshot.observed_at >= started
+        if not fresh and (self.loop_interval is None or self.loop_interval > every):
+            # A loop slower than the push would hold each verdict back up to its interval:
+            # with --interval 10, pushes every 2 s went out every 10 s and a 6 s TTL ran out
+            # between them. Ask for the turn now. A loop at least as fast as the push delays
+            # a refresh by less than a push interval, which the TTL rule allows for (twice
+            # the interval plus -t), and an extra turn a round was ~0.02 % of a core.
             self.board.request_turn()
         while snapshot is None or snapshot.observed_at < started:
             left = deadline - self.clock()
@@ -404,10 +411,18 @@ def pushing(
     source: ConnectionSource | None,
     *,
     turn_wait: float,
+    loop_interval: float | None = None,
 ) -> Iterator[Pusher]:
     """The cli's service: a Pusher with its own Consul client, stopped on the way out."""
     with ConsulClient(consul_settings) as consul:
-        pusher = Pusher(specs, bounded_evaluator(source), consul, board, turn_wait=turn_wait)
+        pusher = Pusher(
+            specs,
+            bounded_evaluator(source),
+            consul,
+            board,
+            turn_wait=turn_wait,
+            loop_interval=loop_interval,
+        )
         pusher.start()
         try:
             yield pusher

@@ -159,12 +159,13 @@ def running() -> Iterator[Callable[..., Pusher]]:
         board: RoleBoard,
         *,
         loop: TurningLoop | None = None,
+        loop_interval: float | None = None,
     ) -> Pusher:
         if loop is None:
             loop = TurningLoop(board)
         loops.append(loop)
         loop.start()
-        pusher = Pusher(specs, evaluate, consul, board, turn_wait=0.5)
+        pusher = Pusher(specs, evaluate, consul, board, turn_wait=0.5, loop_interval=loop_interval)
         started.append(pusher)
         pusher.start()
         return pusher
@@ -313,3 +314,27 @@ def test_the_checks_due_together_run_side_by_side(running: Callable[..., Pusher]
     running(specs, evaluate, consul, board)
     wait_until(lambda: len(consul.updates) == 3, timeout=10, what="three pushes")
     assert sorted(consul.statuses(spec.check_id)[0] for spec in specs) == ["passing"] * 3
+
+
+@pytest.mark.parametrize(
+    ("loop_interval", "asks"), [(None, True), (10.0, True), (0.02, False), (0.1, False)]
+)
+def test_a_round_asks_the_loop_for_its_turn_only_when_the_loop_is_slower_than_the_push(
+    running: Callable[..., Pusher], loop_interval: float | None, asks: bool
+) -> None:
+    """A loop at least as fast as the push delays a refresh by less than a push interval,
+    which the TTL rule allows for; a slower one would hold every verdict back, so the
+    round asks for the turn (one more turn each round, which costs CPU)."""
+    consul, board = RecordingConsul(), RoleBoard()
+    asked: list[float] = []
+    board.turn_on_request(lambda: asked.append(time.monotonic()))
+    report = Report("CHECK_POSTGRESQL", Status.OK, "accepting connections")
+    running(
+        [PushSpec("pg-db-alive", 0.1, "alive", ())],
+        lambda spec: report,
+        consul,
+        board,
+        loop_interval=loop_interval,
+    )
+    wait_until(lambda: len(consul.updates) >= 3, timeout=5, what="three pushes")
+    assert bool(asked) is asks

@@ -19,6 +19,7 @@ import select
 class Wakeup:
     """threading.Event's set, clear, is_set and wait, also able to wait on a descriptor.
 
+    Never closed: the SIGTERM handler may set it at any moment until the process ends.
     No lock: set() may run in a signal handler that interrupted clear() in the same
     thread. Every interleaving ends either with the flag set (wait() looks at it before
     it sleeps) or with the flag clear and the pipe drained.
@@ -64,11 +65,6 @@ class Wakeup:
             poller.register(fd, select.POLLIN)
         ready = poller.poll(None if timeout is None else max(0, round(timeout * 1000)))
         return fd is not None and any(ready_fd == fd for ready_fd, _ in ready)
-
-    def close(self) -> None:
-        for fd in (self._read, self._write):
-            with contextlib.suppress(OSError):
-                os.close(fd)
 
 
 def readable(fd: int) -> bool:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from checks.consul import ConsulClient, ConsulError, ConsulSettings
+from checks.reporter.board import verdict_of
 from checks.status import Status
 
 if TYPE_CHECKING:
@@ -168,11 +169,6 @@ class RoleSource(Protocol):
     def interrupt(self) -> None: ...
 
 
-def role_key(snapshot: RoleSnapshot | None) -> tuple[object, ...] | None:
-    """What makes a verdict stale when it changes: the role, the tag, the lock, the fence."""
-    return None if snapshot is None else snapshot.verdict()
-
-
 class Schedule:
     """When each check is due next. Pure: the caller says what time it is."""
 
@@ -276,7 +272,7 @@ class Pusher(threading.Thread):
                 # asleep until the next check is due or the verdict changes (stop()
                 # interrupts): the turns that change nothing do not wake it
                 latest = self.board.wait_changed(seen, schedule.seconds_to_next(now))
-                if role_key(latest) != role_key(seen):
+                if verdict_of(latest) != verdict_of(seen):
                     schedule.all_now(self.clock())
                 seen = latest
                 continue
@@ -298,7 +294,7 @@ class Pusher(threading.Thread):
                     schedule.retry(spec, self.clock())
                 continue
             seen = confirmed
-            if role_key(confirmed) != role_key(base):
+            if verdict_of(confirmed) != verdict_of(base):
                 # evaluated across a role change: stale before it is pushed; every check
                 # runs again under the new role
                 schedule.all_now(self.clock())
